@@ -1,0 +1,1 @@
+"""Alembic migrations for Postroom's schema (run with ``postroom db upgrade``)."""

@@ -1,0 +1,320 @@
+"""The ``postroom`` command: the composition root that wires config, database and services.
+
+This module sits above every layer (it is the only part of the ``postroom``
+package that imports ``sync``); the rest of ``postroom`` is the core that
+``providers``, ``sync`` and ``web`` build on. Every command has ``--help``;
+commands that print data take ``--json``. Errors go to stderr as one sentence
+with exit status 1 (2 for a malformed command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from postroom.config import Config, ConfigError, load_config
+
+log = logging.getLogger("postroom")
+
+
+class CommandError(Exception):
+    """A command cannot be carried out; the message is shown as is."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        msg = message[0].upper() + message[1:] if message else message
+        self.exit(2, f"{self.prog}: error: {msg.rstrip('.')}. See '{self.prog} --help'.\n")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                   help="TOML config file (default: $POSTROOM_CONFIG, else the embedded defaults)")
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def build_parser() -> Parser:
+    root = Parser(prog="postroom", description="Sync recruiters' mailboxes and keep applicants' email history.")
+    _common(root)
+    sub = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    db = sub.add_parser("db", help="database schema")
+    _common(db)
+    dbsub = db.add_subparsers(dest="db_command", metavar="COMMAND", parser_class=Parser)
+    dbsub.required = True
+    up = dbsub.add_parser("upgrade", help="create or upgrade the schema to the newest version")
+    _common(up)
+
+    acc = sub.add_parser("accounts", help="connected mailboxes")
+    _common(acc)
+    accsub = acc.add_subparsers(dest="accounts_command", metavar="COMMAND", parser_class=Parser)
+    accsub.required = True
+    imap = accsub.add_parser("add-imap", help="connect an IMAP/SMTP mailbox")
+    _common(imap)
+    imap.add_argument("--email", required=True, help="the mailbox's address")
+    imap.add_argument("--username", required=True, help="login name (often the address)")
+    imap.add_argument("--password-env", required=True, metavar="VAR",
+                      help="name of the environment variable that holds the password")
+    imap.add_argument("--imap-host", required=True)
+    imap.add_argument("--imap-port", required=True, type=int)
+    imap.add_argument("--imap-security", required=True, choices=("ssl", "starttls", "none"))
+    imap.add_argument("--smtp-host", required=True)
+    imap.add_argument("--smtp-port", required=True, type=int)
+    imap.add_argument("--smtp-security", required=True, choices=("ssl", "starttls", "none"))
+    imap.add_argument("--ca-file", help="PEM file of CA certificates to trust for this server")
+    imap.add_argument("--allow-plaintext", action="store_true",
+                      help="allow --*-security none to a host that is not this machine")
+    imap.add_argument("--proxy", metavar="URL", help="HTTP CONNECT proxy for IMAP, e.g. http://proxy:3128")
+    _json_flag(imap)
+    lst = accsub.add_parser("list", help="list accounts with their sync status")
+    _common(lst)
+    _json_flag(lst)
+
+    app = sub.add_parser("applicants", help="applicants whose email history is kept")
+    _common(app)
+    appsub = app.add_subparsers(dest="applicants_command", metavar="COMMAND", parser_class=Parser)
+    appsub.required = True
+    add = appsub.add_parser("add", help="add an applicant and backfill their history")
+    _common(add)
+    add.add_argument("--name", required=True)
+    add.add_argument("--email", required=True, action="append", help="an address (repeat for several)")
+    _json_flag(add)
+
+    sy = sub.add_parser("sync", help="sync mailboxes once")
+    _common(sy)
+    sy.add_argument("--once", action="store_true", required=True, help="one pass, then exit")
+    sy.add_argument("--account", type=int, metavar="ID", help="only this account")
+    _json_flag(sy)
+
+    th = sub.add_parser("threads", help="conversation threads in one account")
+    _common(th)
+    th.add_argument("--account", type=int, required=True, metavar="ID")
+    _json_flag(th)
+
+    hi = sub.add_parser("history", help="an applicant's email history, oldest first")
+    _common(hi)
+    hi.add_argument("--applicant", type=int, required=True, metavar="ID")
+    _json_flag(hi)
+
+    se = sub.add_parser("send", help="send a message through an account and keep it in Sent")
+    _common(se)
+    se.add_argument("--account", type=int, required=True, metavar="ID")
+    se.add_argument("--to", required=True, action="append", help="a recipient (repeat for several)")
+    se.add_argument("--subject", required=True)
+    se.add_argument("--body-file", required=True, metavar="FILE", help="UTF-8 text of the body ('-' for stdin)")
+    se.add_argument("--in-reply-to", metavar="MSGID", help="Message-ID of the message answered")
+    _json_flag(se)
+
+    wk = sub.add_parser("worker", help="sync every account every sync.interval until stopped")
+    _common(wk)
+    return root
+
+
+class App:
+    """Lazily built config, engine and sessions for one command."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._sessions: Any = None
+
+    @property
+    def sessions(self) -> Any:
+        if self._sessions is None:
+            from postroom import db
+
+            engine = db.make_engine(self.config.database)
+            if engine.dialect.name == "sqlite":
+                db.upgrade(engine)  # the embedded database keeps itself current
+            else:
+                db.check_schema(engine)
+            self._sessions = db.make_sessionmaker(engine)
+        return self._sessions
+
+
+def _print(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else text)
+
+
+def cmd_db_upgrade(app: App, args: argparse.Namespace) -> int:
+    from postroom import db
+
+    engine = db.make_engine(app.config.database)
+    rev = db.upgrade(engine)
+    print(f"Database at revision {rev}.")
+    return 0
+
+
+def cmd_accounts_add_imap(app: App, args: argparse.Namespace) -> int:
+    from sync.accounts import ImapAccountRequest, add_imap_account
+
+    password = os.environ.get(args.password_env)
+    if password is None:
+        raise CommandError(f"Environment variable {args.password_env} (named by --password-env) is not set.")
+    req = ImapAccountRequest(
+        email=args.email, username=args.username, password=password,
+        imap_host=args.imap_host, imap_port=args.imap_port, imap_security=args.imap_security,
+        smtp_host=args.smtp_host, smtp_port=args.smtp_port, smtp_security=args.smtp_security,
+        ca_file=args.ca_file, allow_plaintext=args.allow_plaintext, proxy=args.proxy,
+    )
+    if args.ca_file and not os.path.isfile(args.ca_file):
+        raise CommandError(f"--ca-file {args.ca_file} is not a file.")
+    with app.sessions.begin() as s:
+        account = add_imap_account(s, app.config, req)
+        account_id = account.id
+    _print(args, {"id": account_id}, str(account_id))
+    return 0
+
+
+def cmd_accounts_list(app: App, args: argparse.Namespace) -> int:
+    from sync.accounts import list_accounts
+
+    with app.sessions() as s:
+        accounts = list_accounts(s)
+    if args.json:
+        _print(args, [a.as_json() for a in accounts], "")
+        return 0
+    if not accounts:
+        print("No accounts yet; add one with 'postroom accounts add-imap'.")
+    for a in accounts:
+        last = a.last_sync_at.strftime("%Y-%m-%d %H:%M:%S") if a.last_sync_at else "never"
+        line = f"{a.id:>4}  {a.email:<32} {a.provider:<6} {a.status:<17} last sync {last}"
+        print(line + (f"  error: {a.last_error}" if a.last_error else ""))
+    return 0
+
+
+def cmd_applicants_add(app: App, args: argparse.Namespace) -> int:
+    from sync.history import add_applicant
+
+    with app.sessions.begin() as s:
+        applicant, backfilled = add_applicant(s, args.name, args.email)
+        applicant_id = applicant.id
+    _print(args, {"id": applicant_id, "history_entries": backfilled}, str(applicant_id))
+    return 0
+
+
+def cmd_sync(app: App, args: argparse.Namespace) -> int:
+    from sync.engine import sync_all
+
+    results = sync_all(app.config, app.sessions, args.account)
+    if args.json:
+        _print(args, [{"account_id": r.account_id, "ok": r.ok, "status": r.status, "error": r.error,
+                       "new": r.new, "seconds": round(r.seconds, 3)} for r in results], "")
+    else:
+        if not results:
+            print("No accounts to sync; add one with 'postroom accounts add-imap'.")
+        for r in results:
+            print(r.summary())
+    failed = [r for r in results if not r.ok]
+    if failed:
+        names = ", ".join(f"{r.account_id} ({r.email})" for r in failed)
+        print(f"postroom: error: {len(failed)} of {len(results)} accounts failed to sync: {names}.",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_threads(app: App, args: argparse.Namespace) -> int:
+    from sync.threads import account_threads
+
+    with app.sessions() as s:
+        threads = account_threads(s, args.account)
+    text = "\n".join(f"{t['id']:>6}  {len(t['message_ids']):>3} msgs  {t['subject']}" for t in threads)  # type: ignore[arg-type]
+    _print(args, threads, text or "No threads yet.")
+    return 0
+
+
+def cmd_history(app: App, args: argparse.Namespace) -> int:
+    from sync.history import applicant_history
+
+    with app.sessions() as s:
+        items = applicant_history(s, args.applicant)
+    text = "\n".join(
+        f"{(i.date.strftime('%Y-%m-%d %H:%M') if i.date else '?'):<16} {i.direction:<8} {i.subject}  {i.message_id}"
+        for i in items
+    )
+    _print(args, [i.as_json() for i in items], text or "No messages yet.")
+    return 0
+
+
+def cmd_send(app: App, args: argparse.Namespace) -> int:
+    from sync.outbox import SendRequest, read_body, send_message
+
+    req = SendRequest(account_id=args.account, to=args.to, subject=args.subject, text=read_body(args.body_file),
+                      in_reply_to=args.in_reply_to)
+    row = send_message(app.config, app.sessions, req)
+    if row.error:
+        print(f"postroom: warning: {row.error}", file=sys.stderr)
+    _print(args, {"message_id": row.message_id, "status": row.status}, row.message_id)
+    return 0
+
+
+def cmd_worker(app: App, args: argparse.Namespace) -> int:
+    from sync.worker import Worker
+
+    worker = Worker(app.config, app.sessions)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s; finishing the account in hand", signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run()
+    return 0
+
+
+COMMANDS: dict[tuple[str, ...], Callable[[App, argparse.Namespace], int]] = {
+    ("db", "upgrade"): cmd_db_upgrade,
+    ("accounts", "add-imap"): cmd_accounts_add_imap,
+    ("accounts", "list"): cmd_accounts_list,
+    ("applicants", "add"): cmd_applicants_add,
+    ("sync",): cmd_sync,
+    ("threads",): cmd_threads,
+    ("history",): cmd_history,
+    ("send",): cmd_send,
+    ("worker",): cmd_worker,
+}
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from postroom.crypto import SecretError
+    from postroom.db import DatabaseError
+    from providers.errors import ProviderError
+    from sync.accounts import AccountError
+    from sync.history import ApplicantError
+    from sync.outbox import OutboxError
+
+    return (CommandError, ConfigError, DatabaseError, SecretError, AccountError, ApplicantError, OutboxError,
+            ProviderError, ValueError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    key = tuple(v for v in (args.command, getattr(args, f"{args.command}_command", None)) if v)
+    try:
+        config = load_config(getattr(args, "config", None))
+        from postroom.logs import setup_logging
+
+        setup_logging(config.logging)
+        return COMMANDS[key](App(config), args)
+    except _known_errors() as exc:
+        msg = str(exc).strip() or exc.__class__.__name__
+        print(f"postroom: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("postroom: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Configuration: parsed once from TOML into frozen dataclasses and passed in.
+
+Sources, later ones winning:
+
+1. built-in defaults (the embedded mode: SQLite in a data directory);
+2. the TOML file named by ``--config`` or ``POSTROOM_CONFIG`` (if any);
+3. a few environment overrides (``POSTROOM_DATABASE_URL``, ``POSTROOM_SECRET_KEY``,
+   ``POSTROOM_DATA_DIR``, ``POSTROOM_SYNC_INTERVAL``, ``POSTROOM_LOG_LEVEL``).
+
+Nothing here reads the environment at import time; :func:`load_config` takes
+the environment as an argument. Every problem raises :class:`ConfigError` with
+one sentence that names the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BODY_POLICIES = ("applicants", "all", "none")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or out of range; the message names it."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    secret_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    interval: float = 120.0  # seconds between two syncs of one account
+    body_policy: str = "applicants"  # which bodies to fetch and keep
+    batch_size: int = 500  # messages per header batch and per transaction
+    connect_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    blob_dir: Path
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class ImapDefaults:
+    allow_plaintext: bool = False  # allow security=none to non-loopback hosts
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    database: DatabaseConfig
+    security: SecurityConfig
+    sync: SyncConfig
+    storage: StorageConfig
+    logging: LoggingConfig
+    imap: ImapDefaults
+    source: str = "defaults"  # where the settings came from, for messages
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    if env.get("POSTROOM_DATA_DIR"):
+        return Path(env["POSTROOM_DATA_DIR"]).expanduser()
+    base = env.get("XDG_DATA_HOME") or os.path.join(env.get("HOME", "."), ".local", "share")
+    return Path(base) / "postroom"
+
+
+def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"Setting [{name}] must be a table.")
+    return value
+
+
+def _get(sec: Mapping[str, Any], section: str, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    if key not in sec:
+        return default
+    value = sec[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"Setting {section}.{key} must be a {want}, not {value!r}.")
+    return value
+
+
+def _choice(value: str, section: str, key: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"Setting {section}.{key} must be one of {', '.join(choices)}, not {value!r}.")
+    return value
+
+
+def _float_env(env: Mapping[str, str], name: str, default: float) -> float:
+    if name not in env:
+        return default
+    try:
+        return float(env[name])
+    except ValueError:
+        raise ConfigError(f"Environment variable {name} must be a number of seconds, not {env[name]!r}.") from None
+
+
+def load_secret_key(data_dir: Path) -> str:
+    """The embedded mode's key: generated once and kept beside the database (mode 0600)."""
+    path = data_dir / "secret.key"
+    try:
+        key = path.read_text().strip()
+        if key:
+            return key
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (or ``$POSTROOM_CONFIG``), apply environment overrides, validate."""
+    env = dict(os.environ if env is None else env)
+    path = path or env.get("POSTROOM_CONFIG") or None
+    doc: dict[str, Any] = {}
+    source = "defaults"
+    if path:
+        source = str(path)
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"Config file {path} does not exist.") from None
+        except IsADirectoryError:
+            raise ConfigError(f"Config file {path} is a directory, not a TOML file.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
+    known = {"data_dir", "database", "security", "sync", "storage", "logging", "imap"}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ConfigError(f"Unknown setting {unknown[0]!r} in {source}; known sections: {', '.join(sorted(known))}.")
+
+    data_dir = Path(_get(doc, "top level", "data_dir", str, "") or default_data_dir(env)).expanduser()
+    if env.get("POSTROOM_DATA_DIR"):
+        data_dir = Path(env["POSTROOM_DATA_DIR"]).expanduser()
+
+    db = _section(doc, "database")
+    url = env.get("POSTROOM_DATABASE_URL") or _get(db, "database", "url", str, "")
+    if not url:
+        url = f"sqlite:///{data_dir / 'postroom.db'}"
+    if "://" not in url:
+        raise ConfigError(f"Setting database.url must be a URL such as sqlite:///path or postgresql://host/db, not {url!r}.")
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is the driver we ship
+    database = DatabaseConfig(url=url, echo=_get(db, "database", "echo", bool, False))
+
+    sec = _section(doc, "security")
+    key = env.get("POSTROOM_SECRET_KEY") or _get(sec, "security", "secret_key", str, "")
+    if not key:
+        if not url.startswith("sqlite"):
+            raise ConfigError(
+                "Setting security.secret_key (or POSTROOM_SECRET_KEY) is required with a server database, "
+                "so that every process can decrypt stored credentials."
+            )
+        key = load_secret_key(data_dir)
+    if len(key) < 16:
+        raise ConfigError("Setting security.secret_key must be at least 16 characters long.")
+
+    s = _section(doc, "sync")
+    interval = _float_env(env, "POSTROOM_SYNC_INTERVAL", _get(s, "sync", "interval", float, 120.0))
+    if interval < 1:
+        raise ConfigError(f"Setting sync.interval must be at least 1 second, not {interval:g}.")
+    batch = _get(s, "sync", "batch_size", int, 500)
+    if not 1 <= batch <= 5000:
+        raise ConfigError(f"Setting sync.batch_size must be between 1 and 5000, not {batch}.")
+    sync = SyncConfig(
+        interval=interval,
+        body_policy=_choice(_get(s, "sync", "body_policy", str, "applicants"), "sync", "body_policy", BODY_POLICIES),
+        batch_size=batch,
+        connect_timeout=_get(s, "sync", "connect_timeout", float, 30.0),
+    )
+
+    st = _section(doc, "storage")
+    blob_dir = Path(_get(st, "storage", "blob_dir", str, "") or data_dir / "blobs").expanduser()
+
+    lg = _section(doc, "logging")
+    level = (env.get("POSTROOM_LOG_LEVEL") or _get(lg, "logging", "level", str, "INFO")).upper()
+    logging_cfg = LoggingConfig(
+        level=_choice(level, "logging", "level", LOG_LEVELS),
+        format=_choice(_get(lg, "logging", "format", str, "text"), "logging", "format", LOG_FORMATS),
+    )
+
+    im = _section(doc, "imap")
+    ca_file = _get(im, "imap", "ca_file", str, None)
+    if ca_file and not os.path.isfile(ca_file):
+        raise ConfigError(f"Setting imap.ca_file names {ca_file}, which is not a file.")
+    imap = ImapDefaults(allow_plaintext=_get(im, "imap", "allow_plaintext", bool, False), ca_file=ca_file)
+
+    return Config(
+        data_dir=data_dir,
+        database=database,
+        security=SecurityConfig(secret_key=key),
+        sync=sync,
+        storage=StorageConfig(blob_dir=blob_dir),
+        logging=logging_cfg,
+        imap=imap,
+        source=source,
+    )

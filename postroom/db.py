@@ -1,0 +1,93 @@
+"""Engine and session creation, and schema upgrades through Alembic.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout so the
+worker and the CLI can share the file; PostgreSQL is used through psycopg 3.
+Sessions are short: callers open one per unit of work and never hold a
+transaction across network I/O.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+import migrations
+from postroom.config import DatabaseConfig
+
+MIGRATIONS_DIR = Path(migrations.__file__).parent
+
+
+class DatabaseError(Exception):
+    """The database cannot be reached or is not at the expected schema version."""
+
+
+def make_engine(cfg: DatabaseConfig) -> Engine:
+    url = cfg.url
+    kwargs: dict[str, Any] = {"echo": cfg.echo, "future": True}
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ArgumentError, NoSuchModuleError):
+        raise DatabaseError(f"Setting database.url is not a database URL Postroom can use: {url!r}.") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(engine: Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine) -> str:
+    """Bring the schema to the newest migration; returns the revision now applied."""
+    try:
+        command.upgrade(alembic_config(engine), "head")
+    except OperationalError as exc:
+        raise DatabaseError(f"Cannot reach the database at {engine.url!r}: {exc.orig}.") from None
+    return current_revision(engine) or ""
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise DatabaseError with a one-sentence fix if the schema is not at head."""
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    try:
+        rev = current_revision(engine)
+    except OperationalError as exc:
+        raise DatabaseError(f"Cannot reach the database at {engine.url!r}: {exc.orig}.") from None
+    if rev != head:
+        raise DatabaseError("The database schema is not up to date; run 'postroom db upgrade' first.")

@@ -1,0 +1,270 @@
+"""Database models. They hold data only: no MIME parsing, no provider calls.
+
+Shape of the mail data (one organisation's view)::
+
+    MailAccount 1─* Folder 1─* MessageCopy *─1 Email *─1 Thread
+                                                  │ 1
+                                                  ├─* Participant (canonical address, role)
+                                                  └─* HistoryEntry *─1 Applicant 1─* ApplicantAddress
+
+* ``MessageCopy`` is the header index row for one message in one folder of one
+  account, keyed by the provider's identity (folder, remote id). It carries
+  flags and server metadata, and the quarantine reason when the message could
+  not be parsed.
+* ``Email`` is one distinct message per organisation, keyed by Message-ID:
+  however many recruiters' mailboxes saw it, it exists once, so threads and
+  applicant histories never double.
+* ``ThreadKey`` persists the union-find of the References graph: every
+  Message-ID seen or referenced, and every provider thread hint, maps to the
+  thread that holds it; a child that arrives before its parent leaves a key
+  that the parent later joins.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Organisation(Base):
+    __tablename__ = "organisations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    """A recruiter who signs in and owns mail accounts."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MailAccount(Base):
+    """A connected mailbox. ``secret`` holds encrypted credentials (see postroom.crypto)."""
+
+    __tablename__ = "mail_accounts"
+    __table_args__ = (UniqueConstraint("org_id", "provider", "email"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    email: Mapped[str] = mapped_column(String(320))
+    provider: Mapped[str] = mapped_column(String(32))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(32), default="active")
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Folder(Base):
+    """One remote folder with its persisted sync state (see sync.engine for the state machine)."""
+
+    __tablename__ = "folders"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("mail_accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(1000))
+    role: Mapped[str | None] = mapped_column(String(32))
+    delimiter: Mapped[str] = mapped_column(String(4), default="/")
+    state: Mapped[str] = mapped_column(String(16), default="initial")  # initial | incremental | resync
+    cursor: Mapped[str | None] = mapped_column(Text)
+    exists_remote: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Thread(Base):
+    __tablename__ = "threads"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    normalised_subject: Mapped[str] = mapped_column(Text, default="")
+    last_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ThreadKey(Base):
+    """Message-ID (or ``hint:<account>:<id>``) → thread, including ids only referenced so far."""
+
+    __tablename__ = "thread_keys"
+    __table_args__ = (UniqueConstraint("org_id", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(1000))
+    thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"), index=True)
+
+
+class Body(Base):
+    """Raw MIME of a message kept per the body policy; the bytes live in the blob directory."""
+
+    __tablename__ = "bodies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(200))
+    text_preview: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Email(Base):
+    """One distinct message per organisation, however many mailboxes hold it."""
+
+    __tablename__ = "emails"
+    __table_args__ = (UniqueConstraint("org_id", "message_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(1000))
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id", ondelete="SET NULL"), index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_addr: Mapped[str | None] = mapped_column(String(320))
+    from_name: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    in_reply_to: Mapped[str | None] = mapped_column(Text)
+    references: Mapped[list[str]] = mapped_column(JSON, default=list)
+    to_addrs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    cc_addrs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    body_id: Mapped[int | None] = mapped_column(ForeignKey("bodies.id", ondelete="SET NULL"))
+    body_error: Mapped[str | None] = mapped_column(Text)  # quarantine reason for an unparseable body
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Participant(Base):
+    """Canonical address of everyone on a message, for applicant matching by index lookup."""
+
+    __tablename__ = "participants"
+    __table_args__ = (Index("ix_participants_org_address", "org_id", "address"),)
+    email_id: Mapped[int] = mapped_column(ForeignKey("emails.id", ondelete="CASCADE"), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    role: Mapped[str] = mapped_column(String(8), primary_key=True)  # from | to | cc | bcc | reply-to
+    org_id: Mapped[int] = mapped_column(Integer)
+
+
+class MessageCopy(Base):
+    """Header-index row: one message in one folder of one account, by provider identity."""
+
+    __tablename__ = "message_copies"
+    __table_args__ = (UniqueConstraint("folder_id", "remote_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("mail_accounts.id", ondelete="CASCADE"), index=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(String(200))
+    email_id: Mapped[int | None] = mapped_column(ForeignKey("emails.id", ondelete="CASCADE"), index=True)
+    flags: Mapped[str] = mapped_column(Text, default="")
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    internal_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    thread_hint: Mapped[str | None] = mapped_column(String(200))
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    quarantine_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Applicant(Base):
+    __tablename__ = "applicants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApplicantAddress(Base):
+    __tablename__ = "applicant_addresses"
+    __table_args__ = (UniqueConstraint("org_id", "canonical"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
+    applicant_id: Mapped[int] = mapped_column(ForeignKey("applicants.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(320))  # as entered
+    canonical: Mapped[str] = mapped_column(String(320))
+
+
+class HistoryEntry(Base):
+    """One entry per applicant per distinct message, whichever mailboxes saw it."""
+
+    __tablename__ = "history_entries"
+    __table_args__ = (UniqueConstraint("applicant_id", "email_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    applicant_id: Mapped[int] = mapped_column(ForeignKey("applicants.id", ondelete="CASCADE"))
+    email_id: Mapped[int] = mapped_column(ForeignKey("emails.id", ondelete="CASCADE"), index=True)
+    direction: Mapped[str] = mapped_column(String(8))  # inbound | outbound
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(Base):
+    """A message to send, committed with its Message-ID before any network I/O.
+
+    States: ``queued`` → ``sending`` → ``sent`` | ``failed``. A row found in
+    ``sending`` after a crash is never sent again automatically: the server may
+    already have accepted it, so it becomes ``uncertain`` for a person to check.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("account_id", "message_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("mail_accounts.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[str] = mapped_column(String(1000))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    error: Mapped[str | None] = mapped_column(Text)
+    sent_copy_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

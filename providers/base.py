@@ -1,0 +1,216 @@
+"""The provider contract: what the sync engine may ask of any mail backend.
+
+Backends (IMAP/SMTP, Gmail, EWS, Graph) satisfy :class:`MailProvider`
+structurally; they do not inherit from it. They take and return the small
+frozen dataclasses below and know nothing about the database. Every backend
+must pass the shared contract suite in ``tests/providers/contract.py``.
+
+A sync pass over one folder looks like this::
+
+    changes = provider.fetch_changes(folder, cursor)      # cheap: ids + flags
+    for batch in chunks(changes.new, 500):
+        for msg in provider.fetch_headers(folder, batch):  # header blocks
+            ...index it...
+    bodies = provider.fetch_bodies(folder, wanted_ids)    # raw MIME, batched
+    cursor = changes.cursor                               # commit last
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+
+class FolderRole(enum.StrEnum):
+    """What a folder is for, independent of its (possibly localised) name."""
+
+    INBOX = "inbox"
+    SENT = "sent"
+    DRAFTS = "drafts"
+    TRASH = "trash"
+    JUNK = "junk"
+    ARCHIVE = "archive"
+    ALL = "all"  # Gmail's All Mail: every message once
+    FLAGGED = "flagged"
+    IMPORTANT = "important"
+
+
+class Capability(enum.StrEnum):
+    """Features a backend declares; the engine branches on these, never on names."""
+
+    CONDSTORE = "condstore"  # cheap "what changed since modseq N" queries
+    QRESYNC = "qresync"  # expunges reported without listing the folder
+    MOVE = "move"  # atomic server-side move
+    SERVER_THREAD_IDS = "server-thread-ids"  # RemoteMessage.thread_hint is meaningful
+    LABELS = "labels"  # one message can sit in several folders (Gmail)
+    PUSH = "push"  # IDLE / watch notifications
+    SEND = "send"  # can submit mail
+    STORE_SENT_COPY = "store-sent-copy"  # can place a message into Sent
+
+
+@dataclass(frozen=True)
+class RemoteFolder:
+    """A folder as the server names it.
+
+    >>> RemoteFolder(name="Sent Items", role=FolderRole.SENT)
+    RemoteFolder(name='Sent Items', role=<FolderRole.SENT: 'sent'>, delimiter='/', selectable=True)
+    """
+
+    name: str  # the server's full path or id, used in every later call
+    role: FolderRole | None = None
+    delimiter: str = "/"
+    selectable: bool = True
+
+
+@dataclass(frozen=True)
+class FlagUpdate:
+    """A message whose flags (or labels) changed since the cursor."""
+
+    remote_id: str
+    flags: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """What changed in one folder since ``cursor`` was issued.
+
+    ``new`` lists remote ids in ascending server order; their headers come from
+    :meth:`MailProvider.fetch_headers`. When ``present`` is not None the backend
+    had to enumerate the folder, and it is the complete set of remote ids in it:
+    anything the engine knows in this folder that is not in ``present`` is gone.
+    ``cursor`` is opaque text the engine stores verbatim once the changes are
+    applied.
+
+    >>> ChangeSet(new=("101", "102"), changed=(FlagUpdate("7", frozenset({"\\\\Seen"})),),
+    ...           removed=("5",), cursor='{"uidvalidity": 1, "uidnext": 103}')  # doctest: +SKIP
+    """
+
+    new: tuple[str, ...] = ()
+    changed: tuple[FlagUpdate, ...] = ()
+    removed: tuple[str, ...] = ()
+    present: frozenset[str] | None = None
+    cursor: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.new or self.changed or self.removed) and self.present is None
+
+
+@dataclass(frozen=True)
+class RemoteMessage:
+    """One message's index data: its raw header block plus server metadata.
+
+    ``headers`` holds at least Message-ID, In-Reply-To, References, From, To,
+    Cc, Reply-To, Subject and Date as the server stores them (raw bytes; the
+    core parses them).
+    """
+
+    remote_id: str
+    headers: bytes
+    flags: frozenset[str] = frozenset()
+    size: int | None = None
+    internal_date: datetime | None = None
+    thread_hint: str | None = None  # X-GM-THRID, Gmail threadId, ConversationId
+    provider_message_id: str | None = None  # X-GM-MSGID, Gmail id, EWS ItemId
+    labels: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A composed message ready to submit: raw RFC 5322 bytes plus envelope."""
+
+    raw: bytes
+    sender: str
+    recipients: tuple[str, ...]
+    message_id: str
+    thread_hint: str | None = None  # reply into this provider thread where supported
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What the provider did with an :class:`OutgoingMessage`."""
+
+    message_id: str
+    provider_id: str | None = None  # e.g. Gmail message id, or the Sent copy's UID
+    sent_copy_stored: bool = False  # the provider placed the copy in Sent itself
+    refused: Mapping[str, str] = field(default_factory=dict)  # partial refusals
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to log in. Exactly one of ``password`` and ``access_token`` is set."""
+
+    username: str
+    password: str | None = None
+    access_token: str | None = None
+    oauth_mechanism: str = "XOAUTH2"  # or "OAUTHBEARER"
+
+    def __repr__(self) -> str:  # never print secrets into logs
+        kind = "password" if self.password is not None else "oauth2"
+        return f"Credentials(username={self.username!r}, {kind}=***)"
+
+
+@runtime_checkable
+class MailProvider(Protocol):
+    """The contract every backend satisfies. Calls may raise only the classes
+    in :mod:`providers.errors`."""
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """Declared features, valid after the first call that talks to the server."""
+        ...
+
+    def list_folders(self) -> list[RemoteFolder]:
+        """Every selectable folder with its role where one is known, e.g.
+        ``[RemoteFolder("INBOX", FolderRole.INBOX), RemoteFolder("Gesendet", FolderRole.SENT)]``."""
+        ...
+
+    def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
+        """Changes since ``cursor`` (None: the whole folder, every id in ``new``).
+        Raises :class:`CursorInvalidError` when the cursor no longer applies."""
+        ...
+
+    def fetch_headers(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> Iterator[RemoteMessage]:
+        """Header data for these ids, batched on the wire. Ids that vanished
+        meanwhile are skipped silently."""
+        ...
+
+    def fetch_bodies(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> dict[str, bytes]:
+        """Raw MIME for these ids, e.g. ``{"101": b"Message-ID: <a@b>\\r\\n..."}``;
+        ids that vanished meanwhile are missing from the result."""
+        ...
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        """Submit the message to its recipients."""
+        ...
+
+    def store_sent_copy(self, raw: bytes, flags: frozenset[str] = frozenset({"\\Seen"})) -> str | None:
+        """Place one copy of ``raw`` into the Sent folder; returns its remote id if known."""
+        ...
+
+    def move(self, folder: RemoteFolder, remote_ids: Sequence[str], target: RemoteFolder) -> None:
+        """Move messages between folders (falls back to copy + delete)."""
+        ...
+
+    def close(self) -> None:
+        """Log out and release connections. Safe to call twice."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """Everything a backend needs to connect, without any database types.
+
+    ``options`` holds backend-specific settings, e.g. for IMAP
+    ``{"imap_host": "mail.example.com", "imap_port": 993, "imap_security": "ssl",
+    "smtp_host": ..., "smtp_port": 587, "smtp_security": "starttls",
+    "ca_file": None, "allow_plaintext": False, "proxy": "http://proxy:3128"}``.
+    """
+
+    email: str
+    credentials: Credentials
+    options: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float = 30.0

@@ -1,0 +1,57 @@
+"""The one error hierarchy every provider backend raises.
+
+Backends translate their library's exceptions (imaplib.IMAP4.error, smtplib
+errors, socket errors, HTTP errors) into these at the provider boundary, so the
+sync engine's retry policy can key on the class alone.
+"""
+
+from __future__ import annotations
+
+
+class ProviderError(Exception):
+    """Root of every error a provider raises on purpose."""
+
+
+class BackendNotFound(ProviderError):
+    """Raised by the registry for an unknown backend name or a backend whose
+    package is not installed; the message names the known backends."""
+
+
+class AuthError(ProviderError):
+    """The server rejected the credentials (wrong password, revoked or expired
+    grant). The account needs the user to reconnect; retrying will not help."""
+
+
+class TransientError(ProviderError):
+    """A temporary failure: connection refused or dropped, timeout, throttling,
+    server busy. Retry later; ``retry_after`` carries the server's hint in
+    seconds when it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CursorInvalidError(ProviderError):
+    """The stored sync cursor for a folder is no longer valid (IMAP UIDVALIDITY
+    changed, Gmail history too old, Graph 410, EWS invalid sync state). The
+    engine resyncs that folder from scratch without duplicating anything."""
+
+
+class FolderNotFound(ProviderError):
+    """The folder named in a request no longer exists on the server."""
+
+
+class SendError(ProviderError):
+    """The server refused a message for good (every recipient rejected, message
+    too large, policy). ``rejected`` maps refused recipients to the reason."""
+
+    def __init__(self, message: str, rejected: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.rejected = dict(rejected or {})
+
+
+class ProtocolError(ProviderError):
+    """The server answered something the backend could not understand, for one
+    request or one message. The engine quarantines the message concerned and
+    carries on with the rest of the folder."""

@@ -1,0 +1,43 @@
+"""Small database helpers shared by the sync services (dialect-aware bulk writes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from postroom.models import Organisation
+
+T = TypeVar("T")
+
+# SQLite allows 32k bound parameters per statement since 3.32; PostgreSQL 65k.
+CHUNK = 500
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def insert_ignore(session: Session, table: Table, rows: Iterable[dict[str, Any]], conflict: Sequence[str]) -> None:
+    """INSERT rows, silently skipping those that collide on the ``conflict`` columns."""
+    rows = list(rows)
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+    session.execute(stmt, rows)
+
+
+def default_org(session: Session) -> Organisation:
+    """The organisation the CLI works in (the first one; created on first use)."""
+    org = session.query(Organisation).order_by(Organisation.id).first()
+    if org is None:
+        org = Organisation(name="Default")
+        session.add(org)
+        session.flush()
+    return org

@@ -1,0 +1,76 @@
+"""Configuration: embedded defaults, file + environment overrides, one-sentence errors."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from postroom.config import ConfigError, load_config
+
+
+def test_no_config_runs_embedded_sqlite_with_generated_key(tmp_path: Path) -> None:
+    cfg = load_config(env={"HOME": str(tmp_path)})
+    data = tmp_path / ".local" / "share" / "postroom"
+    assert cfg.database.url == f"sqlite:///{data / 'postroom.db'}"
+    key_file = data / "secret.key"
+    assert key_file.read_text().strip() == cfg.security.secret_key
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # the same key is reused next time, so stored credentials stay readable
+    assert load_config(env={"HOME": str(tmp_path)}).security.secret_key == cfg.security.secret_key
+    assert cfg.sync.interval == 120 and cfg.sync.body_policy == "applicants"
+
+
+def test_example_config_documents_every_setting(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "config.example.toml"
+    text = example.read_text()
+    for setting in ("data_dir", "url", "echo", "secret_key", "interval", "body_policy", "batch_size",
+                    "connect_timeout", "blob_dir", "level", "format", "allow_plaintext", "ca_file"):
+        assert f"{setting} =" in text, setting
+    cfg = load_config(example, env={"HOME": str(tmp_path)})
+    assert cfg.logging.format == "text"
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[database]\nurl = "sqlite:////nowhere/a.db"\n[security]\nsecret_key = "from-file-0123456789"\n')
+    cfg = load_config(f, env={"HOME": str(tmp_path), "POSTROOM_DATABASE_URL": "postgresql://u@h/db",
+                              "POSTROOM_SECRET_KEY": "from-env-0123456789abc"})
+    assert cfg.database.url == "postgresql+psycopg://u@h/db"
+    assert cfg.security.secret_key == "from-env-0123456789abc"
+    cfg = load_config(env={"HOME": str(tmp_path), "POSTROOM_CONFIG": str(f)})
+    assert cfg.security.secret_key == "from-file-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "needle"),
+    [
+        ('[sync]\ninterval = "often"\n', {}, "sync.interval must be a float"),
+        ("[sync]\ninterval = 0\n", {}, "sync.interval must be at least 1 second"),
+        ('[sync]\nbody_policy = "some"\n', {}, "sync.body_policy must be one of applicants, all, none"),
+        ('[logging]\nlevel = "LOUD"\n', {}, "logging.level must be one of"),
+        ('[security]\nsecret_key = "short"\n', {}, "security.secret_key must be at least 16 characters"),
+        ('[database]\nurl = "postgresql://h/db"\n', {}, "security.secret_key (or POSTROOM_SECRET_KEY) is required"),
+        ('[database]\nurl = "not a url"\n', {}, "database.url must be a URL"),
+        ("[imap]\nca_file = '/no/such/ca.pem'\n", {}, "imap.ca_file names /no/such/ca.pem"),
+        ("[mystery]\nx = 1\n", {}, "Unknown setting 'mystery'"),
+        ("database = 3\n", {}, "Setting [database] must be a table"),
+        ("[sync\n", {}, "is not valid TOML"),
+        ("", {"POSTROOM_SYNC_INTERVAL": "soon"}, "POSTROOM_SYNC_INTERVAL must be a number of seconds"),
+    ],
+)
+def test_bad_settings_get_one_sentence_naming_the_setting(tmp_path: Path, toml: str, env: dict[str, str],
+                                                          needle: str) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(f, env={"HOME": str(tmp_path), **env})
+    message = str(err.value)
+    assert needle in message
+    assert "\n" not in message and message.endswith(".")
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"Config file /nope.toml does not exist\."):
+        load_config("/nope.toml", env={"HOME": str(tmp_path)})
