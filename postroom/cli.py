@@ -34,8 +34,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                   help="TOML config file (default: $POSTROOM_CONFIG, else the embedded defaults)")
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="TOML config file (default: $POSTROOM_CONFIG, else the embedded defaults)",
+    )
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
@@ -63,8 +67,9 @@ def build_parser() -> Parser:
     _common(imap)
     imap.add_argument("--email", required=True, help="the mailbox's address")
     imap.add_argument("--username", required=True, help="login name (often the address)")
-    imap.add_argument("--password-env", required=True, metavar="VAR",
-                      help="name of the environment variable that holds the password")
+    imap.add_argument(
+        "--password-env", required=True, metavar="VAR", help="name of the environment variable that holds the password"
+    )
     imap.add_argument("--imap-host", required=True)
     imap.add_argument("--imap-port", required=True, type=int)
     imap.add_argument("--imap-security", required=True, choices=("ssl", "starttls", "none"))
@@ -72,8 +77,9 @@ def build_parser() -> Parser:
     imap.add_argument("--smtp-port", required=True, type=int)
     imap.add_argument("--smtp-security", required=True, choices=("ssl", "starttls", "none"))
     imap.add_argument("--ca-file", help="PEM file of CA certificates to trust for this server")
-    imap.add_argument("--allow-plaintext", action="store_true",
-                      help="allow --*-security none to a host that is not this machine")
+    imap.add_argument(
+        "--allow-plaintext", action="store_true", help="allow --*-security none to a host that is not this machine"
+    )
     imap.add_argument("--proxy", metavar="URL", help="HTTP CONNECT proxy for IMAP, e.g. http://proxy:3128")
     _json_flag(imap)
     lst = accsub.add_parser("list", help="list accounts with their sync status")
@@ -161,10 +167,18 @@ def cmd_accounts_add_imap(app: App, args: argparse.Namespace) -> int:
     if password is None:
         raise CommandError(f"Environment variable {args.password_env} (named by --password-env) is not set.")
     req = ImapAccountRequest(
-        email=args.email, username=args.username, password=password,
-        imap_host=args.imap_host, imap_port=args.imap_port, imap_security=args.imap_security,
-        smtp_host=args.smtp_host, smtp_port=args.smtp_port, smtp_security=args.smtp_security,
-        ca_file=args.ca_file, allow_plaintext=args.allow_plaintext, proxy=args.proxy,
+        email=args.email,
+        username=args.username,
+        password=password,
+        imap_host=args.imap_host,
+        imap_port=args.imap_port,
+        imap_security=args.imap_security,
+        smtp_host=args.smtp_host,
+        smtp_port=args.smtp_port,
+        smtp_security=args.smtp_security,
+        ca_file=args.ca_file,
+        allow_plaintext=args.allow_plaintext,
+        proxy=args.proxy,
     )
     if args.ca_file and not os.path.isfile(args.ca_file):
         raise CommandError(f"--ca-file {args.ca_file} is not a file.")
@@ -207,8 +221,21 @@ def cmd_sync(app: App, args: argparse.Namespace) -> int:
 
     results = sync_all(app.config, app.sessions, args.account)
     if args.json:
-        _print(args, [{"account_id": r.account_id, "ok": r.ok, "status": r.status, "error": r.error,
-                       "new": r.new, "seconds": round(r.seconds, 3)} for r in results], "")
+        _print(
+            args,
+            [
+                {
+                    "account_id": r.account_id,
+                    "ok": r.ok,
+                    "status": r.status,
+                    "error": r.error,
+                    "new": r.new,
+                    "seconds": round(r.seconds, 3),
+                }
+                for r in results
+            ],
+            "",
+        )
     else:
         if not results:
             print("No accounts to sync; add one with 'postroom accounts add-imap'.")
@@ -217,8 +244,7 @@ def cmd_sync(app: App, args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.ok]
     if failed:
         names = ", ".join(f"{r.account_id} ({r.email})" for r in failed)
-        print(f"postroom: error: {len(failed)} of {len(results)} accounts failed to sync: {names}.",
-              file=sys.stderr)
+        print(f"postroom: error: {len(failed)} of {len(results)} accounts failed to sync: {names}.", file=sys.stderr)
         return 1
     return 0
 
@@ -249,8 +275,13 @@ def cmd_history(app: App, args: argparse.Namespace) -> int:
 def cmd_send(app: App, args: argparse.Namespace) -> int:
     from sync.outbox import SendRequest, read_body, send_message
 
-    req = SendRequest(account_id=args.account, to=args.to, subject=args.subject, text=read_body(args.body_file),
-                      in_reply_to=args.in_reply_to)
+    req = SendRequest(
+        account_id=args.account,
+        to=args.to,
+        subject=args.subject,
+        text=read_body(args.body_file),
+        in_reply_to=args.in_reply_to,
+    )
     row = send_message(app.config, app.sessions, req)
     if row.error:
         print(f"postroom: warning: {row.error}", file=sys.stderr)
@@ -294,8 +325,17 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from sync.history import ApplicantError
     from sync.outbox import OutboxError
 
-    return (CommandError, ConfigError, DatabaseError, SecretError, AccountError, ApplicantError, OutboxError,
-            ProviderError, ValueError)
+    return (
+        CommandError,
+        ConfigError,
+        DatabaseError,
+        SecretError,
+        AccountError,
+        ApplicantError,
+        OutboxError,
+        ProviderError,
+        ValueError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,10 +19,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-import migrations
 from postroom.config import DatabaseConfig
 
-MIGRATIONS_DIR = Path(migrations.__file__).parent
+# migrations/ sits beside this package, both in a checkout and when installed.
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 class DatabaseError(Exception):

@@ -30,7 +30,8 @@ class TextFormatter(logging.Formatter):
         account = getattr(record, "account_id", None)
         prefix = f"[account {account}] " if account is not None else ""
         record.message = record.getMessage()
-        line = f"{self.formatTime(record, '%Y-%m-%d %H:%M:%S')} {record.levelname:<7} {record.name}: {prefix}{record.message}"
+        stamp = self.formatTime(record, "%Y-%m-%d %H:%M:%S")
+        line = f"{stamp} {record.levelname:<7} {record.name}: {prefix}{record.message}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

@@ -96,7 +96,9 @@ def add_imap_account(session: Session, config: Config, req: ImapAccountRequest) 
             raise AccountError(f"{name} must be a TCP port between 1 and 65535, not {port}.")
     org = default_org(session)
     exists = session.scalar(
-        select(MailAccount).where(MailAccount.org_id == org.id, MailAccount.provider == "imap", MailAccount.email == email)
+        select(MailAccount).where(
+            MailAccount.org_id == org.id, MailAccount.provider == "imap", MailAccount.email == email
+        )
     )
     if exists is not None:
         raise AccountError(f"An IMAP account for {email} already exists (id {exists.id}).")

@@ -57,10 +57,12 @@ class BodyFetcher:
         """(remote id, email id) of copies in the folder whose body the policy wants and we lack."""
         if self.policy == "none":
             return []
-        q = (select(MessageCopy.remote_id, MessageCopy.email_id)
-             .join(Email, Email.id == MessageCopy.email_id)
-             .where(MessageCopy.folder_id == folder_id, Email.body_id.is_(None), Email.body_error.is_(None))
-             .order_by(MessageCopy.id))
+        q = (
+            select(MessageCopy.remote_id, MessageCopy.email_id)
+            .join(Email, Email.id == MessageCopy.email_id)
+            .where(MessageCopy.folder_id == folder_id, Email.body_id.is_(None), Email.body_error.is_(None))
+            .order_by(MessageCopy.id)
+        )
         if self.policy == "applicants":
             q = q.where(exists().where(HistoryEntry.email_id == Email.id))
         with self.sessions() as s:
@@ -92,9 +94,19 @@ class BodyFetcher:
             error = None
         except MalformedMessage as exc:
             preview, error = "", f"malformed message: {exc}"
-        insert_ignore(s, Body.__table__, [{
-            "sha256": sha, "size": len(raw), "path": str(path.relative_to(self.blob_dir)), "text_preview": preview,
-        }], ("sha256",))
+        insert_ignore(
+            s,
+            Body.__table__,
+            [
+                {
+                    "sha256": sha,
+                    "size": len(raw),
+                    "path": str(path.relative_to(self.blob_dir)),
+                    "text_preview": preview,
+                }
+            ],
+            ("sha256",),
+        )
         body_id = s.scalar(select(Body.id).where(Body.sha256 == sha))
         s.execute(update(Email).where(Email.id == email_id).values(body_id=body_id, body_error=error))
         if error:

@@ -106,8 +106,9 @@ def _now() -> datetime:
 class AccountSync:
     """Syncs one account once. Build it per pass; it holds no state across passes."""
 
-    def __init__(self, config: Config, sessions: sessionmaker[Session], account_id: int,
-                 provider: MailProvider | None = None) -> None:
+    def __init__(
+        self, config: Config, sessions: sessionmaker[Session], account_id: int, provider: MailProvider | None = None
+    ) -> None:
         self.config = config
         self.sessions = sessions
         self.account_id = account_id
@@ -154,9 +155,13 @@ class AccountSync:
     def _sync_folders(self, provider: MailProvider, org_id: int, result: AccountResult) -> None:
         remote_folders = provider.list_folders()
         folders = self._reconcile_folders(remote_folders)
-        indexer = Indexer(self.sessions, org_id, self.account_id,
-                          use_thread_hints=Capability.SERVER_THREAD_IDS in provider.capabilities,
-                          body_policy=self.config.sync.body_policy)
+        indexer = Indexer(
+            self.sessions,
+            org_id,
+            self.account_id,
+            use_thread_hints=Capability.SERVER_THREAD_IDS in provider.capabilities,
+            body_policy=self.config.sync.body_policy,
+        )
         bodies = BodyFetcher(self.sessions, self.config, self.account_id)
         for folder_id, remote in folders:
             fres = FolderResult(remote.name)
@@ -197,8 +202,9 @@ class AccountSync:
         order = {"inbox": 0, "sent": 1}
         return sorted(out, key=lambda fr: order.get(fr[1].role.value if fr[1].role else "", 2))
 
-    def _sync_folder(self, provider: MailProvider, indexer: Indexer, folder_id: int, remote: RemoteFolder,
-                     fres: FolderResult) -> None:
+    def _sync_folder(
+        self, provider: MailProvider, indexer: Indexer, folder_id: int, remote: RemoteFolder, fres: FolderResult
+    ) -> None:
         with self.sessions.begin() as s:
             folder = s.get_one(Folder, folder_id)
             cursor = folder.cursor
@@ -212,8 +218,11 @@ class AccountSync:
         except FolderNotFound:
             with self.sessions.begin() as s:
                 s.execute(delete(MessageCopy).where(MessageCopy.folder_id == folder_id))
-                s.execute(update(Folder).where(Folder.id == folder_id).values(exists_remote=False, cursor=None,
-                                                                              state="initial"))
+                s.execute(
+                    update(Folder)
+                    .where(Folder.id == folder_id)
+                    .values(exists_remote=False, cursor=None, state="initial")
+                )
             return
         self._apply_removals(folder_id, changes, fres)
         self._apply_flag_changes(folder_id, changes, fres)
@@ -225,8 +234,11 @@ class AccountSync:
             fres.new += stats.indexed
             fres.quarantined += stats.quarantined
         with self.sessions.begin() as s:
-            s.execute(update(Folder).where(Folder.id == folder_id).values(
-                cursor=changes.cursor, state="incremental", last_synced_at=_now(), last_error=None))
+            s.execute(
+                update(Folder)
+                .where(Folder.id == folder_id)
+                .values(cursor=changes.cursor, state="incremental", last_synced_at=_now(), last_error=None)
+            )
 
     def _reset_folder(self, folder_id: int) -> None:
         with self.sessions.begin() as s:
@@ -250,8 +262,9 @@ class AccountSync:
             return
         with self.sessions.begin() as s:
             for ids in chunks(sorted(removed)):
-                res = s.execute(delete(MessageCopy).where(MessageCopy.folder_id == folder_id,
-                                                          MessageCopy.remote_id.in_(ids)))
+                res = s.execute(
+                    delete(MessageCopy).where(MessageCopy.folder_id == folder_id, MessageCopy.remote_id.in_(ids))
+                )
                 fres.removed += res.rowcount or 0  # type: ignore[attr-defined]
 
     def _apply_flag_changes(self, folder_id: int, changes: ChangeSet, fres: FolderResult) -> None:
@@ -259,9 +272,11 @@ class AccountSync:
             return
         with self.sessions.begin() as s:
             for upd in changes.changed:
-                res = s.execute(update(MessageCopy).where(
-                    MessageCopy.folder_id == folder_id, MessageCopy.remote_id == upd.remote_id
-                ).values(flags=" ".join(sorted(upd.flags))))
+                res = s.execute(
+                    update(MessageCopy)
+                    .where(MessageCopy.folder_id == folder_id, MessageCopy.remote_id == upd.remote_id)
+                    .values(flags=" ".join(sorted(upd.flags)))
+                )
                 fres.changed += res.rowcount or 0  # type: ignore[attr-defined]
 
 

@@ -52,8 +52,11 @@ class HistoryWriter:
         addrs = list({a for _, _, parts, _ in items for a in parts})
         owner: dict[str, int] = {}
         for part in chunks(addrs):
-            rows = self.s.execute(select(ApplicantAddress.canonical, ApplicantAddress.applicant_id).where(
-                ApplicantAddress.org_id == self.org_id, ApplicantAddress.canonical.in_(part)))
+            rows = self.s.execute(
+                select(ApplicantAddress.canonical, ApplicantAddress.applicant_id).where(
+                    ApplicantAddress.org_id == self.org_id, ApplicantAddress.canonical.in_(part)
+                )
+            )
             owner.update(dict(rows.tuples().all()))
         if not owner:
             return 0
@@ -63,8 +66,9 @@ class HistoryWriter:
         for email_id, date, parts, sender in items:
             direction = "outbound" if sender in self._own else "inbound"
             for applicant_id in {owner[a] for a in parts if a in owner}:
-                rows.append({"applicant_id": applicant_id, "email_id": email_id, "direction": direction,
-                             "occurred_at": date})
+                rows.append(
+                    {"applicant_id": applicant_id, "email_id": email_id, "direction": direction, "occurred_at": date}
+                )
         insert_ignore(self.s, HistoryEntry.__table__, rows, ("applicant_id", "email_id"))
         return len(rows)
 
@@ -82,8 +86,11 @@ def add_applicant(session: Session, name: str, addresses: Sequence[str]) -> tupl
         if c is None:
             raise ApplicantError(f"{addr!r} is not an email address.")
         canon.setdefault(c, normalise_address(addr))
-    taken = session.execute(select(ApplicantAddress.address, Applicant.name).join(Applicant).where(
-        ApplicantAddress.org_id == org.id, ApplicantAddress.canonical.in_(list(canon)))).first()
+    taken = session.execute(
+        select(ApplicantAddress.address, Applicant.name)
+        .join(Applicant)
+        .where(ApplicantAddress.org_id == org.id, ApplicantAddress.canonical.in_(list(canon)))
+    ).first()
     if taken is not None:
         raise ApplicantError(f"The address {taken[0]} already belongs to applicant {taken[1]!r}.")
     applicant = Applicant(org_id=org.id, name=name.strip())
@@ -97,14 +104,20 @@ def add_applicant(session: Session, name: str, addresses: Sequence[str]) -> tupl
 
 def backfill(session: Session, org_id: int, canonical: Sequence[str]) -> int:
     """History entries for already-indexed messages involving these canonical addresses."""
-    email_ids = list(session.scalars(select(Participant.email_id).where(
-        Participant.org_id == org_id, Participant.address.in_(list(canonical))).distinct()))
+    email_ids = list(
+        session.scalars(
+            select(Participant.email_id)
+            .where(Participant.org_id == org_id, Participant.address.in_(list(canonical)))
+            .distinct()
+        )
+    )
     items: list[MatchItem] = []
     for part in chunks(email_ids):
         rows = session.execute(select(Email.id, Email.sent_at, Email.from_addr).where(Email.id.in_(part))).all()
         parts: dict[int, list[str]] = {}
-        for eid, addr in session.execute(select(Participant.email_id, Participant.address).where(
-                Participant.email_id.in_(part))):
+        for eid, addr in session.execute(
+            select(Participant.email_id, Participant.address).where(Participant.email_id.in_(part))
+        ):
             parts.setdefault(eid, []).append(addr)
         items += [(eid, sent, parts.get(eid, []), canonical_address(frm) if frm else None) for eid, sent, frm in rows]
     return HistoryWriter(session, org_id).record(items)
@@ -135,16 +148,20 @@ def applicant_history(session: Session, applicant_id: int) -> list[HistoryItem]:
     if session.get(Applicant, applicant_id) is None:
         raise ApplicantError(f"No applicant with id {applicant_id}.")
     rows = session.execute(
-        select(Email.id, Email.message_id, Email.thread_id, HistoryEntry.occurred_at, HistoryEntry.direction,
-               Email.subject)
+        select(
+            Email.id, Email.message_id, Email.thread_id, HistoryEntry.occurred_at, HistoryEntry.direction, Email.subject
+        )
         .join(HistoryEntry, HistoryEntry.email_id == Email.id)
         .where(HistoryEntry.applicant_id == applicant_id)
         .order_by(func.coalesce(HistoryEntry.occurred_at, Email.created_at), Email.id)
     ).all()
     accounts: dict[int, set[int]] = {}
     for part in chunks([r[0] for r in rows]):
-        for eid, aid in session.execute(select(MessageCopy.email_id, MessageCopy.account_id).where(
-                MessageCopy.email_id.in_(part)).distinct()):
+        for eid, aid in session.execute(
+            select(MessageCopy.email_id, MessageCopy.account_id).where(MessageCopy.email_id.in_(part)).distinct()
+        ):
             accounts.setdefault(eid, set()).add(aid)
-    return [HistoryItem(mid, tid, date, direction, subject, sorted(accounts.get(eid, ())))
-            for eid, mid, tid, date, direction, subject in rows]
+    return [
+        HistoryItem(mid, tid, date, direction, subject, sorted(accounts.get(eid, ())))
+        for eid, mid, tid, date, direction, subject in rows
+    ]

@@ -19,7 +19,7 @@ from postroom.mime import ParsedHeaders, parse_headers, synthetic_message_id
 from postroom.models import Email, MessageCopy, Participant
 from providers.base import RemoteMessage
 from sync.conversations import thread_keys
-from sync.history import HistoryWriter
+from sync.history import HistoryWriter, own_addresses
 from sync.store import chunks, insert_ignore
 from sync.threads import ThreadAssigner
 
@@ -53,13 +53,15 @@ def participants(h: ParsedHeaders) -> list[tuple[str, str]]:
 
 
 class Indexer:
-    def __init__(self, sessions: sessionmaker[Session], org_id: int, account_id: int, *,
-                 use_thread_hints: bool, body_policy: str) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], org_id: int, account_id: int, *, use_thread_hints: bool, body_policy: str
+    ) -> None:
         self.sessions = sessions
         self.org_id = org_id
         self.account_id = account_id
         self.use_thread_hints = use_thread_hints
         self.body_policy = body_policy
+        self._own: frozenset[str] | None = None
 
     def index(self, folder_id: int, messages: Sequence[RemoteMessage]) -> IndexStats:
         stats = IndexStats()
@@ -105,7 +107,9 @@ class Indexer:
                 fresh[p.message_id] = p
         if not fresh:
             return ids
-        assigner = ThreadAssigner(s, self.org_id)
+        if self._own is None:
+            self._own = own_addresses(s, self.org_id)
+        assigner = ThreadAssigner(s, self.org_id, self._own)
         thread_of = assigner.assign(
             [(mid, self._keys(p), p.headers, participants(p.headers)) for mid, p in fresh.items()]
         )
@@ -113,19 +117,21 @@ class Indexer:
         for mid, p in fresh.items():
             h = p.headers
             sender = h.from_[0] if h.from_ else None
-            rows.append({
-                "org_id": self.org_id,
-                "message_id": mid,
-                "thread_id": thread_of[mid],
-                "subject": h.subject or "",
-                "from_addr": normalise_address(sender.email) if sender else None,
-                "from_name": (sender.name or "") if sender else "",
-                "sent_at": h.date or p.msg.internal_date,
-                "in_reply_to": h.in_reply_to[0] if h.in_reply_to else None,
-                "references": list(h.references),
-                "to_addrs": [normalise_address(a.email) for a in h.to],
-                "cc_addrs": [normalise_address(a.email) for a in h.cc],
-            })
+            rows.append(
+                {
+                    "org_id": self.org_id,
+                    "message_id": mid,
+                    "thread_id": thread_of[mid],
+                    "subject": h.subject or "",
+                    "from_addr": normalise_address(sender.email) if sender else None,
+                    "from_name": (sender.name or "") if sender else "",
+                    "sent_at": h.date or p.msg.internal_date,
+                    "in_reply_to": h.in_reply_to[0] if h.in_reply_to else None,
+                    "references": list(h.references),
+                    "to_addrs": [normalise_address(a.email) for a in h.to],
+                    "cc_addrs": [normalise_address(a.email) for a in h.cc],
+                }
+            )
         insert_ignore(s, Email.__table__, rows, ("org_id", "message_id"))
         ids.update(self._email_ids(s, list(fresh)))
         part_rows = [
@@ -134,11 +140,17 @@ class Indexer:
             for addr, role in participants(p.headers)
         ]
         insert_ignore(s, Participant.__table__, part_rows, ("email_id", "address", "role"))
-        HistoryWriter(s, self.org_id).record([
-            (ids[mid], p.headers.date or p.msg.internal_date, [a for a, _ in participants(p.headers)],
-             _sender(p.headers))
-            for mid, p in fresh.items()
-        ])
+        HistoryWriter(s, self.org_id).record(
+            [
+                (
+                    ids[mid],
+                    p.headers.date or p.msg.internal_date,
+                    [a for a, _ in participants(p.headers)],
+                    _sender(p.headers),
+                )
+                for mid, p in fresh.items()
+            ]
+        )
         return ids
 
     def _keys(self, p: _Parsed) -> tuple[str, ...]:
@@ -150,12 +162,12 @@ class Indexer:
     def _email_ids(self, s: Session, mids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for part in chunks(mids):
-            rows = s.execute(select(Email.message_id, Email.id).where(Email.org_id == self.org_id,
-                                                                     Email.message_id.in_(part)))
+            rows = s.execute(
+                select(Email.message_id, Email.id).where(Email.org_id == self.org_id, Email.message_id.in_(part))
+            )
             out.update({mid: eid for mid, eid in rows})
         return out
 
 
 def _sender(h: ParsedHeaders) -> str | None:
     return canonical_address(h.from_[0].email) if h.from_ else None
-

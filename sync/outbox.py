@@ -64,23 +64,27 @@ def queue_message(session: Session, req: SendRequest) -> OutboxMessage:
     references: tuple[str, ...] = ()
     in_reply_to = _msgid(req.in_reply_to) if req.in_reply_to else None
     if in_reply_to:
-        parent = session.scalar(select(Email).where(Email.org_id == account.org_id,
-                                                    Email.message_id == in_reply_to))
+        parent = session.scalar(select(Email).where(Email.org_id == account.org_id, Email.message_id == in_reply_to))
         references = (*(parent.references if parent else []), in_reply_to)
     domain = account.email.rsplit("@", 1)[-1]
     message_id, raw = compose_message(
-        sender=account.email, to=recipients, subject=req.subject, text=req.text,
-        in_reply_to=in_reply_to, references=references, domain=domain,
+        sender=account.email,
+        to=recipients,
+        subject=req.subject,
+        text=req.text,
+        in_reply_to=in_reply_to,
+        references=references,
+        domain=domain,
     )
-    row = OutboxMessage(account_id=account.id, message_id=message_id, raw=raw, recipients=recipients,
-                        status="queued")
+    row = OutboxMessage(account_id=account.id, message_id=message_id, raw=raw, recipients=recipients, status="queued")
     session.add(row)
     session.flush()
     return row
 
 
-def deliver(config: Config, sessions: sessionmaker[Session], outbox_id: int,
-            provider: MailProvider | None = None) -> OutboxMessage:
+def deliver(
+    config: Config, sessions: sessionmaker[Session], outbox_id: int, provider: MailProvider | None = None
+) -> OutboxMessage:
     """Submit one queued message. Raises OutboxError when it was not (or may not have been) sent."""
     with sessions.begin() as s:
         row = s.get(OutboxMessage, outbox_id)
@@ -94,16 +98,18 @@ def deliver(config: Config, sessions: sessionmaker[Session], outbox_id: int,
         account = s.get_one(MailAccount, row.account_id)
         own = provider or open_account(account, config)
         row.status = "sending"
-        message = OutgoingMessage(raw=row.raw, sender=account.email, recipients=tuple(row.recipients),
-                                  message_id=row.message_id)
+        message = OutgoingMessage(
+            raw=row.raw, sender=account.email, recipients=tuple(row.recipients), message_id=row.message_id
+        )
     try:
         try:
             result = own.send(message)
         except ProviderError as exc:
             status = "failed" if isinstance(exc, SendError) else "queued"  # transient: safe to try again
             with sessions.begin() as s:
-                s.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id).values(status=status,
-                                                                                          error=str(exc)))
+                s.execute(
+                    update(OutboxMessage).where(OutboxMessage.id == outbox_id).values(status=status, error=str(exc))
+                )
             raise OutboxError(f"Sending {message.message_id} failed: {exc}") from None
         copy_id = result.provider_id
         if not result.sent_copy_stored and Capability.STORE_SENT_COPY in own.capabilities:
@@ -116,8 +122,11 @@ def deliver(config: Config, sessions: sessionmaker[Session], outbox_id: int,
         else:
             note = None
         with sessions.begin() as s:
-            s.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id).values(
-                status="sent", sent_at=datetime.now(UTC), sent_copy_id=copy_id, error=note))
+            s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == outbox_id)
+                .values(status="sent", sent_at=datetime.now(UTC), sent_copy_id=copy_id, error=note)
+            )
             return s.get_one(OutboxMessage, outbox_id)
     finally:
         if provider is None:

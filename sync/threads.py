@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from postroom.mime import ParsedHeaders
 from postroom.models import Email, Participant, Thread, ThreadKey
-from sync.conversations import ThreadCandidate, is_reply_subject, normalise_subject, subject_tiebreak
+from sync.conversations import ThreadIndex, ThreadSummary, is_reply_subject, normalise_subject, subject_tiebreak
 from sync.store import chunks, insert_ignore
 
 TIEBREAK_WINDOW = timedelta(days=30)
@@ -38,82 +38,112 @@ Item = tuple[str, tuple[str, ...], ParsedHeaders, list[tuple[str, str]]]
 class ThreadAssigner:
     """Assigns threads for a batch of new messages inside the caller's transaction."""
 
-    def __init__(self, session: Session, org_id: int) -> None:
+    def __init__(self, session: Session, org_id: int, own_addresses: frozenset[str] = frozenset()) -> None:
         self.s = session
         self.org_id = org_id
+        self.own = own_addresses
 
     def assign(self, items: Sequence[Item]) -> dict[str, int]:
         all_keys = list(dict.fromkeys(k for _, keys, _, _ in items for k in keys))
-        key_thread: dict[str, int] = {}
+        persisted: dict[str, int] = {}
         for part in chunks(all_keys):
-            rows = self.s.execute(select(ThreadKey.key, ThreadKey.thread_id).where(
-                ThreadKey.org_id == self.org_id, ThreadKey.key.in_(part)))
-            key_thread.update(dict(rows.tuples().all()))
-        known_keys = set(key_thread)
+            rows = self.s.execute(
+                select(ThreadKey.key, ThreadKey.thread_id).where(
+                    ThreadKey.org_id == self.org_id, ThreadKey.key.in_(part)
+                )
+            )
+            persisted.update(dict(rows.tuples().all()))
+        index = ThreadIndex.from_pairs(persisted.items())
+        first_headers: dict[int, ParsedHeaders] = {}
+        for _mid, keys, h, _parts in items:
+            if not any(index.find(k) is not None for k in keys) and len(keys) == 1:
+                tid = self._subject_match(h)
+                if tid is not None:  # join that thread through a key only it holds
+                    sentinel = f"thread:{tid}"
+                    index.seed([(sentinel, tid)])
+                    keys = (*keys, sentinel)
+            tid = index.add(keys)
+            first_headers.setdefault(tid, h)
+        changes = index.drain()
+        real = {tid: self._new_thread(first_headers.get(tid)) for tid in changes.new_threads}
+        for loser, winner in changes.merges:
+            if loser > 0:  # provisional losers were never written
+                self._merge(loser, real.get(winner, winner))
+        merged = {loser: real.get(w, w) for loser, w in changes.merges if loser > 0}
+        inserts, updates = [], []
+        for key, tid in changes.keys.items():
+            tid = real.get(tid, tid)
+            if key.startswith("thread:"):
+                continue
+            if key not in persisted:
+                inserts.append({"org_id": self.org_id, "key": key, "thread_id": tid})
+            elif merged.get(persisted[key], persisted[key]) != tid:
+                updates.append({"k": key, "t": tid})
+        insert_ignore(self.s, ThreadKey.__table__, inserts, ("org_id", "key"))
+        if updates:
+            tk = ThreadKey.__table__
+            self.s.execute(
+                update(tk)
+                .where(tk.c.org_id == self.org_id, tk.c.key == bindparam("k"))
+                .values(thread_id=bindparam("t")),
+                updates,
+            )
         out: dict[str, int] = {}
         last_date: dict[int, datetime] = {}
-        for mid, keys, h, parts in items:
-            tids = {key_thread[k] for k in keys if k in key_thread}
-            if not tids and len(keys) == 1 and is_reply_subject(h.subject or ""):
-                tid = self._subject_match(h, parts)
-                if tid is not None:
-                    tids = {tid}
-            if not tids:
-                tid = self._new_thread(h)
-            else:
-                tid = min(tids)
-                for loser in tids - {tid}:
-                    self._merge(loser, tid, key_thread, out, last_date)
-            for k in keys:
-                key_thread[k] = tid
+        for mid, keys, h, _parts in items:
+            found = index.find(keys[0])
+            assert found is not None
+            tid = real.get(found, found)
             out[mid] = tid
             if h.date and (tid not in last_date or last_date[tid] < h.date):
                 last_date[tid] = h.date
-        new_rows = [{"org_id": self.org_id, "key": k, "thread_id": t} for k, t in key_thread.items()
-                    if k not in known_keys]
-        insert_ignore(self.s, ThreadKey.__table__, new_rows, ("org_id", "key"))
         self._touch(last_date)
         return out
 
-    def _new_thread(self, h: ParsedHeaders) -> int:
-        subject = h.subject or ""
-        tid = self.s.execute(insert(Thread).values(
-            org_id=self.org_id, subject=subject, normalised_subject=normalise_subject(subject), last_date=h.date,
-        ).returning(Thread.id)).scalar_one()
+    def _new_thread(self, h: ParsedHeaders | None) -> int:
+        subject = (h.subject if h else "") or ""
+        tid = self.s.execute(
+            insert(Thread)
+            .values(
+                org_id=self.org_id,
+                subject=subject,
+                normalised_subject=normalise_subject(subject),
+                last_date=h.date if h else None,
+            )
+            .returning(Thread.id)
+        ).scalar_one()
         return int(tid)
 
-    def _merge(self, loser: int, winner: int, key_thread: dict[str, int], out: dict[str, int],
-               last_date: dict[int, datetime]) -> None:
+    def _merge(self, loser: int, winner: int) -> None:
         self.s.execute(update(ThreadKey).where(ThreadKey.thread_id == loser).values(thread_id=winner))
         self.s.execute(update(Email).where(Email.thread_id == loser).values(thread_id=winner))
         self.s.execute(delete(Thread).where(Thread.id == loser))
-        for k, t in key_thread.items():
-            if t == loser:
-                key_thread[k] = winner
-        for m, t in out.items():
-            if t == loser:
-                out[m] = winner
-        if loser in last_date:
-            d = last_date.pop(loser)
-            if winner not in last_date or last_date[winner] < d:
-                last_date[winner] = d
 
-    def _subject_match(self, h: ParsedHeaders, parts: list[tuple[str, str]]) -> int | None:
-        ns = normalise_subject(h.subject or "")
-        if not ns or h.date is None:
+    def _subject_match(self, h: ParsedHeaders) -> int | None:
+        """Guarded subject tie-breaker for a reference-less reply (see subject_tiebreak)."""
+        if h.references or h.in_reply_to or h.date is None or not is_reply_subject(h.subject):
             return None
-        rows = self.s.execute(select(Thread.id, Thread.last_date).where(
-            Thread.org_id == self.org_id, Thread.normalised_subject == ns,
-            Thread.last_date >= h.date - TIEBREAK_WINDOW)).all()
-        if not rows:
-            return None
+        ns = normalise_subject(h.subject)
+        rows = self.s.execute(
+            select(Thread.id, Thread.subject, Thread.last_date).where(
+                Thread.org_id == self.org_id,
+                Thread.normalised_subject == ns,
+                Thread.last_date >= h.date - TIEBREAK_WINDOW,
+                Thread.last_date <= h.date + TIEBREAK_WINDOW,
+            )
+        ).all()
         candidates = []
-        for tid, last in rows:
-            addrs = self.s.scalars(select(Participant.address).join(Email, Email.id == Participant.email_id)
-                                   .where(Email.thread_id == tid).distinct())
-            candidates.append(ThreadCandidate(thread_id=tid, normalised_subject=ns, last_date=last,
-                                              participants=frozenset(addrs)))
-        chosen = subject_tiebreak(candidates, h)
+        for tid, subject, last in rows[:20]:
+            addrs = self.s.scalars(
+                select(Participant.address)
+                .join(Email, Email.id == Participant.email_id)
+                .where(Email.thread_id == tid)
+                .distinct()
+            )
+            candidates.append(
+                ThreadSummary(thread_id=tid, subject=subject, participants=frozenset(addrs), last_date=last)
+            )
+        chosen = subject_tiebreak(candidates, h, own_addresses=self.own, window=TIEBREAK_WINDOW)
         return chosen.thread_id if chosen else None
 
     def _touch(self, last_date: dict[int, datetime]) -> None:

@@ -36,15 +36,24 @@ class Worker:
 
     def due_accounts(self, now: datetime) -> list[int]:
         with self.sessions() as s:
-            return list(s.scalars(select(MailAccount.id).where(
-                MailAccount.status.notin_(("disabled", "reconnect-needed")),
-                or_(MailAccount.next_sync_at.is_(None), MailAccount.next_sync_at <= now),
-            ).order_by(MailAccount.next_sync_at.is_not(None), MailAccount.next_sync_at, MailAccount.id)))
+            return list(
+                s.scalars(
+                    select(MailAccount.id)
+                    .where(
+                        MailAccount.status.notin_(("disabled", "reconnect-needed")),
+                        or_(MailAccount.next_sync_at.is_(None), MailAccount.next_sync_at <= now),
+                    )
+                    .order_by(MailAccount.next_sync_at.is_not(None), MailAccount.next_sync_at, MailAccount.id)
+                )
+            )
 
     def seconds_until_next(self, now: datetime) -> float:
         with self.sessions() as s:
-            nxt = s.scalar(select(MailAccount.next_sync_at).where(
-                MailAccount.status.notin_(("disabled", "reconnect-needed"))).order_by(MailAccount.next_sync_at))
+            nxt = s.scalar(
+                select(MailAccount.next_sync_at)
+                .where(MailAccount.status.notin_(("disabled", "reconnect-needed")))
+                .order_by(MailAccount.next_sync_at)
+            )
         if nxt is None:
             return IDLE_POLL
         return max(0.0, min(IDLE_POLL, (nxt - now).total_seconds()))
@@ -58,8 +67,11 @@ class Worker:
             results.append(result)
             (log.info if result.ok else log.warning)("%s", result.summary(), extra={"account_id": account_id})
             with self.sessions.begin() as s:
-                s.execute(update(MailAccount).where(MailAccount.id == account_id).values(
-                    next_sync_at=datetime.now(UTC) + timedelta(seconds=self.config.sync.interval)))
+                s.execute(
+                    update(MailAccount)
+                    .where(MailAccount.id == account_id)
+                    .values(next_sync_at=datetime.now(UTC) + timedelta(seconds=self.config.sync.interval))
+                )
         self.passes += 1
         return results
 

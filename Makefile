@@ -1,0 +1,39 @@
+# Postroom developer commands. `make run` and `make test` are the two the README starts with.
+VENV   ?= .venv
+PYTHON ?= python3
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+# Tests use the local PostgreSQL unless told otherwise (set it empty to skip the PostgreSQL runs).
+export POSTROOM_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+
+.PHONY: run test lint bench setup mail-servers clean
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e ".[test]"
+	rm -f $(VENV)/.installed-*; touch $@
+
+setup: $(STAMP)
+
+## Sync every connected mailbox every sync.interval on the embedded SQLite database (Ctrl-C stops).
+run: $(STAMP)
+	$(VENV)/bin/postroom db upgrade
+	$(VENV)/bin/postroom worker
+
+## Install Dovecot + Postfix if missing (as root), then run the whole suite on SQLite and PostgreSQL.
+test: $(STAMP) mail-servers
+	$(VENV)/bin/pytest
+
+mail-servers:
+	@bash .ci/install-mail-servers
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP) mail-servers
+	$(VENV)/bin/python bench/sync_bench.py --messages 10000
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache
