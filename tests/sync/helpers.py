@@ -1,0 +1,71 @@
+"""Helpers for sync tests: connect a rig mailbox as an account, read back what was indexed."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from postroom.config import Config
+from postroom.models import Email, HistoryEntry, MessageCopy
+from sync.accounts import ImapAccountRequest, add_imap_account
+from sync.engine import AccountResult, sync_account
+from tests.rig.fixtures import Mailbox
+
+
+def connect(config: Config, sessions: sessionmaker[Session], box: Mailbox, **extra: object) -> int:
+    """Add the rig mailbox as an IMAP account the way `postroom accounts add-imap` does; returns its id."""
+    req = ImapAccountRequest(
+        email=box.address,
+        username=box.address,
+        password=box.password,
+        imap_host="127.0.0.1",
+        imap_port=box.rig.ports["imap"],
+        imap_security="none",
+        smtp_host="127.0.0.1",
+        smtp_port=box.rig.ports["smtp_submission"],
+        smtp_security="none",
+    )
+    with sessions.begin() as s:
+        account = add_imap_account(s, config, req)
+        if extra:
+            account.settings = {**account.settings, **extra}
+        return account.id
+
+
+def sync_ok(config: Config, sessions: sessionmaker[Session], account_id: int) -> AccountResult:
+    result = sync_account(config, sessions, account_id)
+    assert result.ok, result.error
+    assert not [f for f in result.folders if f.error], result.summary()
+    return result
+
+
+def copies(sessions: sessionmaker[Session], account_id: int, folder_role: str | None = "inbox") -> list[str]:
+    """Message-IDs of the account's indexed copies (in one folder role), with repeats if duplicated."""
+    from postroom.models import Folder
+
+    with sessions() as s:
+        q = (
+            select(Email.message_id)
+            .join(MessageCopy, MessageCopy.email_id == Email.id)
+            .join(Folder, Folder.id == MessageCopy.folder_id)
+            .where(MessageCopy.account_id == account_id)
+        )
+        if folder_role:
+            q = q.where(Folder.role == folder_role)
+        return sorted(s.scalars(q))
+
+
+def count(sessions: sessionmaker[Session], model: type) -> int:
+    with sessions() as s:
+        return int(s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def history_ids(sessions: sessionmaker[Session], applicant_id: int) -> list[str]:
+    with sessions() as s:
+        return sorted(
+            s.scalars(
+                select(Email.message_id)
+                .join(HistoryEntry, HistoryEntry.email_id == Email.id)
+                .where(HistoryEntry.applicant_id == applicant_id)
+            )
+        )
