@@ -168,7 +168,9 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     if not url:
         url = f"sqlite:///{data_dir / 'postroom.db'}"
     if "://" not in url:
-        raise ConfigError(f"Setting database.url must be a URL such as sqlite:///path or postgresql://host/db, not {url!r}.")
+        raise ConfigError(
+            f"Setting database.url must be a URL such as sqlite:///path or postgresql://host/db, not {url!r}."
+        )
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is the driver we ship
     database = DatabaseConfig(url=url, echo=_get(db, "database", "echo", bool, False))

@@ -28,12 +28,10 @@ def backend_class(name: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise BackendNotFound(
-            f"Mail backend {name!r} needs the package {exc.name!r}, which is not installed."
-        ) from exc
+        raise BackendNotFound(f"Mail backend {name!r} needs the package {exc.name!r}, which is not installed.") from exc
     return getattr(module, attr)
 
 
 def open_provider(name: str, settings: ProviderSettings) -> MailProvider:
     """Build a connected-on-demand provider for one account."""
-    return backend_class(name).open(settings)  # type: ignore[no-any-return]
+    return backend_class(name).open(settings)  # type: ignore[attr-defined,no-any-return]

@@ -22,10 +22,8 @@ from sqlalchemy.engine import make_url
 from postroom import db
 from postroom.config import Config, load_config
 from postroom.models import Base
-try:
-    from tests.rig.fixtures import *  # noqa: F403  (mail_rig, mailbox, ...)
-except ImportError:  # TEMP until rig lands
-    pass
+
+from tests.rig.fixtures import *  # noqa: F403  (mail_rig, mailbox, ...)
 
 REQUIRE_SERVICES = os.environ.get("POSTROOM_TEST_REQUIRE_SERVICES") == "1"
 
@@ -67,8 +65,15 @@ def pg_url() -> Iterator[str | None]:
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated once; each test gets a copy (much faster than migrating each time)."""
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
-    engine = db.make_engine(load_config(env={"POSTROOM_DATABASE_URL": f"sqlite:///{path}",
-                                             "POSTROOM_SECRET_KEY": "x" * 32, "HOME": str(path.parent)}).database)
+    engine = db.make_engine(
+        load_config(
+            env={
+                "POSTROOM_DATABASE_URL": f"sqlite:///{path}",
+                "POSTROOM_SECRET_KEY": "x" * 32,
+                "HOME": str(path.parent),
+            }
+        ).database
+    )
     db.upgrade(engine)
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

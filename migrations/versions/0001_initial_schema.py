@@ -108,9 +108,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("org_id", "canonical", name=op.f("uq_applicant_addresses_org_id_canonical")),
     )
     with op.batch_alter_table("applicant_addresses", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_applicant_addresses_applicant_id"), ["applicant_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_applicant_addresses_applicant_id"), ["applicant_id"], unique=False)
 
     op.create_table(
         "emails",
@@ -129,9 +127,7 @@ def upgrade() -> None:
         sa.Column("body_id", sa.Integer(), nullable=True),
         sa.Column("body_error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["body_id"], ["bodies.id"], name=op.f("fk_emails_body_id_bodies"), ondelete="SET NULL"
-        ),
+        sa.ForeignKeyConstraint(["body_id"], ["bodies.id"], name=op.f("fk_emails_body_id_bodies"), ondelete="SET NULL"),
         sa.ForeignKeyConstraint(
             ["org_id"], ["organisations.id"], name=op.f("fk_emails_org_id_organisations"), ondelete="CASCADE"
         ),
@@ -169,9 +165,7 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name=op.f("fk_mail_accounts_user_id_users"), ondelete="SET NULL"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_mail_accounts")),
-        sa.UniqueConstraint(
-            "org_id", "provider", "email", name=op.f("uq_mail_accounts_org_id_provider_email")
-        ),
+        sa.UniqueConstraint("org_id", "provider", "email", name=op.f("uq_mail_accounts_org_id_provider_email")),
     )
     with op.batch_alter_table("mail_accounts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_mail_accounts_org_id"), ["org_id"], unique=False)
@@ -238,9 +232,7 @@ def upgrade() -> None:
             ["email_id"], ["emails.id"], name=op.f("fk_history_entries_email_id_emails"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_history_entries")),
-        sa.UniqueConstraint(
-            "applicant_id", "email_id", name=op.f("uq_history_entries_applicant_id_email_id")
-        ),
+        sa.UniqueConstraint("applicant_id", "email_id", name=op.f("uq_history_entries_applicant_id_email_id")),
     )
     with op.batch_alter_table("history_entries", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_history_entries_email_id"), ["email_id"], unique=False)

@@ -25,8 +25,21 @@ def test_no_config_runs_embedded_sqlite_with_generated_key(tmp_path: Path) -> No
 def test_example_config_documents_every_setting(tmp_path: Path) -> None:
     example = Path(__file__).parents[2] / "config.example.toml"
     text = example.read_text()
-    for setting in ("data_dir", "url", "echo", "secret_key", "interval", "body_policy", "batch_size",
-                    "connect_timeout", "blob_dir", "level", "format", "allow_plaintext", "ca_file"):
+    for setting in (
+        "data_dir",
+        "url",
+        "echo",
+        "secret_key",
+        "interval",
+        "body_policy",
+        "batch_size",
+        "connect_timeout",
+        "blob_dir",
+        "level",
+        "format",
+        "allow_plaintext",
+        "ca_file",
+    ):
         assert f"{setting} =" in text, setting
     cfg = load_config(example, env={"HOME": str(tmp_path)})
     assert cfg.logging.format == "text"
@@ -35,8 +48,14 @@ def test_example_config_documents_every_setting(tmp_path: Path) -> None:
 def test_environment_overrides_file(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text('[database]\nurl = "sqlite:////nowhere/a.db"\n[security]\nsecret_key = "from-file-0123456789"\n')
-    cfg = load_config(f, env={"HOME": str(tmp_path), "POSTROOM_DATABASE_URL": "postgresql://u@h/db",
-                              "POSTROOM_SECRET_KEY": "from-env-0123456789abc"})
+    cfg = load_config(
+        f,
+        env={
+            "HOME": str(tmp_path),
+            "POSTROOM_DATABASE_URL": "postgresql://u@h/db",
+            "POSTROOM_SECRET_KEY": "from-env-0123456789abc",
+        },
+    )
     assert cfg.database.url == "postgresql+psycopg://u@h/db"
     assert cfg.security.secret_key == "from-env-0123456789abc"
     cfg = load_config(env={"HOME": str(tmp_path), "POSTROOM_CONFIG": str(f)})
@@ -60,8 +79,9 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("", {"POSTROOM_SYNC_INTERVAL": "soon"}, "POSTROOM_SYNC_INTERVAL must be a number of seconds"),
     ],
 )
-def test_bad_settings_get_one_sentence_naming_the_setting(tmp_path: Path, toml: str, env: dict[str, str],
-                                                          needle: str) -> None:
+def test_bad_settings_get_one_sentence_naming_the_setting(
+    tmp_path: Path, toml: str, env: dict[str, str], needle: str
+) -> None:
     f = tmp_path / "c.toml"
     f.write_text(toml)
     with pytest.raises(ConfigError) as err:
