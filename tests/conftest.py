@@ -22,7 +22,6 @@ from sqlalchemy.engine import make_url
 from postroom import db
 from postroom.config import Config, load_config
 from postroom.models import Base
-
 from tests.rig.fixtures import *  # noqa: F403  (mail_rig, mailbox, ...)
 
 REQUIRE_SERVICES = os.environ.get("POSTROOM_TEST_REQUIRE_SERVICES") == "1"

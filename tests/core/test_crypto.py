@@ -16,5 +16,5 @@ def test_secrets_round_trip_and_never_appear_in_clear() -> None:
 
 def test_wrong_key_gives_a_clear_error() -> None:
     sealed = SecretBox("a-long-secret-key-for-tests").seal({"password": "x"})
-    with pytest.raises(SecretError, match="cannot be decrypted with the configured security.secret_key"):
+    with pytest.raises(SecretError, match=r"cannot be decrypted with the configured security\.secret_key"):
         SecretBox("another-long-secret-key-xx").open(sealed)

@@ -1,0 +1,736 @@
+"""MIME parsing and composing: pure functions over bytes, no I/O.
+
+Two parsers with different jobs:
+
+* :func:`parse_headers` is the hot path of the header index (every message of
+  every mailbox goes through it). It is hand-written: split lines, unfold,
+  keep only the fields we index, decode RFC 2047 only when ``=?`` is present,
+  and parse address lists with a regex fast path that falls back to
+  :func:`email.utils.getaddresses` for anything unusual (comments, groups,
+  quoted commas). It never raises; what was wrong goes into ``defects``.
+* :func:`parse_message` parses a stored body with the stdlib parser under
+  ``policy.compat32`` (about 3x faster than ``policy.default``) and does its
+  own charset decoding with fallbacks. It raises only :class:`MalformedMessage`
+  for input that is not a message at all.
+
+Message-IDs are kept exactly as written apart from whitespace, comments and
+missing angle brackets: RFC 5322 makes them opaque, and lower-casing even the
+domain part would join ids that another system considers different.
+
+>>> h = parse_headers(b"Message-ID: <A1@Example.COM>\\r\\nSubject: =?utf-8?q?Caf=C3=A9?=\\r\\n\\r\\nbody")
+>>> h.message_id, h.subject
+('<A1@Example.COM>', 'Café')
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import hashlib
+import html
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import format_datetime, formataddr, getaddresses, parsedate_to_datetime
+from html.parser import HTMLParser
+
+__all__ = [
+    "Address",
+    "MalformedMessage",
+    "ParsedHeaders",
+    "ParsedMessage",
+    "compose_message",
+    "decode_bytes",
+    "decode_encoded_words",
+    "make_message_id",
+    "normalise_msgid",
+    "parse_headers",
+    "parse_message",
+    "synthetic_message_id",
+]
+
+
+class MalformedMessage(Exception):
+    """Raised by :func:`parse_message` for input that is not a message at all
+    (empty, or no header line before the first blank line, e.g. binary
+    garbage). The engine quarantines the message with ``str(exc)`` as reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One mailbox from an address header; ``name`` is decoded, may be ``""``."""
+
+    name: str
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedHeaders:
+    """The indexed header fields of one message.
+
+    Address fields combine every occurrence of the header (some mailers
+    repeat ``To:``/``Cc:``); single-valued fields take the first occurrence.
+    """
+
+    message_id: str | None = None
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    subject: str = ""
+    from_: tuple[Address, ...] = ()
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    bcc: tuple[Address, ...] = ()
+    reply_to: tuple[Address, ...] = ()
+    sender: tuple[Address, ...] = ()
+    date: datetime | None = None
+    defects: tuple[str, ...] = ()
+
+    def participants(self) -> tuple[Address, ...]:
+        """Every address on the message (From, Sender, Reply-To, To, Cc, Bcc)."""
+        return self.from_ + self.sender + self.reply_to + self.to + self.cc + self.bcc
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    """A fully parsed stored message. ``attachments`` holds
+    ``(filename or None, content_type, decoded size in bytes)``."""
+
+    headers: ParsedHeaders
+    text_body: str
+    html_body: str | None
+    attachments: tuple[tuple[str | None, str, int], ...]
+    defects: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- charsets
+
+# Labels whose bytes are, in practice, a superset (WHATWG Encoding Standard).
+_CHARSET_ALIASES = {
+    "iso-8859-1": "cp1252",
+    "iso8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "ansi_x3.4-1968": "cp1252",
+    "ansi-x3.4-1968": "cp1252",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949",
+    "iso-8859-8-i": "iso-8859-8",
+    "shift_jis": "cp932",
+    "x-sjis": "cp932",
+    "utf8": "utf-8",
+}
+_codec_cache: dict[str, str | None] = {}
+
+
+def _codec(charset: str | None) -> str | None:
+    """A Python codec name for a MIME charset label, or None if unknown."""
+    if not charset:
+        return None
+    try:
+        return _codec_cache[charset]
+    except KeyError:
+        pass
+    label = charset.strip().strip("\"'").lower()
+    label = _CHARSET_ALIASES.get(label, label)
+    try:
+        name: str | None = codecs.lookup(label).name
+    except LookupError:
+        name = None
+    if len(_codec_cache) < 512:
+        _codec_cache[charset] = name
+    return name
+
+
+_UTF8_SEQ_RE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")
+_ASCII_SUPERSETS = frozenset({"ascii", "cp1252", "utf-8", "iso8859-15", "cp1251", "cp1250"})
+
+
+def decode_bytes(data: bytes, charset: str | None = None) -> tuple[str, bool]:
+    """Decode ``data`` labelled ``charset``; never raises.
+
+    The declared charset is read as its WHATWG superset (ISO-8859-1 as cp1252,
+    GB2312 as GB18030, ...). Unlabelled or US-ASCII-labelled 8-bit data is tried
+    as UTF-8, then cp1252. Data that is invalid in its declared charset, or has
+    an unknown charset, is tried as UTF-8, then cp1252, then decoded with
+    replacement characters. Returns the text and whether the label was wrong
+    (or unknown).
+    """
+    label = charset.strip().lower() if charset else None
+    unlabelled = label is None or label in ("us-ascii", "ascii", "ansi_x3.4-1968", "ansi-x3.4-1968")
+    codec = None if unlabelled else _codec(label)
+    if data.isascii() and (codec is None or codec in _ASCII_SUPERSETS):
+        return data.decode("ascii"), False
+    for candidate in (codec, "utf-8", "cp1252"):
+        if candidate is None:
+            continue
+        try:
+            text = data.decode(candidate)
+        except (UnicodeDecodeError, LookupError):
+            if candidate == "utf-8":
+                # Mostly valid UTF-8 with a few broken sequences (truncation, a stray
+                # byte): keep it UTF-8 rather than turning everything into mojibake.
+                text = data.decode("utf-8", "replace")
+                if len(_UTF8_SEQ_RE.findall(data)) >= 10 * text.count("\ufffd"):
+                    return text, True
+            continue
+        return text, candidate != codec and not (label is None and candidate == "utf-8")
+    return data.decode(codec or "utf-8", "replace"), True
+
+
+# --------------------------------------------------------------------------- RFC 2047
+
+_EW_RE = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([QqBb])\?([^?\s]*)\?=")
+_QHEX_RE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _ew_bytes(enc: str, text: str) -> bytes:
+    raw = text.encode("ascii", "replace")
+    if enc in "Qq":
+        return _QHEX_RE.sub(lambda m: bytes((int(m.group(1), 16),)), raw.replace(b"_", b" "))
+    raw = raw.rstrip(b"=")
+    try:
+        return binascii.a2b_base64(raw + b"=" * (-len(raw) % 4))
+    except binascii.Error:
+        return binascii.a2b_base64(raw[: len(raw) - len(raw) % 4] or b"")
+
+
+def decode_encoded_words(value: str) -> str:
+    """Decode RFC 2047 encoded-words in ``value``; never raises.
+
+    Whitespace between adjacent encoded-words is dropped, and adjacent words in
+    the same charset are joined as bytes before decoding, so a multi-byte
+    character split across two words (common with B-encoded UTF-8 and GB2312)
+    survives. Unknown or wrong charsets fall back as in :func:`decode_bytes`.
+    """
+    out: list[str] = []
+    pending: list[bytes] = []
+    pending_cs: str | None = None
+    pos = 0
+
+    def flush() -> None:
+        if pending:
+            out.append(decode_bytes(b"".join(pending), pending_cs)[0])
+            pending.clear()
+
+    for m in _EW_RE.finditer(value):
+        gap = value[pos : m.start()]
+        if gap and not (pending and gap.isspace()):
+            flush()
+            out.append(gap)
+        cs = m.group(1).lower()
+        if pending and cs != pending_cs:
+            flush()
+        pending_cs = cs
+        pending.append(_ew_bytes(m.group(2), m.group(3)))
+        pos = m.end()
+    flush()
+    out.append(value[pos:])
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- msg-ids
+
+_MSGID_RE = re.compile(r"<[^<>]*>")
+_COMMENT_RE = re.compile(r"\([^()]*\)")
+_WS_RE = re.compile(r"\s+")
+
+
+def _msgid_tokens(value: str) -> list[str]:
+    """All msg-ids in a header value, normalised to ``<...>`` form."""
+    found = _MSGID_RE.findall(value)
+    if found:
+        return [
+            _WS_RE.sub("", t) if (" " in t or "\t" in t) else t for t in found if len(t) > 2 and not t[1:-1].isspace()
+        ]
+    if "<" in value:
+        return []
+    # Garbage like "foo@bar" without brackets: keep words that look like ids.
+    while "(" in value and _COMMENT_RE.search(value):
+        value = _COMMENT_RE.sub(" ", value)
+    return [f"<{w}>" for w in (w.strip("\"'") for w in value.split() if "@" in w) if w]
+
+
+def normalise_msgid(value: str | None) -> str | None:
+    """``" <a@B> (comment)"`` -> ``"<a@B>"``; ``"foo@bar"`` -> ``"<foo@bar>"``;
+    no id at all -> None. Case is kept exactly (ids are opaque)."""
+    if not value:
+        return None
+    tokens = _msgid_tokens(value)
+    if tokens:
+        return tokens[0]
+    bare = _WS_RE.sub("", _COMMENT_RE.sub("", value).strip("<> \t\r\n"))
+    return f"<{bare}>" if bare and "<" not in bare and ">" not in bare else None
+
+
+# --------------------------------------------------------------------------- addresses
+
+_ONE_ADDR_RE = re.compile(r'\s*(?:"([^"\\]*)"|([^"<>,;:()\\]*?))\s*<([^<>"\s,;]*)>\s*')
+_BARE_ADDR_RE = re.compile(r'\s*([^\s"<>,;:()\\]+@[^\s"<>,;:()\\]+)\s*')
+_LIST_ADDR_RE = re.compile(
+    r'\s*(?:(?:"((?:[^"\\]|\\.)*)"|([^"<>,;:()\\]*?))\s*<([^<>"\s,;]*)>|([^\s"<>,;:()\\]+@[^\s"<>,;:()\\]+))\s*'
+    r"(?:,|$)"
+)
+_QUOTED_PAIR_RE = re.compile(r"\\(.)")
+
+
+def _address(name: str, email: str) -> Address:
+    if "=?" in name:
+        name = decode_encoded_words(name)
+    return Address(" ".join(name.split()), email)
+
+
+def _one(piece: str, out: list[Address]) -> bool:
+    """Parse one simple mailbox into ``out``; False if it is not simple."""
+    m = _ONE_ADDR_RE.fullmatch(piece) if "<" in piece else None
+    if m is not None:
+        quoted, plain, email = m.groups()
+        if email:
+            out.append(_address(quoted if quoted is not None else plain, email))
+        return True
+    m = _BARE_ADDR_RE.fullmatch(piece)
+    if m is not None:
+        out.append(Address("", m.group(1)))
+        return True
+    return not piece.strip()
+
+
+def _addresses(value: str) -> tuple[Address, ...]:
+    """Parse an address list: regex fast paths, stdlib fallback for comments,
+    groups and other rarities."""
+    out: list[Address] = []
+    if "," not in value or '"' not in value:
+        if all(_one(piece, out) for piece in value.split(",")):
+            return tuple(out)
+        out.clear()
+    pos, end = 0, len(value)
+    while pos < end:
+        m = _LIST_ADDR_RE.match(value, pos)
+        if m is None or m.end() == pos:
+            if value[pos:].strip(" \t,"):
+                return _addresses_slow(value)
+            break
+        quoted, plain, bracketed, bare = m.groups()
+        if bare is not None:
+            out.append(Address("", bare))
+        elif bracketed:
+            name = _QUOTED_PAIR_RE.sub(r"\1", quoted) if quoted is not None else plain
+            out.append(_address(name, bracketed))
+        pos = m.end()
+    return tuple(out)
+
+
+def _addresses_slow(value: str) -> tuple[Address, ...]:
+    return tuple(_address(name, email) for name, email in getaddresses([value]) if email)
+
+
+# --------------------------------------------------------------------------- dates
+
+_DATE_RE = re.compile(
+    r"\s*(?:[A-Za-z]{3},\s?)?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d{2}):(\d{2})(?::(\d{2}))? ([+-])(\d{2})(\d{2})"
+    r"(?:\s*\([^()]*\))?\s*"
+)
+_MONTHS = {
+    m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)
+}
+_offsets: dict[str, timedelta] = {}
+
+
+def _parse_date(value: str) -> datetime | None:
+    """An aware UTC datetime, or None for garbage. Naive (``-0000``) is UTC."""
+    m = _DATE_RE.fullmatch(value)
+    if m is not None:
+        day, mon, year, hh, mm, ss, sign, oh, om = m.groups()
+        month = _MONTHS.get(mon.lower())
+        if month is not None:
+            try:
+                dt = datetime(int(year), month, int(day), int(hh), int(mm), int(ss or 0), tzinfo=UTC)
+            except ValueError:
+                return None
+            key = sign + oh + om
+            offset = _offsets.get(key)
+            if offset is None:
+                offset = timedelta(hours=int(oh), minutes=int(om))
+                offset = _offsets[key] = -offset if sign == "-" else offset
+            try:
+                return dt - offset
+            except OverflowError:
+                return None
+    try:
+        dt = parsedate_to_datetime(value.strip())
+    except (ValueError, TypeError, OverflowError, IndexError):
+        return None
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    try:
+        return dt.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+# --------------------------------------------------------------------------- headers
+
+_ADDRESS_FIELDS = {"from": 0, "to": 1, "cc": 2, "bcc": 3, "reply-to": 4, "sender": 5}
+# One C-level scan picks the indexed fields (with continuation lines) out of the block.
+_FIELD_RE = re.compile(
+    r"^(message-id|in-reply-to|references|subject|date|from|to|cc|bcc|reply-to|sender)[ \t]*:"
+    r"(.*(?:\r?\n[ \t].*)*)",
+    re.MULTILINE | re.IGNORECASE,
+)
+_FIELD_NAME_RE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+
+
+def _header_text(raw: bytes) -> tuple[str, bool]:
+    """The header block of ``raw`` as text, and whether 8-bit bytes needed a fallback."""
+    end = raw.find(b"\n\n")
+    end2 = raw.find(b"\r\n\r\n")
+    if end2 != -1 and (end == -1 or end2 < end):
+        end = end2
+    block = raw if end == -1 else raw[:end]
+    if block.isascii():
+        return block.decode("ascii"), False
+    try:
+        return block.decode("utf-8"), False
+    except UnicodeDecodeError:
+        pass
+    try:
+        return block.decode("cp1252"), True
+    except UnicodeDecodeError:
+        return block.decode("latin-1"), True
+
+
+def parse_headers(raw: bytes) -> ParsedHeaders:
+    """Parse the indexed fields of a raw header block (or whole message).
+
+    Never raises. Raw 8-bit header bytes are read as UTF-8, falling back to
+    cp1252; encoded-words in any charset fall back the same way.
+    """
+    text, fallback = _header_text(raw)
+    if "\n" not in text and "\r" in text:  # old Mac line endings
+        text = text.replace("\r", "\n")
+    defects: list[str] = ["8-bit header bytes not UTF-8, read as cp1252"] if fallback else []
+    single: dict[str, str] = {}
+    addr_values: list[list[str]] = [[], [], [], [], [], []]
+    for name, value in _FIELD_RE.findall(text):
+        if "\n" in value:  # unfold
+            value = value.replace("\r\n", "").replace("\n", "")
+        field = name.lower()
+        slot = _ADDRESS_FIELDS.get(field)
+        if slot is not None:
+            addr_values[slot].append(value)
+        elif field not in single:
+            single[field] = value
+
+    message_id = None
+    raw_id = single.get("message-id")
+    if raw_id is None:
+        defects.append("no Message-ID")
+    else:
+        message_id = normalise_msgid(raw_id)
+        if message_id is None:
+            defects.append("unparseable Message-ID")
+        elif "<" not in raw_id:
+            defects.append("Message-ID without angle brackets")
+
+    in_reply_to: tuple[str, ...] = ()
+    raw_irt = single.get("in-reply-to")
+    if raw_irt:
+        in_reply_to = tuple(dict.fromkeys(_msgid_tokens(raw_irt)))
+    references: tuple[str, ...] = ()
+    raw_refs = single.get("references")
+    if raw_refs:
+        refs = dict.fromkeys(_msgid_tokens(raw_refs))
+        if message_id in refs:
+            defects.append("References contains the message's own id")
+            del refs[message_id]
+        references = tuple(refs)
+
+    subject = single.get("subject", "")
+    if "=?" in subject:
+        subject = decode_encoded_words(subject)
+    subject = " ".join(subject.split())
+
+    date = None
+    raw_date = single.get("date")
+    if raw_date is None:
+        defects.append("no Date")
+    else:
+        date = _parse_date(raw_date)
+        if date is None:
+            defects.append("unparseable Date")
+
+    addrs = [(_addresses(v[0] if len(v) == 1 else ", ".join(v)) if v else ()) for v in addr_values]
+    if not addrs[0]:
+        defects.append("no From")
+    return ParsedHeaders(
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        references=references,
+        subject=subject,
+        from_=addrs[0],
+        to=addrs[1],
+        cc=addrs[2],
+        bcc=addrs[3],
+        reply_to=addrs[4],
+        sender=addrs[5],
+        date=date,
+        defects=tuple(defects),
+    )
+
+
+def synthetic_message_id(h: ParsedHeaders) -> str:
+    """A stable id for a message without Message-ID, from Date, From, To, Cc
+    and Subject (not Bcc, which only the sender's copy carries), so the same
+    message seen in two mailboxes gets the same id.
+
+    Two id-less messages with identical date, sender, recipients and subject
+    collide; that is the price of cross-mailbox stability.
+    """
+    parts = [
+        h.date.isoformat() if h.date else "",
+        ",".join(a.email.lower() for a in h.from_),
+        ",".join(a.email.lower() for a in h.to),
+        ",".join(a.email.lower() for a in h.cc),
+        h.subject,
+    ]
+    digest = hashlib.sha1("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"<{digest}@postroom.invalid>"
+
+
+# --------------------------------------------------------------------------- full messages
+
+_BYTES_PARSER = BytesParser(policy=policy.compat32)
+
+
+def _looks_like_message(raw: bytes) -> str | None:
+    """Why ``raw`` is not a message, or None if its first line is a header."""
+    if not raw.strip():
+        return "empty message"
+    first, _, rest = raw.lstrip(b"\r\n").partition(b"\n")
+    if first.startswith(b"From ") and raw.startswith(b"From "):  # mbox separator line
+        first = rest.partition(b"\n")[0]
+    if not _FIELD_NAME_RE.match(first):
+        return "not a message: no header line before the body"
+    return None
+
+
+class _HTMLText(HTMLParser):
+    """Plain text from HTML: drops script/style/head, breaks lines at blocks."""
+
+    _SKIP = frozenset({"script", "style", "head", "title"})
+    _BLOCK = frozenset({"br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote", "hr"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.chunks: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        if tag in self._SKIP:
+            self.skip += 1
+        elif tag in self._BLOCK:
+            self.chunks.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif tag in self._BLOCK:
+            self.chunks.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.chunks.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    """Readable plain text from an HTML body (never raises)."""
+    parser = _HTMLText()
+    try:
+        parser.feed(markup)
+        parser.close()
+    except Exception:  # HTMLParser is lenient; this is belt and braces
+        return html.unescape(re.sub(r"<[^>]*>", " ", markup)).strip()
+    lines = (" ".join(line.split()) for line in "".join(parser.chunks).splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _part_text(part: Message, defects: list[str]) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset()
+    text, fallback = decode_bytes(payload, charset)
+    if fallback:
+        defects.append(f"{part.get_content_type()} part not valid {charset or 'us-ascii'}, decoded with fallback")
+    return text
+
+
+def _header_str(part: Message, name: str) -> str:
+    """A header as text; compat32 returns Header objects for 8-bit values."""
+    value = part.get(name)
+    if value is None or isinstance(value, str):
+        return value or ""
+    try:
+        return str(value)
+    except Exception:
+        return ""
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+        if isinstance(name, str) and "\ufffd" in name:
+            # Raw 8-bit parameter (common: UTF-8 filenames without RFC 2231):
+            # re-read the header bytes with our charset fallbacks.
+            fixed = Message()
+            for key, value in part.raw_items():
+                if key.lower() in ("content-disposition", "content-type"):
+                    fixed[key] = decode_bytes(value.encode("ascii", "surrogateescape"))[0]
+            name = fixed.get_filename() or name
+    except Exception:  # RFC 2231 parameters in the wild can be arbitrarily broken
+        return None
+    if not isinstance(name, str):
+        return None
+    if "=?" in name:
+        name = decode_encoded_words(name)
+    return name or None
+
+
+def _payload_size(part: Message) -> int:
+    try:
+        if part.is_multipart():
+            return len(part.as_bytes())
+        payload = part.get_payload(decode=True)
+    except Exception:
+        return 0
+    return len(payload) if isinstance(payload, bytes) else 0
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse a stored message; never raises except :class:`MalformedMessage`.
+
+    ``text_body`` is the first inline text/plain part, or text derived from the
+    first text/html part when there is no plain one. Attached messages
+    (message/*) are listed as attachments, except a top-level message/rfc822
+    wrapper, whose body is used.
+    """
+    reason = _looks_like_message(raw)
+    if reason:
+        raise MalformedMessage(reason)
+    headers = parse_headers(raw)
+    try:
+        root = _BYTES_PARSER.parsebytes(raw)
+    except Exception as exc:  # compat32 is very lenient; guard anyway
+        raise MalformedMessage(f"unparseable MIME structure: {exc}") from exc
+    defects: list[str] = list(headers.defects)
+    texts: list[str] = []
+    htmls: list[str] = []
+    attachments: list[tuple[str | None, str, int]] = []
+
+    def walk(part: Message, depth: int) -> None:
+        defects.extend(type(d).__name__ for d in part.defects)
+        ctype = part.get_content_type()
+        if part.is_multipart():
+            payload = part.get_payload()
+            if ctype.startswith("message/") and not (depth == 0 and ctype == "message/rfc822"):
+                attachments.append((_filename(part), ctype, _payload_size(part)))
+                return
+            if depth > 50:
+                defects.append("MIME nesting too deep")
+                return
+            for sub in payload if isinstance(payload, list) else ():
+                walk(sub, depth + 1)
+            return
+        disposition = _header_str(part, "content-disposition").split(";")[0].strip().lower()
+        filename = _filename(part)
+        if ctype in ("text/plain", "text/html") and disposition != "attachment":
+            bucket = texts if ctype == "text/plain" else htmls
+            if not bucket or filename is None:
+                text = _part_text(part, defects)
+                if not bucket and (text.strip() or filename is None):
+                    bucket.append(text)
+                    return
+                if filename is None:
+                    return  # a second inline body part (list footer, alternative copy)
+        attachments.append((filename, ctype, _payload_size(part)))
+
+    walk(root, 0)
+    html_body = htmls[0] if htmls else None
+    if texts and (texts[0].strip() or html_body is None):
+        text_body = texts[0]
+    elif html_body is not None:
+        text_body = html_to_text(html_body)
+    else:
+        text_body = ""
+    return ParsedMessage(
+        headers=headers,
+        text_body=text_body,
+        html_body=html_body,
+        attachments=tuple(attachments),
+        defects=tuple(dict.fromkeys(defects)),
+    )
+
+
+# --------------------------------------------------------------------------- composing
+
+_COMPOSE_POLICY = policy.SMTP
+
+
+def make_message_id(domain: str) -> str:
+    """A fresh globally unique id, e.g. ``<3f2b...9c@mail.example.com>``."""
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+def compose_message(
+    *,
+    sender: Address | str,
+    to: list[str],
+    subject: str,
+    text: str,
+    message_id: str | None = None,
+    in_reply_to: str | None = None,
+    references: tuple[str, ...] = (),
+    date: datetime | None = None,
+    domain: str,
+) -> tuple[str, bytes]:
+    """Build a text/plain UTF-8 message; returns ``(message_id, raw_bytes)``.
+
+    CRLF line endings; the body is 7bit, quoted-printable or base64, whichever
+    the stdlib finds shortest; a non-ASCII subject or name is RFC 2047-encoded.
+    A reply with ``in_reply_to`` and no ``references`` gets References set to it.
+    """
+    message_id = normalise_msgid(message_id) or make_message_id(domain)
+    msg = EmailMessage(policy=_COMPOSE_POLICY)
+    msg["Date"] = format_datetime((date or datetime.now(UTC)).astimezone(UTC))
+    msg["From"] = formataddr((sender.name, sender.email)) if isinstance(sender, Address) else sender
+    msg["To"] = ", ".join(to)
+    msg["Subject"] = subject
+    msg["MIME-Version"] = "1.0"
+    body = text if text.endswith("\n") else text + "\n"
+    encoded = body.encode("utf-8")
+    if encoded.isascii() and max(map(len, body.splitlines())) <= 78:
+        cte = "7bit"
+    else:  # mostly ASCII reads better as quoted-printable; other scripts are shorter in base64
+        high = sum(1 for byte in encoded if byte > 0x7F)
+        cte = "quoted-printable" if high * 4 <= len(encoded) else "base64"
+    msg.set_content(body, charset="utf-8", cte=cte)
+    # The msg-id headers are written by hand: the stdlib policy turns a long id
+    # into RFC 2047 encoded-words, which no mail client can thread on. Ids that
+    # are not ASCII cannot travel in 7-bit mail and are dropped.
+    ids = [f"Message-ID: {message_id}"]
+    reply_to = normalise_msgid(in_reply_to)
+    if reply_to and reply_to.isascii():
+        ids.append(f"In-Reply-To: {reply_to}")
+        references = references or (reply_to,)
+    refs = [r for r in dict.fromkeys(map(normalise_msgid, references)) if r and r.isascii()]
+    if refs:
+        ids.append("References: " + "\r\n ".join(refs))
+    return message_id, "\r\n".join(ids).encode("ascii") + b"\r\n" + msg.as_bytes()
