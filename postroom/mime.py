@@ -647,7 +647,8 @@ def parse_message(raw: bytes) -> ParsedMessage:
                 defects.append("MIME nesting too deep")
                 return
             for sub in payload if isinstance(payload, list) else ():
-                walk(sub, depth + 1)
+                if isinstance(sub, Message):
+                    walk(sub, depth + 1)
             return
         disposition = _header_str(part, "content-disposition").split(";")[0].strip().lower()
         filename = _filename(part)

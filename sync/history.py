@@ -52,12 +52,12 @@ class HistoryWriter:
         addrs = list({a for _, _, parts, _ in items for a in parts})
         owner: dict[str, int] = {}
         for part in chunks(addrs):
-            rows = self.s.execute(
+            found = self.s.execute(
                 select(ApplicantAddress.canonical, ApplicantAddress.applicant_id).where(
                     ApplicantAddress.org_id == self.org_id, ApplicantAddress.canonical.in_(part)
                 )
             )
-            owner.update(dict(rows.tuples().all()))
+            owner.update(dict(found.tuples().all()))
         if not owner:
             return 0
         if self._own is None:

@@ -111,16 +111,13 @@ def deliver(
                     update(OutboxMessage).where(OutboxMessage.id == outbox_id).values(status=status, error=str(exc))
                 )
             raise OutboxError(f"Sending {message.message_id} failed: {exc}") from None
-        copy_id = result.provider_id
+        copy_id: str | None = result.provider_id
+        note: str | None = None
         if not result.sent_copy_stored and Capability.STORE_SENT_COPY in own.capabilities:
             try:
                 copy_id = own.store_sent_copy(message.raw)
             except ProviderError as exc:  # sent, but no copy: record, do not resend
                 copy_id, note = None, f"sent, but the copy in Sent could not be stored: {exc}"
-            else:
-                note = None
-        else:
-            note = None
         with sessions.begin() as s:
             s.execute(
                 update(OutboxMessage)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import FromClause
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def insert_ignore(session: Session, table: Table, rows: Iterable[dict[str, Any]], conflict: Sequence[str]) -> None:
+def insert_ignore(session: Session, table: FromClause, rows: Iterable[dict[str, Any]], conflict: Sequence[str]) -> None:
     """INSERT rows, silently skipping those that collide on the ``conflict`` columns."""
     rows = list(rows)
     if not rows:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from postroom.mime import ParsedHeaders
@@ -81,7 +82,7 @@ class ThreadAssigner:
                 updates.append({"k": key, "t": tid})
         insert_ignore(self.s, ThreadKey.__table__, inserts, ("org_id", "key"))
         if updates:
-            tk = ThreadKey.__table__
+            tk = cast(Table, ThreadKey.__table__)
             self.s.execute(
                 update(tk)
                 .where(tk.c.org_id == self.org_id, tk.c.key == bindparam("k"))
@@ -149,7 +150,7 @@ class ThreadAssigner:
     def _touch(self, last_date: dict[int, datetime]) -> None:
         rows = [{"tid": t, "d": d} for t, d in last_date.items()]
         if rows:
-            t = Thread.__table__
+            t = cast(Table, Thread.__table__)
             self.s.execute(
                 update(t)
                 .where(t.c.id == bindparam("tid"), t.c.last_date.is_(None) | (t.c.last_date < bindparam("d")))

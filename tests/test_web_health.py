@@ -15,7 +15,12 @@ def test_health_ok_with_database(config: Config) -> None:
 
 
 def test_health_reports_unreachable_database(tmp_path: Path) -> None:
-    cfg = load_config(env={"HOME": str(tmp_path), "POSTROOM_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
-                           "POSTROOM_SECRET_KEY": "k" * 20})
+    cfg = load_config(
+        env={
+            "HOME": str(tmp_path),
+            "POSTROOM_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+            "POSTROOM_SECRET_KEY": "k" * 20,
+        }
+    )
     resp = create_app(cfg).test_client().get("/healthz")
     assert resp.status_code == 503 and resp.get_json()["status"] == "error"

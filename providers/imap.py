@@ -1,0 +1,649 @@
+"""IMAP + SMTP backend built on the standard library's imaplib and smtplib.
+
+One provider holds one IMAP connection, opened on first use. Not thread-safe:
+use one provider per worker thread.
+
+Options (``ProviderSettings.options``)::
+
+    imap_host, imap_port (993 / 143), imap_security: "ssl" | "starttls" | "none"
+    smtp_host, smtp_port (465 / 587 / 25), smtp_security, smtp_auth (default True)
+    ca_file            extra CA bundle for self-signed or private servers
+    allow_plaintext    permit security "none" to a non-loopback host
+    proxy              "http://host:port": HTTP CONNECT proxy for the IMAP connection
+    batch_size         UIDs per FETCH command (default 500)
+    disable_extensions e.g. ["CONDSTORE", "QRESYNC", "MOVE"]: behave as if not advertised
+    disable_move       shorthand for disabling MOVE (copy + delete + expunge instead)
+
+Sync cursors are JSON: ``{"v": 1, "uidvalidity": 7, "uidnext": 120, "exists": 100,
+"highestmodseq": 431}``; without CONDSTORE, ``"flags"`` holds a digest of every
+message's flags instead of ``highestmodseq``. A no-change pass costs one STATUS
+with CONDSTORE, and one SELECT plus one ``UID FETCH 1:* (UID FLAGS)`` without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import imaplib
+import json
+import ssl
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from providers import imap_protocol as proto
+from providers.base import (
+    Capability,
+    ChangeSet,
+    FlagUpdate,
+    FolderRole,
+    OutgoingMessage,
+    ProviderSettings,
+    RemoteFolder,
+    RemoteMessage,
+    SendResult,
+)
+from providers.errors import (
+    AuthError,
+    CursorInvalidError,
+    FolderNotFound,
+    ProtocolError,
+    ProviderError,
+    TransientError,
+)
+from providers.smtp import SmtpFactory, connect_smtp, send_message, xoauth2_bytes
+from providers.transport import ConfigurationError, Endpoint, check_endpoint, open_socket
+
+HEADER_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES FROM TO CC BCC REPLY-TO SENDER SUBJECT DATE"
+DEFAULT_BATCH = 500
+ImapFactory = Callable[[Endpoint, float], imaplib.IMAP4]
+
+
+class _IMAP4(imaplib.IMAP4):
+    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        self._endpoint = endpoint
+        super().__init__(endpoint.host, endpoint.port, timeout)
+
+    def _create_socket(self, timeout: float | None) -> Any:
+        return open_socket(self.host, self.port, timeout, self._endpoint.proxy)
+
+
+class _IMAP4_SSL(imaplib.IMAP4_SSL):
+    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        self._endpoint = endpoint
+        super().__init__(endpoint.host, endpoint.port, ssl_context=endpoint.ssl_context(), timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> Any:
+        sock = open_socket(self.host, self.port, timeout, self._endpoint.proxy)
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
+def connect_imap(endpoint: Endpoint, timeout: float) -> imaplib.IMAP4:
+    """The default factory: a greeted connection, upgraded to TLS when configured."""
+    if endpoint.security == "ssl":
+        return _IMAP4_SSL(endpoint, timeout)
+    conn = _IMAP4(endpoint, timeout)
+    if endpoint.security == "starttls":
+        conn.starttls(endpoint.ssl_context())
+    return conn
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    uidvalidity: int
+    uidnext: int
+    exists: int
+    highestmodseq: int | None = None
+    flags: str | None = None
+    v: int = 1
+
+    def dump(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, sort_keys=True)
+
+    @classmethod
+    def load(cls, text: str) -> _Cursor:
+        try:
+            data = json.loads(text)
+            return cls(
+                uidvalidity=int(data["uidvalidity"]),
+                uidnext=int(data["uidnext"]),
+                exists=int(data["exists"]),
+                highestmodseq=None if data.get("highestmodseq") is None else int(data["highestmodseq"]),
+                flags=data.get("flags"),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CursorInvalidError(f"unreadable IMAP cursor {text[:80]!r}") from exc
+
+
+@dataclass
+class _Selected:
+    name: str
+    uidvalidity: int
+    uidnext: int
+    exists: int
+    highestmodseq: int | None
+
+
+def _flags(values: Sequence[str]) -> frozenset[str]:
+    return frozenset(f for f in values if f.lower() != "\\recent")
+
+
+def _digest(listing: dict[int, frozenset[str]]) -> str:
+    h = hashlib.sha1()
+    for uid in sorted(listing):
+        h.update(f"{uid}:{' '.join(sorted(listing[uid]))}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _last_int(responses: dict[str, list[Any]], key: str) -> int | None:
+    values = [v for v in responses.get(key, []) if isinstance(v, bytes) and v.strip()]
+    if not values:
+        return None
+    try:
+        return int(values[-1].split()[0])
+    except ValueError:
+        return None
+
+
+class ImapProvider:
+    """A :class:`providers.base.MailProvider` for any IMAP server plus SMTP submission."""
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        *,
+        imap_factory: ImapFactory = connect_imap,
+        smtp_factory: SmtpFactory = connect_smtp,
+    ) -> None:
+        opts = settings.options
+        if not opts.get("imap_host"):
+            raise ConfigurationError("IMAP settings need imap_host")
+        security = str(opts.get("imap_security", "ssl")).lower()
+        self._imap_endpoint = Endpoint(
+            host=str(opts["imap_host"]),
+            port=int(opts.get("imap_port") or (993 if security == "ssl" else 143)),
+            security=security,
+            ca_file=opts.get("ca_file"),
+            proxy=opts.get("proxy"),
+        )
+        allow_plaintext = bool(opts.get("allow_plaintext", False))
+        check_endpoint(self._imap_endpoint, allow_plaintext, "IMAP")
+        self._smtp_endpoint: Endpoint | None = None
+        if opts.get("smtp_host"):
+            smtp_security = str(opts.get("smtp_security", "starttls")).lower()
+            default_port = {"ssl": 465, "starttls": 587}.get(smtp_security, 25)
+            self._smtp_endpoint = Endpoint(
+                host=str(opts["smtp_host"]),
+                port=int(opts.get("smtp_port") or default_port),
+                security=smtp_security,
+                ca_file=opts.get("ca_file"),
+            )
+            check_endpoint(self._smtp_endpoint, allow_plaintext, "SMTP")
+        self._smtp_auth = bool(opts.get("smtp_auth", True))
+        self._batch_size = max(1, int(opts.get("batch_size", DEFAULT_BATCH)))
+        disabled = {str(x).upper() for x in opts.get("disable_extensions", ())}
+        if opts.get("disable_move"):
+            disabled.add("MOVE")
+        if "CONDSTORE" in disabled:
+            disabled.add("QRESYNC")  # QRESYNC builds on CONDSTORE
+        self._disabled = frozenset(disabled)
+        self._settings = settings
+        self._imap_factory = imap_factory
+        self._smtp_factory = smtp_factory
+        self._conn: imaplib.IMAP4 | None = None
+        self._server_caps: frozenset[str] = frozenset()
+        self._selected: _Selected | None = None
+        self._wire_names: dict[str, str] = {}
+        self._folders: list[RemoteFolder] | None = None
+        self.command_count = 0  # IMAP commands sent, for tests and metrics
+
+    @classmethod
+    def open(cls, settings: ProviderSettings) -> ImapProvider:
+        """Validate the settings; the connection is made on first use."""
+        return cls(settings)
+
+    def __enter__(self) -> ImapProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ capabilities
+    def _has(self, name: str) -> bool:
+        return name in self._server_caps and name not in self._disabled
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        caps = {Capability.STORE_SENT_COPY}
+        if self._smtp_endpoint is not None:
+            caps.add(Capability.SEND)
+        if self._has("CONDSTORE"):
+            caps.add(Capability.CONDSTORE)
+        if self._has("QRESYNC"):
+            caps.add(Capability.QRESYNC)
+        if self._has("MOVE"):
+            caps.add(Capability.MOVE)
+        if self._has("IDLE"):
+            caps.add(Capability.PUSH)
+        if self._has("X-GM-EXT-1"):
+            caps.update({Capability.SERVER_THREAD_IDS, Capability.LABELS})
+        return frozenset(caps)
+
+    # ------------------------------------------------------------ connection
+    def _where(self) -> str:
+        return f"IMAP {self._imap_endpoint.host}:{self._imap_endpoint.port}"
+
+    def _connection(self) -> imaplib.IMAP4:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> imaplib.IMAP4:
+        endpoint, creds = self._imap_endpoint, self._settings.credentials
+        try:
+            conn = self._imap_factory(endpoint, self._settings.timeout)
+        except ProviderError:
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            raise TransientError(f"{self._where()}: certificate not trusted ({exc.verify_message})") from exc
+        except (OSError, imaplib.IMAP4.error, EOFError) as exc:
+            raise TransientError(f"{self._where()}: cannot connect: {exc}") from exc
+        self.command_count += 1
+        try:
+            if creds.access_token is not None:
+                self._authenticate(
+                    conn, creds.oauth_mechanism.upper(), xoauth2_bytes(creds, endpoint.host, endpoint.port)
+                )
+            elif "AUTH=PLAIN" in conn.capabilities and "LOGINDISABLED" not in conn.capabilities:
+                plain = f"\0{creds.username}\0{creds.password or ''}".encode()
+                self._authenticate(conn, "PLAIN", plain)
+            else:
+                conn.login(creds.username, creds.password or "")
+        except imaplib.IMAP4.abort as exc:
+            raise TransientError(f"{self._where()}: connection lost while logging in: {exc}") from exc
+        except imaplib.IMAP4.error as exc:
+            text = str(exc)
+            _close_quietly(conn)
+            if "[UNAVAILABLE]" in text or "[INUSE]" in text:
+                raise TransientError(f"{self._where()}: login temporarily refused: {text}") from exc
+            raise AuthError(f"{self._where()} refused the credentials for {creds.username}: {text}") from exc
+        except OSError as exc:
+            raise TransientError(f"{self._where()}: connection lost while logging in: {exc}") from exc
+        self._conn = conn
+        self._selected = None
+        # imaplib keeps the pre-login list; servers often advertise more afterwards
+        _, responses = self._command("CAPABILITY")
+        self._server_caps = proto.parse_capabilities(responses.get("CAPABILITY", []))
+        conn.capabilities = tuple(sorted(self._server_caps))
+        if self._has("ENABLE") and (self._has("QRESYNC") or self._has("CONDSTORE")):
+            self._command("ENABLE", "QRESYNC" if self._has("QRESYNC") else "CONDSTORE")
+        return conn
+
+    @staticmethod
+    def _authenticate(conn: imaplib.IMAP4, mechanism: str, payload: bytes) -> None:
+        answered = False
+
+        def respond(_challenge: bytes) -> bytes:
+            # a second challenge is the server's error report (RFC 7628): answer empty
+            nonlocal answered
+            if answered:
+                return b""
+            answered = True
+            return payload
+
+        conn.authenticate(mechanism, respond)
+
+    def _drop(self) -> None:
+        conn, self._conn, self._selected = self._conn, None, None
+        if conn is not None:
+            _close_quietly(conn)
+
+    def close(self) -> None:
+        """Log out and release the connection. Safe to call twice."""
+        conn, self._conn, self._selected = self._conn, None, None
+        if conn is not None:
+            try:
+                conn.logout()
+            except (OSError, imaplib.IMAP4.error, EOFError):
+                _close_quietly(conn)
+
+    def _command(self, name: str, *args: str) -> tuple[str, dict[str, list[Any]]]:
+        """Send one command; returns the tagged text and the untagged responses."""
+        return self._call(lambda conn: conn._simple_command(name, *args), name)  # type: ignore[attr-defined]
+
+    def _call(
+        self, send: Callable[[imaplib.IMAP4], tuple[str, list[Any]]], name: str
+    ) -> tuple[str, dict[str, list[Any]]]:
+        conn = self._connection()
+        conn.untagged_responses = {}
+        self.command_count += 1
+        try:
+            typ, data = send(conn)
+        except imaplib.IMAP4.abort as exc:
+            self._drop()
+            raise TransientError(f"{self._where()}: connection lost during {name}: {exc}") from exc
+        except imaplib.IMAP4.error as exc:
+            raise ProtocolError(f"{self._where()}: {name} rejected: {exc}") from exc
+        except (OSError, EOFError) as exc:
+            self._drop()
+            raise TransientError(f"{self._where()}: {name} failed: {exc!r}") from exc
+        responses, conn.untagged_responses = conn.untagged_responses, {}
+        text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
+        if typ != "OK":
+            if "[NONEXISTENT]" in text or (name in ("SELECT", "STATUS") and "exist" in text.lower()):
+                raise FolderNotFound(f"{self._where()}: {name}: {text}")
+            if any(code in text for code in ("[UNAVAILABLE]", "[INUSE]", "[LIMIT]", "[SERVERBUG]")):
+                raise TransientError(f"{self._where()}: {name}: {text}")
+            raise ProtocolError(f"{self._where()}: {name} failed: {text}")
+        self._track(responses)
+        return text, responses
+
+    def _track(self, responses: dict[str, list[Any]]) -> None:
+        """Keep the selected folder's message count current from unsolicited responses."""
+        if self._selected is None:
+            return
+        exists = _last_int(responses, "EXISTS")
+        if exists is not None:
+            self._selected.exists = exists
+        else:
+            gone = len(responses.get("EXPUNGE", []))
+            gone += len(proto.parse_vanished([v for v in responses.get("VANISHED", []) if b"EARLIER" not in v]))
+            self._selected.exists -= gone
+
+    # ------------------------------------------------------------ folders
+    def _wire(self, folder: RemoteFolder | str) -> str:
+        name = folder.name if isinstance(folder, RemoteFolder) else folder
+        return proto.quote(self._wire_names.get(name) or proto.encode_mailbox_name(name))
+
+    def list_folders(self) -> list[RemoteFolder]:
+        self._connection()
+        if self._has("SPECIAL-USE") and self._has("LIST-EXTENDED"):
+            _, responses = self._command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE)")
+        else:
+            _, responses = self._command("LIST", '""', '"*"')
+        try:
+            entries = [e for e in proto.parse_list(responses.get("LIST", [])) if e.selectable]
+        except proto.ParseError as exc:
+            raise ProtocolError(f"{self._where()}: unreadable LIST response: {exc}") from exc
+        roles: dict[str, FolderRole | None] = {}
+        for e in entries:
+            roles[e.name] = FolderRole.INBOX if e.name.upper() == "INBOX" else proto.role_from_attributes(e.attributes)
+        taken = {r for r in roles.values() if r is not None}
+        for e in entries:
+            if roles[e.name] is None:
+                guess = proto.role_from_name(e.name, e.delimiter)
+                if guess is not None and guess not in taken:
+                    roles[e.name] = guess
+                    taken.add(guess)
+        self._wire_names = {e.name: e.raw_name for e in entries}
+        self._folders = [RemoteFolder(e.name, roles[e.name], e.delimiter or "/", True) for e in entries]
+        return list(self._folders)
+
+    def _folder_with_role(self, role: FolderRole) -> RemoteFolder:
+        folders = self._folders if self._folders is not None else self.list_folders()
+        for folder in folders:
+            if folder.role == role:
+                return folder
+        raise FolderNotFound(f"{self._where()}: no folder with role {role.value}")
+
+    def _select(self, folder: RemoteFolder, qresync: _Cursor | None = None) -> dict[str, list[Any]]:
+        args = [self._wire(folder)]
+        if qresync is not None and qresync.highestmodseq is not None:
+            args.append(f"(QRESYNC ({qresync.uidvalidity} {qresync.highestmodseq}))")
+        self._selected = None
+        _, responses = self._command("SELECT", *args)
+        conn = self._connection()
+        conn.state = "SELECTED"
+        uidvalidity = _last_int(responses, "UIDVALIDITY")
+        exists = _last_int(responses, "EXISTS")
+        if uidvalidity is None or exists is None:
+            raise ProtocolError(f"{self._where()}: SELECT {folder.name} gave no UIDVALIDITY/EXISTS")
+        modseq = None if "NOMODSEQ" in responses else _last_int(responses, "HIGHESTMODSEQ")
+        self._selected = _Selected(folder.name, uidvalidity, _last_int(responses, "UIDNEXT") or 0, exists, modseq)
+        return responses
+
+    def _ensure_selected(self, folder: RemoteFolder) -> _Selected:
+        if self._conn is None or self._selected is None or self._selected.name != folder.name:
+            self._select(folder)
+        assert self._selected is not None
+        return self._selected
+
+    # ------------------------------------------------------------ sync
+    def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
+        self._connection()
+        condstore = self._has("CONDSTORE")
+        if cursor is None:
+            return self._initial(folder, condstore)
+        old = _Cursor.load(cursor)
+        if condstore and old.highestmodseq is not None:
+            if self._selected is not None and self._selected.name == folder.name:
+                # STATUS on the selected folder may show the session's stale view;
+                # a QRESYNC/CONDSTORE re-SELECT costs one command just the same
+                return self._modseq_changes(folder, old, qresync=self._has("QRESYNC"))
+            items = "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ"
+            _, responses = self._command("STATUS", self._wire(folder), f"({items})")
+            status = self._parse(proto.parse_status, responses.get("STATUS", []))
+            if status.get("UIDVALIDITY") != old.uidvalidity:
+                raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
+            if (status.get("UIDNEXT"), status.get("MESSAGES"), status.get("HIGHESTMODSEQ")) == (
+                old.uidnext,
+                old.exists,
+                old.highestmodseq,
+            ):
+                return ChangeSet(cursor=cursor)
+            return self._modseq_changes(folder, old, qresync=self._has("QRESYNC"))
+        return self._listing_changes(folder, old)
+
+    def _parse(self, parser: Callable[[Any], Any], data: Any) -> Any:
+        try:
+            return parser(data)
+        except (proto.ParseError, ValueError) as exc:
+            raise ProtocolError(f"{self._where()}: unreadable response: {exc}") from exc
+
+    def _uid_listing(self) -> dict[int, frozenset[str]]:
+        assert self._selected is not None
+        if self._selected.exists == 0:
+            return {}
+        _, responses = self._command("UID", "FETCH", "1:*", "(UID FLAGS)")
+        items = self._parse(proto.parse_fetch, responses.get("FETCH", []))
+        return {i["UID"]: _flags(i.get("FLAGS", ())) for i in items if "UID" in i}
+
+    def _initial(self, folder: RemoteFolder, condstore: bool) -> ChangeSet:
+        self._select(folder)
+        sel = self._selected
+        assert sel is not None
+        digest = None
+        if condstore and sel.highestmodseq is not None:
+            uids = sorted(self._search_uids("1:*")) if sel.exists else []
+        else:
+            listing = self._uid_listing()
+            uids, digest = sorted(listing), _digest(listing)
+        new_cursor = _Cursor(
+            uidvalidity=sel.uidvalidity,
+            uidnext=max([sel.uidnext, *(u + 1 for u in uids[-1:])]),
+            exists=len(uids),
+            highestmodseq=sel.highestmodseq if digest is None else None,
+            flags=digest,
+        )
+        return ChangeSet(new=tuple(str(u) for u in uids), cursor=new_cursor.dump())
+
+    def _search_uids(self, uid_range: str) -> list[int]:
+        _, responses = self._command("UID", "SEARCH", "UID", uid_range)
+        return self._parse(proto.parse_search, responses.get("SEARCH", []))  # type: ignore[no-any-return]
+
+    def _new_uids(self, since: int) -> list[int]:
+        """UIDs >= since; ``UID SEARCH UID n:*`` also matches the last message when n > max."""
+        assert self._selected is not None
+        if self._selected.uidnext and self._selected.uidnext <= since:
+            return []
+        return sorted(u for u in self._search_uids(f"{since}:*") if u >= since)
+
+    def _modseq_changes(self, folder: RemoteFolder, old: _Cursor, qresync: bool) -> ChangeSet:
+        responses = self._select(folder, qresync=old if qresync else None)
+        sel = self._selected
+        assert sel is not None
+        if sel.uidvalidity != old.uidvalidity:
+            raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
+        if sel.highestmodseq is None:  # the server stopped keeping modseqs for this folder
+            return self._listing_changes(folder, old, selected=True)
+        removed: list[int] = []
+        present: frozenset[str] | None = None
+        if qresync:
+            vanished = self._parse(proto.parse_vanished, responses.get("VANISHED", []))
+            removed = sorted(u for u in set(vanished) if u < old.uidnext)
+            fetched = self._parse(proto.parse_fetch, responses.get("FETCH", []))
+        elif sel.highestmodseq != old.highestmodseq and old.uidnext > 1:
+            _, fetch_responses = self._command(
+                "UID", "FETCH", f"1:{old.uidnext - 1}", "(UID FLAGS)", f"(CHANGEDSINCE {old.highestmodseq})"
+            )
+            fetched = self._parse(proto.parse_fetch, fetch_responses.get("FETCH", []))
+        else:
+            fetched = []
+        gone = set(removed)
+        changed = {
+            i["UID"]: _flags(i["FLAGS"])
+            for i in fetched
+            if "UID" in i and "FLAGS" in i and i["UID"] < old.uidnext and i["UID"] not in gone
+        }
+        new = self._new_uids(old.uidnext)
+        if not qresync and sel.exists != old.exists + len(new):
+            present = frozenset(str(u) for u in self._search_uids("1:*")) if sel.exists else frozenset()
+        new_cursor = _Cursor(
+            uidvalidity=sel.uidvalidity,
+            uidnext=max([sel.uidnext, old.uidnext, *(u + 1 for u in new[-1:])]),
+            exists=sel.exists,
+            highestmodseq=sel.highestmodseq,
+        )
+        return ChangeSet(
+            new=tuple(str(u) for u in new),
+            changed=tuple(FlagUpdate(str(u), f) for u, f in sorted(changed.items())),
+            removed=tuple(str(u) for u in removed),
+            present=present,
+            cursor=new_cursor.dump(),
+        )
+
+    def _listing_changes(self, folder: RemoteFolder, old: _Cursor, selected: bool = False) -> ChangeSet:
+        """Without CONDSTORE: list every UID with its flags and compare digests."""
+        if not selected:
+            self._select(folder)
+        sel = self._selected
+        assert sel is not None
+        if sel.uidvalidity != old.uidvalidity:
+            raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
+        listing = self._uid_listing()
+        known = {u: f for u, f in listing.items() if u < old.uidnext}
+        new = sorted(u for u in listing if u >= old.uidnext)
+        expunged = len(known) != old.exists
+        flags_changed = old.flags is None or _digest(known) != old.flags
+        new_cursor = _Cursor(
+            uidvalidity=sel.uidvalidity,
+            uidnext=max([sel.uidnext, old.uidnext, *(u + 1 for u in new[-1:])]),
+            exists=len(listing),
+            flags=_digest(listing),
+        )
+        changed = () if not flags_changed else tuple(FlagUpdate(str(u), f) for u, f in sorted(known.items()))
+        return ChangeSet(
+            new=tuple(str(u) for u in new),
+            changed=changed,
+            present=frozenset(str(u) for u in listing) if expunged else None,
+            cursor=new_cursor.dump(),
+        )
+
+    # ------------------------------------------------------------ messages
+    @staticmethod
+    def _uids(remote_ids: Sequence[str]) -> list[int]:
+        return [int(r) for r in remote_ids if str(r).isdigit()]
+
+    def _fetch(self, folder: RemoteFolder, remote_ids: Sequence[str], items: str) -> Iterator[dict[str, Any]]:
+        wanted = self._uids(remote_ids)
+        if not wanted:
+            return
+        self._ensure_selected(folder)
+        for chunk, uid_set in proto.uid_chunks(wanted, self._batch_size):
+            _, responses = self._command("UID", "FETCH", uid_set, items)
+            parsed = self._parse(proto.parse_fetch, responses.get("FETCH", []))
+            by_uid = {i["UID"]: i for i in parsed if "UID" in i and proto.fetch_body(i) is not None}
+            for uid in chunk:
+                if uid in by_uid:
+                    yield by_uid[uid]
+
+    def fetch_headers(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> Iterator[RemoteMessage]:
+        gmail = self._has("X-GM-EXT-1")
+        items = "UID FLAGS RFC822.SIZE INTERNALDATE"
+        if self._has("CONDSTORE"):
+            items += " MODSEQ"
+        if gmail:
+            items += " X-GM-MSGID X-GM-THRID X-GM-LABELS"
+        items = f"({items} BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
+        self._connection()
+        for item in self._fetch(folder, remote_ids, items):
+            yield message_from_fetch(item, gmail)
+
+    def fetch_bodies(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> dict[str, bytes]:
+        result: dict[str, bytes] = {}
+        for item in self._fetch(folder, remote_ids, "(UID BODY.PEEK[])"):
+            body = proto.fetch_body(item)
+            assert body is not None
+            result[str(item["UID"])] = body
+        return result
+
+    # ------------------------------------------------------------ writing
+    def send(self, message: OutgoingMessage) -> SendResult:
+        if self._smtp_endpoint is None:
+            raise ConfigurationError("this account has no smtp_host configured")
+        return send_message(
+            self._smtp_endpoint,
+            self._settings.credentials,
+            message,
+            self._settings.timeout,
+            factory=self._smtp_factory,
+            authenticate=self._smtp_auth,
+        )
+
+    def store_sent_copy(self, raw: bytes, flags: frozenset[str] = frozenset({"\\Seen"})) -> str | None:
+        self._connection()
+        sent = self._folder_with_role(FolderRole.SENT)
+        flag_list = f"({' '.join(sorted(flags))})" if flags else None
+        mailbox = self._wire(sent)
+        text, _ = self._call(lambda conn: conn.append(mailbox, flag_list, None, raw), "APPEND")  # type: ignore[arg-type]
+        code = proto.response_code(text, "APPENDUID")
+        return code[1] if code and len(code) >= 2 else None
+
+    def move(self, folder: RemoteFolder, remote_ids: Sequence[str], target: RemoteFolder) -> None:
+        uids = self._uids(remote_ids)
+        if not uids:
+            return
+        self._connection()
+        self._ensure_selected(folder)
+        for _, uid_set in proto.uid_chunks(uids, self._batch_size):
+            if self._has("MOVE"):
+                self._command("UID", "MOVE", uid_set, self._wire(target))
+                continue
+            self._command("UID", "COPY", uid_set, self._wire(target))
+            self._command("UID", "STORE", uid_set, "+FLAGS.SILENT", "(\\Deleted)")
+            if self._has("UIDPLUS"):
+                self._command("UID", "EXPUNGE", uid_set)
+            else:  # also removes other \Deleted messages: the best a plain server allows
+                self._command("EXPUNGE")
+
+
+def message_from_fetch(item: dict[str, Any], gmail: bool = False) -> RemoteMessage:
+    """Build a :class:`RemoteMessage` from one parsed header FETCH item."""
+    headers = proto.fetch_body(item) or b""
+    date = item.get("INTERNALDATE")
+    return RemoteMessage(
+        remote_id=str(item["UID"]),
+        headers=headers,
+        flags=_flags(item.get("FLAGS", ())),
+        size=item.get("RFC822.SIZE"),
+        internal_date=proto.parse_internaldate(date) if date else None,
+        thread_hint=item.get("X-GM-THRID") if gmail else None,
+        provider_message_id=item.get("X-GM-MSGID") if gmail else None,
+        labels=frozenset(item.get("X-GM-LABELS", ())) if gmail else frozenset(),
+    )
+
+
+def _close_quietly(conn: imaplib.IMAP4) -> None:
+    try:
+        conn.shutdown()
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,358 @@
+"""The `postroom` command as a newcomer uses it: against real Dovecot/Postfix, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from postroom.cli import main
+from tests.rig.fixtures import Mailbox, make_message
+
+POSTROOM = [sys.executable, "-m", "postroom.cli"]
+
+
+class Cli:
+    """Runs `postroom` in-process (the real argument parsing, wiring and output)."""
+
+    def __init__(self, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+        self.env = env
+        self.capsys = capsys
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+
+    def __call__(self, *args: str, ok: bool = True) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse: --help and usage errors
+            code = int(exc.code or 0)
+        out, err = self.capsys.readouterr()
+        if ok:
+            assert code == 0, f"postroom {' '.join(args)} -> {code}\n{out}\n{err}"
+        return code, out, err
+
+    def json(self, *args: str) -> object:
+        return json.loads(self(*args, "--json")[1])
+
+    def add_imap(self, box: Mailbox, *extra: str) -> int:
+        os.environ["BOX_PASSWORD"] = box.password
+        data = self.json(
+            "accounts", "add-imap", "--email", box.address, "--username", box.address,
+            "--password-env", "BOX_PASSWORD",
+            "--imap-host", "127.0.0.1", "--imap-port", str(box.rig.ports["imap"]), "--imap-security", "none",
+            "--smtp-host", "127.0.0.1", "--smtp-port", str(box.rig.ports["smtp_submission"]),
+            "--smtp-security", "none", *extra,
+        )  # fmt: skip
+        assert isinstance(data, dict)
+        return int(data["id"])
+
+
+@pytest.fixture
+def cli(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(env, monkeypatch, capsys)
+
+
+def test_newcomer_flow_add_sync_threads_history(cli: Cli, new_mailbox) -> None:  # type: ignore[no-untyped-def]
+    box = new_mailbox()
+    box.append(
+        make_message(
+            message_id="<apply@x.test>", subject="Application: designer", from_="Jane <jane.doe@gmail.com>", date=None
+        )
+    )
+    box.append(make_message(message_id="<noise@x.test>", subject="Lunch?", from_="colleague@corp.test"))
+    account_id = cli.add_imap(box)
+    accounts = cli.json("accounts", "list")
+    assert accounts == [
+        {
+            "id": account_id,
+            "email": box.address,
+            "provider": "imap",
+            "status": "active",
+            "last_sync_at": None,
+            "last_success_at": None,
+            "last_error": None,
+        }
+    ]
+    applicant = cli.json(
+        "applicants", "add", "--name", "Jane Doe", "--email", "janedoe@gmail.com", "--email", "jane@work.test"
+    )
+    assert isinstance(applicant, dict)
+
+    _, out, _ = cli("sync", "--once")
+    assert "2 new" in out and "1 bodies" in out
+
+    threads = cli.json("threads", "--account", str(account_id))
+    assert sorted((t["subject"], t["message_ids"]) for t in threads) == [  # type: ignore[union-attr]
+        ("Application: designer", ["<apply@x.test>"]),
+        ("Lunch?", ["<noise@x.test>"]),
+    ]
+    history = cli.json("history", "--applicant", str(applicant["id"]))
+    assert [(h["message_id"], h["direction"], h["account_ids"]) for h in history] == [  # type: ignore[union-attr]
+        ("<apply@x.test>", "inbound", [account_id])
+    ]
+    assert history[0]["date"].endswith("+00:00")  # type: ignore[index]
+
+    (listed,) = cli.json("accounts", "list")  # type: ignore[misc]
+    assert listed["last_sync_at"] and listed["status"] == "active"
+
+
+def test_send_delivers_and_keeps_a_copy_in_sent_then_threads_the_reply(cli: Cli, new_mailbox, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sender, recipient = new_mailbox(), new_mailbox()
+    sender.append(
+        make_message(message_id="<question@x.test>", subject="Question", from_=recipient.address, to=sender.address)
+    )
+    account_id = cli.add_imap(sender)
+    cli("sync", "--once")
+    body = tmp_path / "body.txt"
+    body.write_text("Thanks — we will be in touch.\n", encoding="utf-8")
+
+    _, out, _ = cli(
+        "send",
+        "--account",
+        str(account_id),
+        "--to",
+        recipient.address,
+        "--subject",
+        "Re: Question",
+        "--body-file",
+        str(body),
+        "--in-reply-to",
+        "<question@x.test>",
+    )
+    message_id = out.strip()
+    assert message_id.startswith("<") and message_id.endswith(">")
+
+    recipient.wait_for(lambda: len(recipient.uids()) == 1)
+    (delivered,) = recipient.fetch_raw().values()
+    assert f"Message-ID: {message_id}".encode() in delivered
+    assert b"In-Reply-To: <question@x.test>" in delivered and b"References: <question@x.test>" in delivered
+    (stored,) = sender.fetch_raw("Sent").values()
+    assert f"Message-ID: {message_id}".encode() in stored
+
+    cli("sync", "--once")
+    threads = cli.json("threads", "--account", str(account_id))
+    assert [t["message_ids"] for t in threads] == [["<question@x.test>", message_id]]  # type: ignore[union-attr]
+
+
+def test_sync_exits_non_zero_naming_the_failed_account(cli: Cli, new_mailbox) -> None:  # type: ignore[no-untyped-def]
+    good, bad = new_mailbox(), new_mailbox()
+    cli.add_imap(good)
+    bad.password = "not-the-password"
+    bad_id = cli.add_imap(bad)
+    code, _, err = cli("sync", "--once", ok=False)
+    assert code == 1
+    assert f"1 of 2 accounts failed to sync: {bad_id} ({bad.address})" in err
+    assert err.count("\n") == 1
+    status = {a["id"]: a["status"] for a in cli.json("accounts", "list")}  # type: ignore[union-attr]
+    assert status[bad_id] == "reconnect-needed"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["history", "--applicant", "99"], "No applicant with id 99."),
+        (["threads", "--account", "42"], "No mail account with id 42."),
+        (["sync", "--once", "--account", "7"], "No mail account with id 7."),
+        (
+            ["applicants", "add", "--name", "X", "--email", "not-an-address"],
+            "'not-an-address' is not an email address.",
+        ),
+        (
+            ["send", "--account", "1", "--to", "a@b.test", "--subject", "s", "--body-file", "/no/such/file"],
+            "Body file /no/such/file does not exist.",
+        ),
+    ],
+)
+def test_wrong_input_gets_one_clear_sentence(cli: Cli, args: list[str], message: str) -> None:
+    code, out, err = cli(*args, ok=False)
+    assert code == 1 and out == ""
+    assert err == f"postroom: error: {message}\n"
+
+
+def test_account_input_is_checked_before_anything_is_stored(cli: Cli, mailbox: Mailbox) -> None:
+    os.environ.pop("UNSET_PASSWORD_VAR", None)
+    base = [
+        "accounts",
+        "add-imap",
+        "--email",
+        mailbox.address,
+        "--username",
+        "u",
+        "--imap-port",
+        "993",
+        "--imap-security",
+        "ssl",
+        "--smtp-host",
+        "smtp.example.com",
+        "--smtp-port",
+        "587",
+    ]
+    code, _, err = cli(
+        *base,
+        "--password-env",
+        "UNSET_PASSWORD_VAR",
+        "--imap-host",
+        "imap.example.com",
+        "--smtp-security",
+        "starttls",
+        ok=False,
+    )
+    assert code == 1 and "Environment variable UNSET_PASSWORD_VAR (named by --password-env) is not set." in err
+    os.environ["SOME_PASSWORD"] = "pw"
+    code, _, err = cli(
+        *base, "--password-env", "SOME_PASSWORD", "--imap-host", "imap.example.com", "--smtp-security", "none", ok=False
+    )
+    assert code == 1 and "Refusing to send the password unencrypted to smtp.example.com" in err
+    code, _, err = cli(
+        *base,
+        "--password-env",
+        "SOME_PASSWORD",
+        "--imap-host",
+        "imap.example.com",
+        "--smtp-security",
+        "sometimes",
+        ok=False,
+    )
+    assert code == 2 and "Argument --smtp-security: invalid choice: 'sometimes'" in err and err.count("\n") == 1
+    assert cli.json("accounts", "list") == []
+
+
+def test_duplicate_account_is_refused(cli: Cli, mailbox: Mailbox) -> None:
+    account_id = cli.add_imap(mailbox)
+    code, _, err = cli(
+        "accounts",
+        "add-imap",
+        "--email",
+        mailbox.address.upper(),
+        "--username",
+        "x",
+        "--password-env",
+        "BOX_PASSWORD",
+        "--imap-host",
+        "127.0.0.1",
+        "--imap-port",
+        "143",
+        "--imap-security",
+        "none",
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        "25",
+        "--smtp-security",
+        "none",
+        ok=False,
+    )
+    assert code == 1 and f"already exists (id {account_id})" in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["db", "upgrade"],
+        ["accounts", "add-imap"],
+        ["accounts", "list"],
+        ["applicants", "add"],
+        ["sync"],
+        ["threads"],
+        ["history"],
+        ["send"],
+        ["worker"],
+    ],
+)
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: postroom" in capsys.readouterr().out
+
+
+def test_bad_config_file_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "postroom.toml"
+    cfg.write_text('[sync]\nbody_policy = "everything"\n')
+    assert main(["--config", str(cfg), "accounts", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "postroom: error: Setting sync.body_policy must be one of applicants, all, none, not 'everything'.\n"
+    )
+
+
+def test_worker_syncs_until_sigterm_then_exits_cleanly(env: dict[str, str], mailbox: Mailbox) -> None:
+    mailbox.append(make_message(message_id="<w1@x.test>"))
+    full_env = {
+        **os.environ,
+        **env,
+        "BOX_PASSWORD": mailbox.password,
+        "POSTROOM_SYNC_INTERVAL": "1",
+        "POSTROOM_LOG_LEVEL": "INFO",
+    }
+    subprocess.run(
+        [
+            *POSTROOM,
+            "accounts",
+            "add-imap",
+            "--email",
+            mailbox.address,
+            "--username",
+            mailbox.address,
+            "--password-env",
+            "BOX_PASSWORD",
+            "--imap-host",
+            "127.0.0.1",
+            "--imap-port",
+            str(mailbox.rig.ports["imap"]),
+            "--imap-security",
+            "none",
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            "25",
+            "--smtp-security",
+            "none",
+        ],
+        env=full_env,
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        [*POSTROOM, "worker"], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()  # type: ignore[union-attr]
+            lines.append(line)
+            if "1 new" in line:
+                break
+        assert any("1 new" in line for line in lines), lines
+        mailbox.append(make_message(message_id="<w2@x.test>"))  # picked up on the next interval
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()  # type: ignore[union-attr]
+            lines.append(line)
+            if "1 new" in line:
+                break
+        assert sum("1 new" in line for line in lines) == 2, lines
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        rest = proc.stderr.read()  # type: ignore[union-attr]
+        assert "worker stopped" in rest and "Traceback" not in rest
+        assert all(f"[account {1}]" in line for line in lines if " new, " in line)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("postroom", path=str(Path(sys.executable).parent))
+    assert exe, "the `postroom` console command is not installed"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "accounts" in out and "worker" in out

@@ -1,0 +1,195 @@
+"""The contract every mail backend must pass, written once and run per backend.
+
+A backend's test module subclasses :class:`ProviderContract` and defines a
+``provider_env`` fixture returning a :class:`ProviderEnv`: an opened provider plus
+server-side helpers that do not go through the provider (deliver, expunge, set
+flags, read a folder), and factories for providers with bad credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from providers.base import ChangeSet, FolderRole, MailProvider, OutgoingMessage, RemoteFolder
+from providers.errors import AuthError, CursorInvalidError
+from tests.rig.messages import make_message, new_message_id
+
+
+@dataclass
+class ProviderEnv:
+    provider: MailProvider
+    address: str  # the account's own address (a send to it lands in its inbox)
+    deliver: Callable[[bytes, FolderRole], str]  # -> remote id
+    expunge: Callable[[str, FolderRole], None]
+    set_flags: Callable[[str, frozenset[str], FolderRole], None]
+    raw_messages: Callable[[FolderRole], list[bytes]]  # every message in the folder, server-side
+    bad_password_provider: Callable[[], MailProvider]
+    revoked_token_provider: Callable[[], MailProvider] | None
+    seen_flag: str = "\\Seen"
+
+
+def _norm(raw: bytes) -> bytes:
+    return raw.replace(b"\r\n", b"\n")
+
+
+class ProviderContract:
+    """Behaviour a user would notice; subclasses provide ``provider_env``."""
+
+    @pytest.fixture
+    def env(self, provider_env: ProviderEnv) -> ProviderEnv:
+        return provider_env
+
+    def folder(self, env: ProviderEnv, role: FolderRole) -> RemoteFolder:
+        folders = {f.role: f for f in env.provider.list_folders() if f.role is not None}
+        assert role in folders, f"no {role} folder in {folders}"
+        return folders[role]
+
+    def changes(self, env: ProviderEnv, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
+        return env.provider.fetch_changes(folder, cursor)
+
+    # -------------------------------------------------------------- folders
+    def test_folders_with_roles(self, env: ProviderEnv) -> None:
+        roles = {f.role for f in env.provider.list_folders()}
+        assert {FolderRole.INBOX, FolderRole.SENT, FolderRole.TRASH} <= roles
+
+    # -------------------------------------------------------------- sync
+    def test_initial_fetch_lists_every_message_once(self, env: ProviderEnv) -> None:
+        ids = [env.deliver(make_message(subject=f"initial {i}"), FolderRole.INBOX) for i in range(5)]
+        changes = self.changes(env, self.folder(env, FolderRole.INBOX), None)
+        assert sorted(changes.new) == sorted(ids)
+        assert len(set(changes.new)) == len(changes.new)
+        assert changes.cursor
+
+    def test_headers_carry_message_id_and_subject(self, env: ProviderEnv) -> None:
+        mid, parent = new_message_id(), new_message_id()
+        raw = make_message(message_id=mid, subject="Interview on Tuesday", in_reply_to=parent, references=[parent])
+        env.deliver(raw, FolderRole.INBOX)
+        inbox = self.folder(env, FolderRole.INBOX)
+        changes = self.changes(env, inbox, None)
+        (msg,) = list(env.provider.fetch_headers(inbox, changes.new))
+        assert mid.encode() in msg.headers
+        assert b"Subject: Interview on Tuesday" in msg.headers
+        assert f"In-Reply-To: {parent}".encode() in msg.headers
+        assert msg.size and msg.size >= len(raw) - raw.count(b"\n")
+        assert msg.internal_date is not None
+
+    def test_new_message_appears_in_next_change_set_only(self, env: ProviderEnv) -> None:
+        env.deliver(make_message(), FolderRole.INBOX)
+        inbox = self.folder(env, FolderRole.INBOX)
+        first = self.changes(env, inbox, None)
+        new_id = env.deliver(make_message(subject="fresh"), FolderRole.INBOX)
+        second = self.changes(env, inbox, first.cursor)
+        assert second.new == (new_id,)
+        assert not second.removed
+        third = self.changes(env, inbox, second.cursor)
+        assert third.empty
+
+    def test_no_change_pass_is_empty(self, env: ProviderEnv) -> None:
+        for _ in range(3):
+            env.deliver(make_message(), FolderRole.INBOX)
+        inbox = self.folder(env, FolderRole.INBOX)
+        first = self.changes(env, inbox, None)
+        again = self.changes(env, inbox, first.cursor)
+        assert again.empty, again
+
+    def test_flag_change_reported(self, env: ProviderEnv) -> None:
+        target = env.deliver(make_message(), FolderRole.INBOX)
+        env.deliver(make_message(), FolderRole.INBOX)
+        inbox = self.folder(env, FolderRole.INBOX)
+        first = self.changes(env, inbox, None)
+        env.set_flags(target, frozenset({env.seen_flag, "\\Flagged"}), FolderRole.INBOX)
+        second = self.changes(env, inbox, first.cursor)
+        reported = {u.remote_id: u.flags for u in second.changed}
+        assert target in reported
+        assert {env.seen_flag, "\\Flagged"} <= reported[target]
+        assert not second.new
+
+    def test_expunge_reported(self, env: ProviderEnv) -> None:
+        keep = env.deliver(make_message(), FolderRole.INBOX)
+        gone = env.deliver(make_message(), FolderRole.INBOX)
+        inbox = self.folder(env, FolderRole.INBOX)
+        first = self.changes(env, inbox, None)
+        env.expunge(gone, FolderRole.INBOX)
+        second = self.changes(env, inbox, first.cursor)
+        if second.present is not None:
+            assert gone not in second.present and keep in second.present
+        else:
+            assert second.removed == (gone,)
+        assert not second.new
+        assert self.changes(env, inbox, second.cursor).empty
+
+    def test_garbage_cursor_is_invalid(self, env: ProviderEnv) -> None:
+        inbox = self.folder(env, FolderRole.INBOX)
+        with pytest.raises(CursorInvalidError):
+            self.changes(env, inbox, "not a cursor")
+
+    # -------------------------------------------------------------- bodies
+    def test_bodies_are_exact_and_vanished_ids_skipped(self, env: ProviderEnv) -> None:
+        raws = [make_message(subject=f"body {i}", body=f"line one\nline {i}\n") for i in range(3)]
+        ids = [env.deliver(raw, FolderRole.INBOX) for raw in raws]
+        env.expunge(ids[1], FolderRole.INBOX)
+        inbox = self.folder(env, FolderRole.INBOX)
+        bodies = env.provider.fetch_bodies(inbox, ids)
+        assert set(bodies) == {ids[0], ids[2]}
+        assert _norm(bodies[ids[0]]) == _norm(raws[0])
+        assert _norm(bodies[ids[2]]) == _norm(raws[2])
+        headers = list(env.provider.fetch_headers(inbox, ids))
+        assert [m.remote_id for m in headers] == [ids[0], ids[2]]
+
+    # -------------------------------------------------------------- writing
+    def test_send_delivers_and_sent_copy_stored(self, env: ProviderEnv) -> None:
+        mid = new_message_id()
+        raw = make_message(message_id=mid, from_=env.address, to=env.address, subject="Your application")
+        result = env.provider.send(OutgoingMessage(raw, env.address, (env.address,), mid))
+        assert result.message_id == mid and not result.refused
+        _wait(lambda: any(mid.encode() in m for m in env.raw_messages(FolderRole.INBOX)))
+        env.provider.store_sent_copy(raw)
+        sent = env.raw_messages(FolderRole.SENT)
+        assert [m for m in sent if mid.encode() in m]
+
+    def test_move(self, env: ProviderEnv) -> None:
+        moving = env.deliver(make_message(subject="to archive"), FolderRole.INBOX)
+        staying = env.deliver(make_message(subject="stays"), FolderRole.INBOX)
+        inbox, trash = self.folder(env, FolderRole.INBOX), self.folder(env, FolderRole.TRASH)
+        env.provider.move(inbox, [moving], trash)
+        assert [b"to archive" in m for m in env.raw_messages(FolderRole.TRASH)] == [True]
+        remaining = env.raw_messages(FolderRole.INBOX)
+        assert len(remaining) == 1 and b"stays" in remaining[0]
+        assert staying in self.changes(env, inbox, None).new
+
+    # -------------------------------------------------------------- auth
+    def test_bad_password_is_auth_error(self, env: ProviderEnv) -> None:
+        provider = env.bad_password_provider()
+        try:
+            with pytest.raises(AuthError):
+                provider.list_folders()
+        finally:
+            provider.close()
+
+    def test_revoked_token_is_auth_error(self, env: ProviderEnv) -> None:
+        if env.revoked_token_provider is None:
+            pytest.skip("backend has no OAuth login")
+        provider = env.revoked_token_provider()
+        try:
+            with pytest.raises(AuthError):
+                provider.list_folders()
+        finally:
+            provider.close()
+
+    def test_close_twice(self, env: ProviderEnv) -> None:
+        env.provider.list_folders()
+        env.provider.close()
+        env.provider.close()
+
+
+def _wait(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)

@@ -1,0 +1,168 @@
+"""IMAP behaviour against real Dovecot beyond the shared contract."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from providers.base import Credentials, FolderRole, ProviderSettings, RemoteFolder
+from providers.errors import CursorInvalidError, TransientError
+from providers.imap import ImapProvider
+from providers.registry import backend_class
+from providers.transport import ConfigurationError
+from tests.rig.fixtures import Mailbox
+from tests.rig.messages import make_message
+
+
+def test_registry_resolves_imap() -> None:
+    assert backend_class("imap") is ImapProvider
+
+
+def test_uidvalidity_change_invalidates_cursor(mailbox: Mailbox) -> None:
+    mailbox.ensure_folders()
+    mailbox.rig.doveadm("mailbox", "create", "-u", mailbox.address, "Applicants")
+    mailbox.append(make_message(), "Applicants")
+    folder = RemoteFolder("Applicants")
+    with ImapProvider.open(mailbox.settings()) as provider:
+        cursor = provider.fetch_changes(folder, None).cursor
+        provider.close()
+        mailbox.rig.doveadm("mailbox", "delete", "-u", mailbox.address, "Applicants")
+        mailbox.rig.doveadm("mailbox", "create", "-u", mailbox.address, "Applicants")
+        mailbox.append(make_message(), "Applicants")
+        with pytest.raises(CursorInvalidError):
+            provider.fetch_changes(folder, cursor)
+
+
+@pytest.mark.parametrize("extensions", [[], ["CONDSTORE", "QRESYNC"]], ids=["condstore", "plain"])
+def test_no_change_pass_costs_the_same_at_any_size(mailbox: Mailbox, extensions: list[str]) -> None:
+    mailbox.seed_corpus(100, folder="Archive", seed=3)
+    mailbox.seed_corpus(2000, folder="Junk", seed=4)
+    costs = []
+    with ImapProvider.open(mailbox.settings(disable_extensions=extensions)) as provider:
+        for name, size in (("Archive", 100), ("Junk", 2000)):
+            folder = RemoteFolder(name)
+            initial = provider.fetch_changes(folder, None)
+            assert len(initial.new) == size
+            for _ in range(2):  # a fresh connection (STATUS) and a re-selected folder
+                before = provider.command_count
+                again = provider.fetch_changes(folder, initial.cursor)
+                costs.append(provider.command_count - before)
+                assert again.empty
+                provider.close()
+    # [folder already selected, fresh connection] for 100 and for 2,000 messages
+    assert costs[:2] == costs[2:], costs
+    assert costs[0] <= 2, costs  # one STATUS/SELECT (+ one UID FETCH without CONDSTORE)
+
+
+class ConnectProxy:
+    """A tiny HTTP CONNECT proxy on 127.0.0.1 that counts tunnels."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.tunnels: list[str] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(1)
+        target = head.split()[1].decode()
+        host, port = target.rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)))
+        self.tunnels.append(target)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+        pump(client, upstream)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def proxy() -> Iterator[ConnectProxy]:
+    p = ConnectProxy()
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("security", ["none", "ssl"])
+def test_http_connect_proxy(mailbox: Mailbox, proxy: ConnectProxy, security: str) -> None:
+    mailbox.append(make_message(subject="through the proxy"))
+    settings = mailbox.settings(security=security, proxy=f"http://127.0.0.1:{proxy.port}")
+    with ImapProvider.open(settings) as provider:
+        inbox = RemoteFolder("INBOX", FolderRole.INBOX)
+        changes = provider.fetch_changes(inbox, None)
+        (msg,) = provider.fetch_headers(inbox, changes.new)
+        assert b"through the proxy" in msg.headers
+    port = mailbox.rig.ports["imaps" if security == "ssl" else "imap"]
+    assert proxy.tunnels == [f"127.0.0.1:{port}"]
+
+
+def test_plaintext_to_remote_host_refused() -> None:
+    settings = ProviderSettings(
+        "a@example.com",
+        Credentials("a@example.com", password="x"),
+        {"imap_host": "imap.example.com", "imap_security": "none"},
+    )
+    with pytest.raises(ConfigurationError, match="unencrypted"):
+        ImapProvider.open(settings)
+    allowed = ProviderSettings(settings.email, settings.credentials, {**settings.options, "allow_plaintext": True})
+    ImapProvider.open(allowed).close()
+
+
+def test_untrusted_certificate_is_transient(mailbox: Mailbox) -> None:
+    provider = ImapProvider.open(mailbox.settings(security="ssl", ca_file=None))
+    with provider, pytest.raises(TransientError, match="certificate"):
+        provider.list_folders()
+
+
+def test_connection_refused_is_transient(mailbox: Mailbox) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with ImapProvider.open(mailbox.settings(imap_port=port)) as provider, pytest.raises(TransientError):
+        provider.list_folders()
+
+
+def test_capabilities_follow_server_and_options(mailbox: Mailbox) -> None:
+    with ImapProvider.open(mailbox.settings(disable_extensions=["QRESYNC"], disable_move=True)) as provider:
+        provider.list_folders()
+        caps = {c.value for c in provider.capabilities}
+    assert {"condstore", "push", "send", "store-sent-copy"} <= caps
+    assert not caps & {"qresync", "move", "labels", "server-thread-ids"}
+
+
+def test_store_sent_copy_returns_uid_and_seen(mailbox: Mailbox) -> None:
+    mailbox.ensure_folders()
+    with ImapProvider.open(mailbox.settings()) as provider:
+        uid = provider.store_sent_copy(make_message(subject="copy"))
+        sent = next(f for f in provider.list_folders() if f.role == FolderRole.SENT)
+        (msg,) = provider.fetch_headers(sent, [uid or ""])
+    assert "\\Seen" in msg.flags
