@@ -29,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import re
 from email.utils import parseaddr
 
@@ -97,6 +98,7 @@ def _unicode_domain(domain: str) -> str:
     return ".".join(labels)
 
 
+@functools.lru_cache(maxsize=65536)  # the same few thousand people recur on every message
 def canonical_address(addr: str) -> str | None:
     """The person-identifying key for ``addr``, or None if it is not an address.
 

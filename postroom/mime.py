@@ -510,6 +510,17 @@ def synthetic_message_id(h: ParsedHeaders) -> str:
 _BYTES_PARSER = BytesParser(policy=policy.compat32)
 
 
+def check_message(raw: bytes) -> None:
+    """Raise :class:`MalformedMessage` if ``raw`` is not an email message at all.
+
+    This is the cheap test the sync path applies to every stored body; the full
+    MIME parse (:func:`parse_message`) happens when a message is displayed.
+    """
+    reason = _looks_like_message(raw)
+    if reason:
+        raise MalformedMessage(reason)
+
+
 def _looks_like_message(raw: bytes) -> str | None:
     """Why ``raw`` is not a message, or None if its first line is a header."""
     if not raw.strip():
@@ -622,9 +633,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     (message/*) are listed as attachments, except a top-level message/rfc822
     wrapper, whose body is used.
     """
-    reason = _looks_like_message(raw)
-    if reason:
-        raise MalformedMessage(reason)
+    check_message(raw)
     headers = parse_headers(raw)
     try:
         root = _BYTES_PARSER.parsebytes(raw)

@@ -8,8 +8,10 @@ fetched by the next pass, and an interrupted pass simply resumes.
 
 Raw MIME is written to the blob directory (content-addressed by SHA-256,
 written to a temporary name and renamed) before its row is committed, so a
-row never points at a missing file. A body that cannot be parsed is kept and
-quarantined: the reason is recorded on the email and on its copies.
+row never points at a missing file. A body that is not a message at all is
+kept and quarantined: the reason is recorded on the email and on its copies.
+The full MIME parse (text, HTML, attachments) is left to display time, off
+the sync path.
 """
 
 from __future__ import annotations
@@ -17,40 +19,50 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import Table, bindparam, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
-from postroom.mime import MalformedMessage, parse_message
+from postroom.mime import MalformedMessage, check_message
 from postroom.models import Body, Email, HistoryEntry, MessageCopy
 from providers.base import MailProvider, RemoteFolder
 from sync.store import chunks, insert_ignore
 
-FETCH_CHUNK = 50  # bodies per provider round trip; bounds memory for large attachments
-PREVIEW_CHARS = 500
+FETCH_CHUNK = 50  # bodies per provider round trip and per transaction; bounds memory for large attachments
 
 
 def blob_path(blob_dir: Path, sha256: str) -> Path:
     return blob_dir / sha256[:2] / sha256[2:4] / f"{sha256}.eml"
 
 
-def write_blob(blob_dir: Path, raw: bytes) -> tuple[str, Path]:
-    sha = hashlib.sha256(raw).hexdigest()
-    path = blob_path(blob_dir, sha)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(raw)
-        os.replace(tmp, path)
-    return sha, path
+class BlobStore:
+    """Content-addressed files under the blob directory, written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._dirs: set[Path] = set()
+
+    def write(self, raw: bytes) -> tuple[str, str]:
+        """Store ``raw``; returns (sha256, path relative to the blob directory)."""
+        sha = hashlib.sha256(raw).hexdigest()
+        path = blob_path(self.root, sha)
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
+        if not path.exists():
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(raw)
+            os.replace(tmp, path)
+        return sha, str(path.relative_to(self.root))
 
 
 class BodyFetcher:
     def __init__(self, sessions: sessionmaker[Session], config: Config, account_id: int) -> None:
         self.sessions = sessions
         self.policy = config.sync.body_policy
-        self.blob_dir = config.storage.blob_dir
+        self.blobs = BlobStore(config.storage.blob_dir)
         self.account_id = account_id
 
     def wanted(self, folder_id: int) -> list[tuple[str, int]]:
@@ -80,34 +92,42 @@ class BodyFetcher:
         for part in chunks(self.wanted(folder_id), FETCH_CHUNK):
             email_of = dict(part)
             raws = provider.fetch_bodies(remote, list(email_of))
-            with self.sessions.begin() as s:
-                for remote_id, raw in raws.items():
-                    if remote_id in email_of:
-                        self._store(s, folder_id, remote_id, email_of[remote_id], raw)
-                        stored += 1
+            got = [(email_of[rid], raw) for rid, raw in raws.items() if rid in email_of]
+            self._store(got)
+            stored += len(got)
         return stored
 
-    def _store(self, s: Session, folder_id: int, remote_id: str, email_id: int, raw: bytes) -> None:
-        sha, path = write_blob(self.blob_dir, raw)
-        try:
-            preview = (parse_message(raw).text_body or "")[:PREVIEW_CHARS]
-            error = None
-        except MalformedMessage as exc:
-            preview, error = "", f"malformed message: {exc}"
-        insert_ignore(
-            s,
-            Body.__table__,
-            [
-                {
-                    "sha256": sha,
-                    "size": len(raw),
-                    "path": str(path.relative_to(self.blob_dir)),
-                    "text_preview": preview,
-                }
-            ],
-            ("sha256",),
-        )
-        body_id = s.scalar(select(Body.id).where(Body.sha256 == sha))
-        s.execute(update(Email).where(Email.id == email_id).values(body_id=body_id, body_error=error))
-        if error:
-            s.execute(update(MessageCopy).where(MessageCopy.email_id == email_id).values(quarantine_reason=error))
+    def _store(self, items: list[tuple[int, bytes]]) -> None:
+        """Write the blobs, then record them for their emails in one transaction."""
+        if not items:
+            return
+        rows: dict[str, dict[str, object]] = {}
+        links = []
+        for email_id, raw in items:
+            sha, rel = self.blobs.write(raw)
+            rows[sha] = {"sha256": sha, "size": len(raw), "path": rel}
+            try:
+                check_message(raw)
+                error = None
+            except MalformedMessage as exc:
+                error = f"malformed message: {exc}"
+            links.append({"eid": email_id, "sha": sha, "err": error})
+        with self.sessions.begin() as s:
+            insert_ignore(s, Body.__table__, list(rows.values()), ("sha256",))
+            ids = dict(s.execute(select(Body.sha256, Body.id).where(Body.sha256.in_(list(rows)))).tuples().all())
+            emails = cast(Table, Email.__table__)
+            s.execute(
+                update(emails)
+                .where(emails.c.id == bindparam("eid"))
+                .values(body_id=bindparam("bid"), body_error=bindparam("err")),
+                [{"eid": link["eid"], "bid": ids[link["sha"]], "err": link["err"]} for link in links],
+            )
+            bad = [{"eid": link["eid"], "err": link["err"]} for link in links if link["err"]]
+            if bad:
+                copies = cast(Table, MessageCopy.__table__)
+                s.execute(
+                    update(copies)
+                    .where(copies.c.email_id == bindparam("eid"))
+                    .values(quarantine_reason=bindparam("err")),
+                    bad,
+                )

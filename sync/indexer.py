@@ -37,6 +37,7 @@ class _Parsed:
     msg: RemoteMessage
     headers: ParsedHeaders
     message_id: str
+    people: list[tuple[str, str]]  # (canonical address, role)
 
 
 def participants(h: ParsedHeaders) -> list[tuple[str, str]]:
@@ -74,7 +75,7 @@ class Indexer:
                 copies.append(self._copy_row(folder_id, m, None, f"unparseable headers: {exc!r}"))
                 stats.quarantined += 1
                 continue
-            parsed.append(_Parsed(m, h, h.message_id or synthetic_message_id(h)))
+            parsed.append(_Parsed(m, h, h.message_id or synthetic_message_id(h), participants(h)))
         with self.sessions.begin() as s:
             email_ids = self._upsert_emails(s, parsed)
             for p in parsed:
@@ -110,9 +111,7 @@ class Indexer:
         if self._own is None:
             self._own = own_addresses(s, self.org_id)
         assigner = ThreadAssigner(s, self.org_id, self._own)
-        thread_of = assigner.assign(
-            [(mid, self._keys(p), p.headers, participants(p.headers)) for mid, p in fresh.items()]
-        )
+        thread_of = assigner.assign([(mid, self._keys(p), p.headers) for mid, p in fresh.items()])
         rows = []
         for mid, p in fresh.items():
             h = p.headers
@@ -137,7 +136,7 @@ class Indexer:
         part_rows = [
             {"email_id": ids[mid], "address": addr, "role": role, "org_id": self.org_id}
             for mid, p in fresh.items()
-            for addr, role in participants(p.headers)
+            for addr, role in p.people
         ]
         insert_ignore(s, Participant.__table__, part_rows, ("email_id", "address", "role"))
         HistoryWriter(s, self.org_id).record(
@@ -145,7 +144,7 @@ class Indexer:
                 (
                     ids[mid],
                     p.headers.date or p.msg.internal_date,
-                    [a for a, _ in participants(p.headers)],
+                    [a for a, _ in p.people],
                     _sender(p.headers),
                 )
                 for mid, p in fresh.items()

@@ -32,8 +32,8 @@ from sync.store import chunks, insert_ignore
 
 TIEBREAK_WINDOW = timedelta(days=30)
 
-# (message id, thread keys, parsed headers, [(canonical address, role), ...])
-Item = tuple[str, tuple[str, ...], ParsedHeaders, list[tuple[str, str]]]
+# (message id, thread keys, parsed headers)
+Item = tuple[str, tuple[str, ...], ParsedHeaders]
 
 
 class ThreadAssigner:
@@ -45,7 +45,7 @@ class ThreadAssigner:
         self.own = own_addresses
 
     def assign(self, items: Sequence[Item]) -> dict[str, int]:
-        all_keys = list(dict.fromkeys(k for _, keys, _, _ in items for k in keys))
+        all_keys = list(dict.fromkeys(k for _, keys, _ in items for k in keys))
         persisted: dict[str, int] = {}
         for part in chunks(all_keys):
             rows = self.s.execute(
@@ -56,7 +56,7 @@ class ThreadAssigner:
             persisted.update(dict(rows.tuples().all()))
         index = ThreadIndex.from_pairs(persisted.items())
         first_headers: dict[int, ParsedHeaders] = {}
-        for _mid, keys, h, _parts in items:
+        for _mid, keys, h in items:
             if not any(index.find(k) is not None for k in keys) and len(keys) == 1:
                 tid = self._subject_match(h)
                 if tid is not None:  # join that thread through a key only it holds
@@ -66,7 +66,7 @@ class ThreadAssigner:
             tid = index.add(keys)
             first_headers.setdefault(tid, h)
         changes = index.drain()
-        real = {tid: self._new_thread(first_headers.get(tid)) for tid in changes.new_threads}
+        real = self._new_threads([(tid, first_headers.get(tid)) for tid in changes.new_threads])
         for loser, winner in changes.merges:
             if loser > 0:  # provisional losers were never written
                 self._merge(loser, real.get(winner, winner))
@@ -91,7 +91,7 @@ class ThreadAssigner:
             )
         out: dict[str, int] = {}
         last_date: dict[int, datetime] = {}
-        for mid, keys, h, _parts in items:
+        for mid, keys, h in items:
             found = index.find(keys[0])
             assert found is not None
             tid = real.get(found, found)
@@ -101,19 +101,24 @@ class ThreadAssigner:
         self._touch(last_date)
         return out
 
-    def _new_thread(self, h: ParsedHeaders | None) -> int:
-        subject = (h.subject if h else "") or ""
-        tid = self.s.execute(
-            insert(Thread)
-            .values(
-                org_id=self.org_id,
-                subject=subject,
-                normalised_subject=normalise_subject(subject),
-                last_date=h.date if h else None,
+    def _new_threads(self, provisional: list[tuple[int, ParsedHeaders | None]]) -> dict[int, int]:
+        """Insert one thread per provisional id in a single statement; provisional -> real id."""
+        if not provisional:
+            return {}
+        rows = []
+        for _tid, h in provisional:
+            subject = (h.subject if h else "") or ""
+            rows.append(
+                {
+                    "org_id": self.org_id,
+                    "subject": subject,
+                    "normalised_subject": normalise_subject(subject),
+                    "last_date": h.date if h else None,
+                    "created_at": datetime.now(UTC),
+                }
             )
-            .returning(Thread.id)
-        ).scalar_one()
-        return int(tid)
+        ids = self.s.scalars(insert(Thread).returning(Thread.id, sort_by_parameter_order=True), rows).all()
+        return {tid: int(real) for (tid, _), real in zip(provisional, ids, strict=True)}
 
     def _merge(self, loser: int, winner: int) -> None:
         self.s.execute(update(ThreadKey).where(ThreadKey.thread_id == loser).values(thread_id=winner))

@@ -24,7 +24,6 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("path", sa.String(length=200), nullable=False),
-        sa.Column("text_preview", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_bodies")),
         sa.UniqueConstraint("sha256", name=op.f("uq_bodies_sha256")),

@@ -18,7 +18,7 @@ from email import message_from_bytes
 from email.utils import parseaddr
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from postroom import db
 from postroom.config import Config, load_config
@@ -83,11 +83,25 @@ def _setup(env: dict[str, str], box: Mailbox, applicant: str) -> None:
         subprocess.run([*POSTROOM, *args], env=env, check=True, capture_output=True)
 
 
+def _indexed(env: dict[str, str]) -> int:
+    engine = db.make_engine(load_config(env=env).database)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(MessageCopy)).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def _crash_repeatedly(env: dict[str, str], rng: random.Random, kills: int) -> int:
+    """Start `postroom sync --once` and kill -9 it soon after it has committed some progress."""
     interrupted = 0
     for _ in range(kills):
+        before = _indexed(env)
         proc = _run(env, "sync", "--once")
-        time.sleep(rng.uniform(0.4, 2.5))  # start-up is ~0.4 s; the sync itself a few seconds
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and _indexed(env) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))  # anywhere in the following batches, bodies or cursor commits
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             interrupted += 1
@@ -105,7 +119,7 @@ def test_kill_minus_nine_during_initial_and_incremental_sync_loses_and_doubles_n
     senders = Counter(parseaddr(message_from_bytes(i.raw)["From"])[1] for i in items)
     applicant = senders.most_common(1)[0][0]
     cfg_file = tmp_path / "small-batches.toml"
-    cfg_file.write_text("[sync]\nbatch_size = 50\n")
+    cfg_file.write_text("[sync]\nbatch_size = 25\n")
     crash_env = {**os.environ, **env, "BOX_PW": box.password, "POSTROOM_CONFIG": str(cfg_file)}
     _setup(crash_env, box, applicant)
     rng = random.Random(20261122)
