@@ -122,6 +122,49 @@ def parse_fetch(data: RawData) -> list[dict[str, Any]]:
     MODSEQ, tuples of str for FLAGS/X-GM-LABELS, str for INTERNALDATE and the
     Gmail ids, bytes for ``BODY[...]`` sections (key as the server wrote it,
     upper-cased, without any ``<origin>``)."""
+    fast = _parse_fetch_fast(data)
+    return fast if fast is not None else _parse_fetch_general(data)
+
+
+# The sync path fetches thousands of "n (UID .. FLAGS (..) .. BODY[...] {len}" + ")"
+# responses; these regexes read exactly that shape ~10x faster than the general
+# tokenizer, which handles everything else (and this shape too, in the tests).
+_FAST_PREFIX = re.compile(
+    rb"\d+ \((?P<items>(?:[A-Z0-9.-]+ (?:\([^()\"]*\)|\"[^\"]*\"|[^\s()\"]+) )*)"
+    rb"(?P<section>(?:BODY|BINARY)\[[^\]]*\])(?:<\d+>)? \{\d+\}",
+    re.I,
+)
+_FAST_ITEM = re.compile(rb"([A-Z0-9.-]+) (\([^()\"]*\)|\"[^\"]*\"|[^\s()\"]+) ", re.I)
+_FAST_NAMES = {"UID", "RFC822.SIZE", "MODSEQ", "FLAGS", "INTERNALDATE"}
+
+
+def _parse_fetch_fast(data: RawData) -> list[dict[str, Any]] | None:
+    """The common literal-carrying FETCH shape, or None to use the general parser."""
+    out: list[dict[str, Any]] = []
+    it = iter(data)
+    for item in it:
+        if not isinstance(item, tuple) or next(it, None) != b")":
+            return None
+        m = _FAST_PREFIX.fullmatch(item[0])
+        if m is None:
+            return None
+        result: dict[str, Any] = {}
+        for raw_name, raw_value in _FAST_ITEM.findall(m.group("items")):
+            name = raw_name.decode().upper()
+            if name not in _FAST_NAMES:
+                return None
+            if name == "FLAGS":
+                result[name] = tuple(raw_value[1:-1].decode("utf-8", "surrogateescape").split())
+            elif name == "INTERNALDATE":
+                result[name] = raw_value.strip(b'"').decode()
+            else:  # UID, RFC822.SIZE, MODSEQ (n)
+                result[name] = int(raw_value.strip(b"()"))
+        result[m.group("section").decode("utf-8", "surrogateescape").upper()] = item[1]
+        out.append(result)
+    return out
+
+
+def _parse_fetch_general(data: RawData) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     tokens = tokenize(data)
     i = 0

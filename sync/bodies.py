@@ -34,7 +34,8 @@ FETCH_CHUNK = 50  # bodies per provider round trip and per transaction; bounds m
 
 
 def blob_path(blob_dir: Path, sha256: str) -> Path:
-    return blob_dir / sha256[:2] / sha256[2:4] / f"{sha256}.eml"
+    """256 shard directories: few enough to create once, enough for millions of files."""
+    return blob_dir / sha256[:2] / f"{sha256}.eml"
 
 
 class BlobStore:
@@ -102,7 +103,7 @@ class BodyFetcher:
         if not items:
             return
         rows: dict[str, dict[str, object]] = {}
-        links = []
+        links: list[tuple[int, str, str | None]] = []  # (email id, sha256, quarantine reason)
         for email_id, raw in items:
             sha, rel = self.blobs.write(raw)
             rows[sha] = {"sha256": sha, "size": len(raw), "path": rel}
@@ -111,7 +112,7 @@ class BodyFetcher:
                 error = None
             except MalformedMessage as exc:
                 error = f"malformed message: {exc}"
-            links.append({"eid": email_id, "sha": sha, "err": error})
+            links.append((email_id, sha, error))
         with self.sessions.begin() as s:
             insert_ignore(s, Body.__table__, list(rows.values()), ("sha256",))
             ids = dict(s.execute(select(Body.sha256, Body.id).where(Body.sha256.in_(list(rows)))).tuples().all())
@@ -120,9 +121,9 @@ class BodyFetcher:
                 update(emails)
                 .where(emails.c.id == bindparam("eid"))
                 .values(body_id=bindparam("bid"), body_error=bindparam("err")),
-                [{"eid": link["eid"], "bid": ids[link["sha"]], "err": link["err"]} for link in links],
+                [{"eid": eid, "bid": ids[sha], "err": err} for eid, sha, err in links],
             )
-            bad = [{"eid": link["eid"], "err": link["err"]} for link in links if link["err"]]
+            bad = [{"eid": eid, "err": err} for eid, _, err in links if err]
             if bad:
                 copies = cast(Table, MessageCopy.__table__)
                 s.execute(

@@ -20,7 +20,7 @@ from postroom.models import Email, MessageCopy, Participant
 from providers.base import RemoteMessage
 from sync.conversations import thread_keys
 from sync.history import HistoryWriter, own_addresses
-from sync.store import chunks, insert_ignore
+from sync.store import chunks, insert_ignore, insert_ignore_returning
 from sync.threads import ThreadAssigner
 
 ROLES = ("from", "to", "cc", "bcc", "reply-to")
@@ -131,8 +131,10 @@ class Indexer:
                     "cc_addrs": [normalise_address(a.email) for a in h.cc],
                 }
             )
-        insert_ignore(s, Email.__table__, rows, ("org_id", "message_id"))
-        ids.update(self._email_ids(s, list(fresh)))
+        ids.update(insert_ignore_returning(s, Email.__table__, rows, ("org_id", "message_id"), "message_id"))
+        raced = [mid for mid in fresh if mid not in ids]  # inserted meanwhile by another account's sync
+        if raced:
+            ids.update(self._email_ids(s, raced))
         part_rows = [
             {"email_id": ids[mid], "address": addr, "role": role, "org_id": self.org_id}
             for mid, p in fresh.items()

@@ -22,15 +22,26 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def _insert_ignore_stmt(session: Session, table: FromClause, conflict: Sequence[str]) -> Any:
+    module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+
+
 def insert_ignore(session: Session, table: FromClause, rows: Iterable[dict[str, Any]], conflict: Sequence[str]) -> None:
     """INSERT rows, silently skipping those that collide on the ``conflict`` columns."""
     rows = list(rows)
+    if rows:
+        session.execute(_insert_ignore_stmt(session, table, conflict), rows)
+
+
+def insert_ignore_returning(
+    session: Session, table: FromClause, rows: Sequence[dict[str, Any]], conflict: Sequence[str], key: str
+) -> dict[Any, int]:
+    """Like :func:`insert_ignore`; returns ``{row[key]: id}`` for the rows actually inserted."""
     if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
-    session.execute(stmt, rows)
+        return {}
+    stmt = _insert_ignore_stmt(session, table, conflict).returning(table.c[key], table.c.id)
+    return {k: int(i) for k, i in session.execute(stmt, rows).tuples().all()}
 
 
 def default_org(session: Session) -> Organisation:

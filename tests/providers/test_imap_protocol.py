@@ -175,3 +175,37 @@ def test_status_and_response_codes() -> None:
 def test_malformed_fetch_raises_parse_error(bad: list) -> None:
     with pytest.raises(ValueError):
         p.parse_fetch(bad)
+
+
+FAST_PATH_CASES = [
+    # the shape the sync path reads thousands of times
+    [
+        (
+            b'1 (UID 7 FLAGS (\\Seen $Label) RFC822.SIZE 12 INTERNALDATE "17-Jul-1996 02:44:25 -0700" MODSEQ (42) '
+            b"BODY[HEADER.FIELDS (MESSAGE-ID SUBJECT)] {5}",
+            b"Hello",
+        ),
+        b")",
+    ],
+    [(b"2 (UID 9 FLAGS () BODY[] {2}", b"Hi"), b")", (b"3 (UID 10 FLAGS (\\Deleted) BODY[] {0}", b""), b")"],
+    # shapes only the general parser reads: items after the literal, Gmail labels, no literal at all
+    [(b"1 (UID 7 BODY[] {5}", b"Hello"), b" FLAGS (\\Seen))"],
+    [(b'1 (X-GM-LABELS ("\\\\Important" "a (b)") UID 3 BODY[] {1}', b"x"), b")"],
+    [b"12 (UID 7 FLAGS (\\Seen) MODSEQ (42))"],
+]
+
+
+@pytest.mark.parametrize("data", FAST_PATH_CASES)
+def test_fast_fetch_parser_agrees_with_the_general_one(data: list) -> None:  # type: ignore[type-arg]
+    from providers.imap_protocol import _parse_fetch_fast, _parse_fetch_general
+
+    fast = _parse_fetch_fast(data)
+    assert fast is None or fast == _parse_fetch_general(data)
+    assert p.parse_fetch(data) == _parse_fetch_general(data)
+
+
+def test_fast_fetch_parser_takes_the_common_shape() -> None:
+    from providers.imap_protocol import _parse_fetch_fast
+
+    assert _parse_fetch_fast(FAST_PATH_CASES[0]) is not None and _parse_fetch_fast(FAST_PATH_CASES[1]) is not None
+    assert _parse_fetch_fast(FAST_PATH_CASES[2]) is None and _parse_fetch_fast(FAST_PATH_CASES[3]) is None
