@@ -334,7 +334,6 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ApplicantError,
         OutboxError,
         ProviderError,
-        ValueError,
     )
 
 
@@ -354,6 +353,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("postroom: interrupted.", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from sqlalchemy.exc import OperationalError
+
+        from postroom.db import driver_message
+
+        if isinstance(exc, OperationalError):  # the database went away mid-command
+            print(f"postroom: error: The database cannot be reached: {driver_message(exc)}.", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

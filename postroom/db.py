@@ -29,6 +29,16 @@ class DatabaseError(Exception):
     """The database cannot be reached or is not at the expected schema version."""
 
 
+def driver_message(exc: OperationalError) -> str:
+    """The driver's reason on one line (psycopg's messages span several)."""
+    return " ".join(line.strip() for line in str(exc.orig).splitlines() if line.strip()).rstrip(".")
+
+
+def unreachable(engine: Engine, exc: OperationalError) -> DatabaseError:
+    url = engine.url.render_as_string(hide_password=True)
+    return DatabaseError(f"Cannot reach the database at {url}: {driver_message(exc)}.")
+
+
 def make_engine(cfg: DatabaseConfig) -> Engine:
     url = cfg.url
     kwargs: dict[str, Any] = {"echo": cfg.echo, "future": True}
@@ -73,7 +83,7 @@ def upgrade(engine: Engine) -> str:
     try:
         command.upgrade(alembic_config(engine), "head")
     except OperationalError as exc:
-        raise DatabaseError(f"Cannot reach the database at {engine.url!r}: {exc.orig}.") from None
+        raise unreachable(engine, exc) from None
     return current_revision(engine) or ""
 
 
@@ -88,6 +98,6 @@ def check_schema(engine: Engine) -> None:
     try:
         rev = current_revision(engine)
     except OperationalError as exc:
-        raise DatabaseError(f"Cannot reach the database at {engine.url!r}: {exc.orig}.") from None
+        raise unreachable(engine, exc) from None
     if rev != head:
         raise DatabaseError("The database schema is not up to date; run 'postroom db upgrade' first.")

@@ -50,7 +50,7 @@ from postroom.config import Config
 from postroom.models import Folder, MailAccount, MessageCopy
 from providers.base import Capability, ChangeSet, MailProvider, RemoteFolder
 from providers.errors import AuthError, CursorInvalidError, FolderNotFound, ProviderError, TransientError
-from sync.accounts import open_account
+from sync.accounts import AccountError, open_account
 from sync.bodies import BodyFetcher
 from sync.indexer import Indexer
 from sync.store import chunks
@@ -120,7 +120,7 @@ class AccountSync:
         with self.sessions.begin() as s:
             account = s.get(MailAccount, self.account_id)
             if account is None:
-                raise ValueError(f"No mail account with id {self.account_id}.")
+                raise AccountError(f"No mail account with id {self.account_id}.")
             result = AccountResult(account.id, account.email)
             org_id = account.org_id
             provider = self._provider or open_account(account, self.config)
@@ -295,5 +295,5 @@ def sync_all(config: Config, sessions: sessionmaker[Session], account_id: int | 
             q = q.where(MailAccount.status != "disabled")
         ids = list(s.scalars(q))
     if account_id is not None and not ids:
-        raise ValueError(f"No mail account with id {account_id}.")
+        raise AccountError(f"No mail account with id {account_id}.")
     return [sync_account(config, sessions, i) for i in ids]

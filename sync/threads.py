@@ -168,9 +168,10 @@ def account_threads(session: Session, account_id: int) -> list[dict[str, object]
     """Threads with messages in one account, newest activity first, each with its Message-IDs
     (those the account holds, oldest first)."""
     from postroom.models import MailAccount, MessageCopy
+    from sync.accounts import AccountError
 
     if session.get(MailAccount, account_id) is None:
-        raise ValueError(f"No mail account with id {account_id}.")
+        raise AccountError(f"No mail account with id {account_id}.")
     rows = session.execute(
         select(Thread.id, Thread.subject, Thread.last_date, Email.message_id, Email.sent_at)
         .join(Email, Email.thread_id == Thread.id)

@@ -356,3 +356,41 @@ def test_console_script_is_installed() -> None:
     assert exe, "the `postroom` console command is not installed"
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert "accounts" in out and "worker" in out
+
+
+def test_unreachable_database_is_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("POSTROOM_DATABASE_URL", "postgresql://postroom@127.0.0.1:1/nothing")
+    monkeypatch.setenv("POSTROOM_SECRET_KEY", "k" * 24)
+    assert main(["accounts", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("postroom: error: Cannot reach the database at ") and err.count("\n") == 1
+
+
+def test_server_database_without_schema_asks_for_db_upgrade(
+    pg_url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if pg_url is None:
+        pytest.skip("PostgreSQL not configured (POSTROOM_TEST_POSTGRES_URL is empty)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text('DROP DATABASE IF EXISTS "postroom_cli_empty"'))
+        conn.execute(text('CREATE DATABASE "postroom_cli_empty"'))
+    admin.dispose()
+    empty = make_url(pg_url).set(database="postroom_cli_empty").render_as_string(hide_password=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("POSTROOM_DATABASE_URL", empty)
+    monkeypatch.setenv("POSTROOM_SECRET_KEY", "k" * 24)
+    assert main(["accounts", "list"]) == 1
+    assert capsys.readouterr().err == (
+        "postroom: error: The database schema is not up to date; run 'postroom db upgrade' first.\n"
+    )
+    assert main(["db", "upgrade"]) == 0
+    assert capsys.readouterr().out.startswith("Database at revision ")
+    assert main(["accounts", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
