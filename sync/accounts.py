@@ -6,7 +6,6 @@ the database and unsealed only to build a :class:`providers.base.ProviderSetting
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +19,7 @@ from postroom.crypto import SecretBox
 from postroom.models import MailAccount
 from providers.base import Credentials, MailProvider, ProviderSettings
 from providers.registry import open_provider
+from providers.transport import is_loopback
 from sync.store import default_org
 
 SECURITY_MODES = ("ssl", "starttls", "none")
@@ -68,15 +68,6 @@ class AccountSummary:
         }
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def add_imap_account(session: Session, config: Config, req: ImapAccountRequest) -> MailAccount:
     email = normalise_address(req.email)
     if not email or "@" not in email:
@@ -86,7 +77,7 @@ def add_imap_account(session: Session, config: Config, req: ImapAccountRequest) 
             raise AccountError(f"{name} must be one of {', '.join(SECURITY_MODES)}, not {mode!r}.")
     allow_plain = req.allow_plaintext or config.imap.allow_plaintext
     for host, mode in ((req.imap_host, req.imap_security), (req.smtp_host, req.smtp_security)):
-        if mode == "none" and not allow_plain and not _is_loopback(host):
+        if mode == "none" and not allow_plain and not is_loopback(host):
             raise AccountError(
                 f"Refusing to send the password unencrypted to {host}; use ssl or starttls "
                 "(or set imap.allow_plaintext = true if you really mean it)."

@@ -44,13 +44,7 @@ class Cli:
 
     def add_imap(self, box: Mailbox, *extra: str) -> int:
         os.environ["BOX_PASSWORD"] = box.password
-        data = self.json(
-            "accounts", "add-imap", "--email", box.address, "--username", box.address,
-            "--password-env", "BOX_PASSWORD",
-            "--imap-host", "127.0.0.1", "--imap-port", str(box.rig.ports["imap"]), "--imap-security", "none",
-            "--smtp-host", "127.0.0.1", "--smtp-port", str(box.rig.ports["smtp_submission"]),
-            "--smtp-security", "none", *extra,
-        )  # fmt: skip
+        data = self.json(*box.add_imap_args("BOX_PASSWORD"), *extra)
         assert isinstance(data, dict)
         return int(data["id"])
 
@@ -227,29 +221,7 @@ def test_account_input_is_checked_before_anything_is_stored(cli: Cli, mailbox: M
 
 def test_duplicate_account_is_refused(cli: Cli, mailbox: Mailbox) -> None:
     account_id = cli.add_imap(mailbox)
-    code, _, err = cli(
-        "accounts",
-        "add-imap",
-        "--email",
-        mailbox.address.upper(),
-        "--username",
-        "x",
-        "--password-env",
-        "BOX_PASSWORD",
-        "--imap-host",
-        "127.0.0.1",
-        "--imap-port",
-        "143",
-        "--imap-security",
-        "none",
-        "--smtp-host",
-        "127.0.0.1",
-        "--smtp-port",
-        "25",
-        "--smtp-security",
-        "none",
-        ok=False,
-    )
+    code, _, err = cli(*mailbox.add_imap_args("BOX_PASSWORD", email=mailbox.address.upper()), ok=False)
     assert code == 1 and f"already exists (id {account_id})" in err
 
 
@@ -295,29 +267,7 @@ def test_worker_syncs_until_sigterm_then_exits_cleanly(env: dict[str, str], mail
         "POSTROOM_LOG_LEVEL": "INFO",
     }
     subprocess.run(
-        [
-            *POSTROOM,
-            "accounts",
-            "add-imap",
-            "--email",
-            mailbox.address,
-            "--username",
-            mailbox.address,
-            "--password-env",
-            "BOX_PASSWORD",
-            "--imap-host",
-            "127.0.0.1",
-            "--imap-port",
-            str(mailbox.rig.ports["imap"]),
-            "--imap-security",
-            "none",
-            "--smtp-host",
-            "127.0.0.1",
-            "--smtp-port",
-            "25",
-            "--smtp-security",
-            "none",
-        ],
+        [*POSTROOM, *mailbox.add_imap_args("BOX_PASSWORD")],
         env=full_env,
         check=True,
         capture_output=True,

@@ -73,6 +73,16 @@ class Mailbox:
         opts.update(options)
         return ProviderSettings(email=self.address, credentials=creds, options=opts, timeout=timeout)
 
+    def add_imap_args(self, password_env: str = "BOX_PASSWORD", email: str | None = None) -> list[str]:
+        """``postroom accounts add-imap`` arguments for this mailbox (plain IMAP/SMTP on loopback)."""
+        return [
+            "accounts", "add-imap", "--email", email or self.address, "--username", self.address,
+            "--password-env", password_env,
+            "--imap-host", "127.0.0.1", "--imap-port", str(self.rig.ports["imap"]), "--imap-security", "none",
+            "--smtp-host", "127.0.0.1", "--smtp-port", str(self.rig.ports["smtp_submission"]),
+            "--smtp-security", "none",
+        ]  # fmt: skip
+
     # ------------------------------------------------------------ direct IMAP access
     @contextmanager
     def imap(self, folder: str | None = None) -> Iterator[imaplib.IMAP4]:

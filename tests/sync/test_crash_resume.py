@@ -56,28 +56,7 @@ def _run(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
 
 def _setup(env: dict[str, str], box: Mailbox, applicant: str) -> None:
     for args in (
-        [
-            "accounts",
-            "add-imap",
-            "--email",
-            box.address,
-            "--username",
-            box.address,
-            "--password-env",
-            "BOX_PW",
-            "--imap-host",
-            "127.0.0.1",
-            "--imap-port",
-            str(box.rig.ports["imap"]),
-            "--imap-security",
-            "none",
-            "--smtp-host",
-            "127.0.0.1",
-            "--smtp-port",
-            "25",
-            "--smtp-security",
-            "none",
-        ],
+        box.add_imap_args("BOX_PW"),
         ["applicants", "add", "--name", "A", "--email", applicant],
     ):
         subprocess.run([*POSTROOM, *args], env=env, check=True, capture_output=True)
