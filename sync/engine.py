@@ -42,8 +42,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
@@ -268,16 +269,29 @@ class AccountSync:
                 fres.removed += res.rowcount or 0  # type: ignore[attr-defined]
 
     def _apply_flag_changes(self, folder_id: int, changes: ChangeSet, fres: FolderResult) -> None:
+        """Write the flags that really differ (a backend without CONDSTORE reports every message)."""
         if not changes.changed:
             return
         with self.sessions.begin() as s:
+            known = dict(
+                s.execute(select(MessageCopy.remote_id, MessageCopy.flags).where(MessageCopy.folder_id == folder_id))
+                .tuples()
+                .all()
+            )
+            rows = []
             for upd in changes.changed:
-                res = s.execute(
-                    update(MessageCopy)
-                    .where(MessageCopy.folder_id == folder_id, MessageCopy.remote_id == upd.remote_id)
-                    .values(flags=" ".join(sorted(upd.flags)))
+                flags = " ".join(sorted(upd.flags))
+                if upd.remote_id in known and known[upd.remote_id] != flags:
+                    rows.append({"fid": folder_id, "rid": upd.remote_id, "flags": flags})
+            if rows:
+                t = cast(Table, MessageCopy.__table__)
+                s.execute(
+                    update(t)
+                    .where(t.c.folder_id == bindparam("fid"), t.c.remote_id == bindparam("rid"))
+                    .values(flags=bindparam("flags")),
+                    rows,
                 )
-                fres.changed += res.rowcount or 0  # type: ignore[attr-defined]
+            fres.changed += len(rows)
 
 
 def sync_account(config: Config, sessions: sessionmaker[Session], account_id: int) -> AccountResult:

@@ -54,6 +54,7 @@ def test_fallback_without_condstore_reflects_the_same_changes(config: Config, se
     mailbox.append(make_message(message_id="<f4@x.test>"))
     result = sync_ok(config, sessions, account_id)
     assert result.new == 1
+    assert sum(f.changed for f in result.folders) == 1  # only the message whose flags changed
     assert copies(sessions, account_id) == ["<f0@x.test>", "<f1@x.test>", "<f3@x.test>", "<f4@x.test>"]
     with sessions() as s:
         assert s.scalar(select(MessageCopy.flags).where(MessageCopy.remote_id == str(uids[3]))) == "\\Answered"
