@@ -14,27 +14,23 @@ Options (``ProviderSettings.options``)::
     disable_extensions e.g. ["CONDSTORE", "QRESYNC", "MOVE"]: behave as if not advertised
     disable_move       shorthand for disabling MOVE (copy + delete + expunge instead)
 
-Sync cursors are JSON: ``{"v": 1, "uidvalidity": 7, "uidnext": 120, "exists": 100,
-"highestmodseq": 431}``; without CONDSTORE, ``"flags"`` holds a digest of every
-message's flags instead of ``highestmodseq``. A no-change pass costs one STATUS
-with CONDSTORE, and one SELECT plus one ``UID FETCH 1:* (UID FLAGS)`` without it.
+Folder sync (``fetch_changes``, the cursor format, the CONDSTORE/QRESYNC and
+listing paths) lives in :mod:`providers.imap_sync`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import imaplib
-import json
 import ssl
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from providers import imap_protocol as proto
+from providers import imap_sync
 from providers.base import (
     Capability,
     ChangeSet,
-    FlagUpdate,
     FolderRole,
     OutgoingMessage,
     ProviderSettings,
@@ -44,7 +40,6 @@ from providers.base import (
 )
 from providers.errors import (
     AuthError,
-    CursorInvalidError,
     FolderNotFound,
     ProtocolError,
     ProviderError,
@@ -87,33 +82,6 @@ def connect_imap(endpoint: Endpoint, timeout: float) -> imaplib.IMAP4:
     return conn
 
 
-@dataclass(frozen=True)
-class _Cursor:
-    uidvalidity: int
-    uidnext: int
-    exists: int
-    highestmodseq: int | None = None
-    flags: str | None = None
-    v: int = 1
-
-    def dump(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, sort_keys=True)
-
-    @classmethod
-    def load(cls, text: str) -> _Cursor:
-        try:
-            data = json.loads(text)
-            return cls(
-                uidvalidity=int(data["uidvalidity"]),
-                uidnext=int(data["uidnext"]),
-                exists=int(data["exists"]),
-                highestmodseq=None if data.get("highestmodseq") is None else int(data["highestmodseq"]),
-                flags=data.get("flags"),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CursorInvalidError(f"unreadable IMAP cursor {text[:80]!r}") from exc
-
-
 @dataclass
 class _Selected:
     name: str
@@ -121,17 +89,6 @@ class _Selected:
     uidnext: int
     exists: int
     highestmodseq: int | None
-
-
-def _flags(values: Sequence[str]) -> frozenset[str]:
-    return frozenset(f for f in values if f.lower() != "\\recent")
-
-
-def _digest(listing: dict[int, frozenset[str]]) -> str:
-    h = hashlib.sha1()
-    for uid in sorted(listing):
-        h.update(f"{uid}:{' '.join(sorted(listing[uid]))}\n".encode())
-    return h.hexdigest()[:20]
 
 
 def _last_int(responses: dict[str, list[Any]], key: str) -> int | None:
@@ -385,7 +342,7 @@ class ImapProvider:
                 return folder
         raise FolderNotFound(f"{self._where()}: no folder with role {role.value}")
 
-    def _select(self, folder: RemoteFolder, qresync: _Cursor | None = None) -> dict[str, list[Any]]:
+    def _select(self, folder: RemoteFolder, qresync: imap_sync.Cursor | None = None) -> dict[str, list[Any]]:
         args = [self._wire(folder)]
         if qresync is not None and qresync.highestmodseq is not None:
             args.append(f"(QRESYNC ({qresync.uidvalidity} {qresync.highestmodseq}))")
@@ -409,144 +366,13 @@ class ImapProvider:
 
     # ------------------------------------------------------------ sync
     def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
-        self._connection()
-        condstore = self._has("CONDSTORE")
-        if cursor is None:
-            return self._initial(folder, condstore)
-        old = _Cursor.load(cursor)
-        if condstore and old.highestmodseq is not None:
-            if self._selected is not None and self._selected.name == folder.name:
-                # STATUS on the selected folder may show the session's stale view;
-                # a QRESYNC/CONDSTORE re-SELECT costs one command just the same
-                return self._modseq_changes(folder, old, qresync=self._has("QRESYNC"))
-            items = "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ"
-            _, responses = self._command("STATUS", self._wire(folder), f"({items})")
-            status = self._parse(proto.parse_status, responses.get("STATUS", []))
-            if status.get("UIDVALIDITY") != old.uidvalidity:
-                raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
-            if (status.get("UIDNEXT"), status.get("MESSAGES"), status.get("HIGHESTMODSEQ")) == (
-                old.uidnext,
-                old.exists,
-                old.highestmodseq,
-            ):
-                return ChangeSet(cursor=cursor)
-            return self._modseq_changes(folder, old, qresync=self._has("QRESYNC"))
-        return self._listing_changes(folder, old)
+        return imap_sync.fetch_changes(self, folder, cursor)
 
     def _parse(self, parser: Callable[[Any], Any], data: Any) -> Any:
         try:
             return parser(data)
         except (proto.ParseError, ValueError) as exc:
             raise ProtocolError(f"{self._where()}: unreadable response: {exc}") from exc
-
-    def _uid_listing(self) -> dict[int, frozenset[str]]:
-        assert self._selected is not None
-        if self._selected.exists == 0:
-            return {}
-        _, responses = self._command("UID", "FETCH", "1:*", "(UID FLAGS)")
-        items = self._parse(proto.parse_fetch, responses.get("FETCH", []))
-        return {i["UID"]: _flags(i.get("FLAGS", ())) for i in items if "UID" in i}
-
-    def _initial(self, folder: RemoteFolder, condstore: bool) -> ChangeSet:
-        self._select(folder)
-        sel = self._selected
-        assert sel is not None
-        digest = None
-        if condstore and sel.highestmodseq is not None:
-            uids = sorted(self._search_uids("1:*")) if sel.exists else []
-        else:
-            listing = self._uid_listing()
-            uids, digest = sorted(listing), _digest(listing)
-        new_cursor = _Cursor(
-            uidvalidity=sel.uidvalidity,
-            uidnext=max([sel.uidnext, *(u + 1 for u in uids[-1:])]),
-            exists=len(uids),
-            highestmodseq=sel.highestmodseq if digest is None else None,
-            flags=digest,
-        )
-        return ChangeSet(new=tuple(str(u) for u in uids), cursor=new_cursor.dump())
-
-    def _search_uids(self, uid_range: str) -> list[int]:
-        _, responses = self._command("UID", "SEARCH", "UID", uid_range)
-        return self._parse(proto.parse_search, responses.get("SEARCH", []))  # type: ignore[no-any-return]
-
-    def _new_uids(self, since: int) -> list[int]:
-        """UIDs >= since; ``UID SEARCH UID n:*`` also matches the last message when n > max."""
-        assert self._selected is not None
-        if self._selected.uidnext and self._selected.uidnext <= since:
-            return []
-        return sorted(u for u in self._search_uids(f"{since}:*") if u >= since)
-
-    def _modseq_changes(self, folder: RemoteFolder, old: _Cursor, qresync: bool) -> ChangeSet:
-        responses = self._select(folder, qresync=old if qresync else None)
-        sel = self._selected
-        assert sel is not None
-        if sel.uidvalidity != old.uidvalidity:
-            raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
-        if sel.highestmodseq is None:  # the server stopped keeping modseqs for this folder
-            return self._listing_changes(folder, old, selected=True)
-        removed: list[int] = []
-        present: frozenset[str] | None = None
-        if qresync:
-            vanished = self._parse(proto.parse_vanished, responses.get("VANISHED", []))
-            removed = sorted(u for u in set(vanished) if u < old.uidnext)
-            fetched = self._parse(proto.parse_fetch, responses.get("FETCH", []))
-        elif sel.highestmodseq != old.highestmodseq and old.uidnext > 1:
-            _, fetch_responses = self._command(
-                "UID", "FETCH", f"1:{old.uidnext - 1}", "(UID FLAGS)", f"(CHANGEDSINCE {old.highestmodseq})"
-            )
-            fetched = self._parse(proto.parse_fetch, fetch_responses.get("FETCH", []))
-        else:
-            fetched = []
-        gone = set(removed)
-        changed = {
-            i["UID"]: _flags(i["FLAGS"])
-            for i in fetched
-            if "UID" in i and "FLAGS" in i and i["UID"] < old.uidnext and i["UID"] not in gone
-        }
-        new = self._new_uids(old.uidnext)
-        if not qresync and sel.exists != old.exists + len(new):
-            present = frozenset(str(u) for u in self._search_uids("1:*")) if sel.exists else frozenset()
-        new_cursor = _Cursor(
-            uidvalidity=sel.uidvalidity,
-            uidnext=max([sel.uidnext, old.uidnext, *(u + 1 for u in new[-1:])]),
-            exists=sel.exists,
-            highestmodseq=sel.highestmodseq,
-        )
-        return ChangeSet(
-            new=tuple(str(u) for u in new),
-            changed=tuple(FlagUpdate(str(u), f) for u, f in sorted(changed.items())),
-            removed=tuple(str(u) for u in removed),
-            present=present,
-            cursor=new_cursor.dump(),
-        )
-
-    def _listing_changes(self, folder: RemoteFolder, old: _Cursor, selected: bool = False) -> ChangeSet:
-        """Without CONDSTORE: list every UID with its flags and compare digests."""
-        if not selected:
-            self._select(folder)
-        sel = self._selected
-        assert sel is not None
-        if sel.uidvalidity != old.uidvalidity:
-            raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
-        listing = self._uid_listing()
-        known = {u: f for u, f in listing.items() if u < old.uidnext}
-        new = sorted(u for u in listing if u >= old.uidnext)
-        expunged = len(known) != old.exists
-        flags_changed = old.flags is None or _digest(known) != old.flags
-        new_cursor = _Cursor(
-            uidvalidity=sel.uidvalidity,
-            uidnext=max([sel.uidnext, old.uidnext, *(u + 1 for u in new[-1:])]),
-            exists=len(listing),
-            flags=_digest(listing),
-        )
-        changed = () if not flags_changed else tuple(FlagUpdate(str(u), f) for u, f in sorted(known.items()))
-        return ChangeSet(
-            new=tuple(str(u) for u in new),
-            changed=changed,
-            present=frozenset(str(u) for u in listing) if expunged else None,
-            cursor=new_cursor.dump(),
-        )
 
     # ------------------------------------------------------------ messages
     @staticmethod
@@ -633,7 +459,7 @@ def message_from_fetch(item: dict[str, Any], gmail: bool = False) -> RemoteMessa
     return RemoteMessage(
         remote_id=str(item["UID"]),
         headers=headers,
-        flags=_flags(item.get("FLAGS", ())),
+        flags=imap_sync.message_flags(item.get("FLAGS", ())),
         size=item.get("RFC822.SIZE"),
         internal_date=proto.parse_internaldate(date) if date else None,
         thread_hint=item.get("X-GM-THRID") if gmail else None,

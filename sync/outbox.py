@@ -23,8 +23,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.addresses import normalise_address
+from postroom.compose import compose_message
 from postroom.config import Config
-from postroom.mime import compose_message
 from postroom.models import Email, MailAccount, OutboxMessage
 from providers.base import Capability, MailProvider, OutgoingMessage
 from providers.errors import ProviderError, SendError

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from postroom.compose import compose_message, make_message_id
 from postroom.mime import (
     Address,
     MalformedMessage,
     ParsedHeaders,
-    compose_message,
     decode_bytes,
     decode_encoded_words,
-    make_message_id,
     normalise_msgid,
     parse_headers,
     parse_message,

@@ -68,6 +68,54 @@ def test_internaldate_offset() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("17-Jul-1996 02:44:25 -0700", datetime(1996, 7, 17, 2, 44, 25, tzinfo=timezone(timedelta(hours=-7)))),
+        (
+            "17-Jul-1996 02:44:25 +0530",
+            datetime(1996, 7, 17, 2, 44, 25, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        ),
+        ("01-Jan-2024 00:00:00 +0000", datetime(2024, 1, 1, tzinfo=UTC)),
+        ("31-Dec-2023 23:59:59 -0000", datetime(2023, 12, 31, 23, 59, 59, tzinfo=UTC)),
+        (" 7-Jul-2024 02:44:25 +0200", datetime(2024, 7, 7, 2, 44, 25, tzinfo=timezone(timedelta(hours=2)))),
+        ("7-jul-2024 02:44:25 +0200", datetime(2024, 7, 7, 2, 44, 25, tzinfo=timezone(timedelta(hours=2)))),
+        ("29-FEB-2024 12:00:00 -1200", datetime(2024, 2, 29, 12, tzinfo=timezone(timedelta(hours=-12)))),
+        ("29-Feb-2024 12:00:00 +14:00", datetime(2024, 2, 29, 12, tzinfo=timezone(timedelta(hours=14)))),
+        ("05-Mar-2024 1:02:03 Z", datetime(2024, 3, 5, 1, 2, 3, tzinfo=UTC)),
+    ],
+)
+def test_parse_internaldate(text: str, expected: datetime) -> None:
+    got = p.parse_internaldate(text)
+    assert got == expected
+    assert got.utcoffset() == expected.utcoffset()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "garbage",
+        "17-Jul-1996",
+        "17-Jul-1996 02:44:25",  # no zone
+        "17-Jly-1996 02:44:25 +0000",  # no such month
+        "31-Feb-2024 02:44:25 +0000",  # no such day
+        "00-Jan-2024 02:44:25 +0000",
+        "17-Jul-96 02:44:25 +0000",
+        "17-Jul-1996 24:00:00 +0000",
+        "17-Jul-1996 02:44:60 +0000",
+        "17-Jul-1996 02:44:25 +2400",  # offset out of range
+        "17-Jul-1996 02:44:25 +0760",
+        "17-Jul-1996 02:44:25 PDT",
+        "17-Jul-1996 02:44:25 +0000 trailing",
+        "17/Jul/1996 02:44:25 +0000",
+    ],
+)
+def test_parse_internaldate_rejects_garbage(text: str) -> None:
+    with pytest.raises(p.ParseError, match="bad INTERNALDATE"):
+        p.parse_internaldate(text)
+
+
+@pytest.mark.parametrize(
     ("data", "uids"),
     [
         ([b"(EARLIER) 1:3,5"], [1, 2, 3, 5]),

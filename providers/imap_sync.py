@@ -1,0 +1,216 @@
+"""Folder sync for :class:`providers.imap.ImapProvider`: everything behind ``fetch_changes``.
+
+Three paths, chosen by what the server offers and what the cursor holds:
+
+* no cursor: SELECT and list every UID (the initial listing);
+* CONDSTORE (and QRESYNC) with a ``highestmodseq`` cursor: a STATUS that
+  usually shows nothing changed, else a re-SELECT and a CHANGEDSINCE fetch
+  (or the QRESYNC SELECT's own VANISHED/FETCH responses);
+* otherwise: list every UID with its flags and compare digests.
+
+Sync cursors are JSON: ``{"v": 1, "uidvalidity": 7, "uidnext": 120, "exists": 100,
+"highestmodseq": 431}``; without CONDSTORE, ``"flags"`` holds a digest of every
+message's flags instead of ``highestmodseq``. A no-change pass costs one STATUS
+with CONDSTORE, and one SELECT plus one ``UID FETCH 1:* (UID FLAGS)`` without it.
+
+The functions drive the provider's connection (``_command``, ``_select``, ...);
+they hold no state of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from providers import imap_protocol as proto
+from providers.base import ChangeSet, FlagUpdate, RemoteFolder
+from providers.errors import CursorInvalidError
+
+if TYPE_CHECKING:
+    from providers.imap import ImapProvider
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A decoded IMAP sync cursor; :meth:`dump` and :meth:`load` are the wire form."""
+
+    uidvalidity: int
+    uidnext: int
+    exists: int
+    highestmodseq: int | None = None
+    flags: str | None = None
+    v: int = 1
+
+    def dump(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, sort_keys=True)
+
+    @classmethod
+    def load(cls, text: str) -> Cursor:
+        try:
+            data = json.loads(text)
+            return cls(
+                uidvalidity=int(data["uidvalidity"]),
+                uidnext=int(data["uidnext"]),
+                exists=int(data["exists"]),
+                highestmodseq=None if data.get("highestmodseq") is None else int(data["highestmodseq"]),
+                flags=data.get("flags"),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CursorInvalidError(f"unreadable IMAP cursor {text[:80]!r}") from exc
+
+
+def message_flags(values: Sequence[str]) -> frozenset[str]:
+    """The flags we track for a message: all but the session-only ``\\Recent``."""
+    return frozenset(f for f in values if f.lower() != "\\recent")
+
+
+def _digest(listing: dict[int, frozenset[str]]) -> str:
+    h = hashlib.sha1()
+    for uid in sorted(listing):
+        h.update(f"{uid}:{' '.join(sorted(listing[uid]))}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def fetch_changes(p: ImapProvider, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
+    """What changed in ``folder`` since ``cursor`` (None: list everything)."""
+    p._connection()
+    condstore = p._has("CONDSTORE")
+    if cursor is None:
+        return _initial(p, folder, condstore)
+    old = Cursor.load(cursor)
+    if condstore and old.highestmodseq is not None:
+        if p._selected is not None and p._selected.name == folder.name:
+            # STATUS on the selected folder may show the session's stale view;
+            # a QRESYNC/CONDSTORE re-SELECT costs one command just the same
+            return _modseq_changes(p, folder, old, qresync=p._has("QRESYNC"))
+        items = "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ"
+        _, responses = p._command("STATUS", p._wire(folder), f"({items})")
+        status = p._parse(proto.parse_status, responses.get("STATUS", []))
+        if status.get("UIDVALIDITY") != old.uidvalidity:
+            raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
+        if (status.get("UIDNEXT"), status.get("MESSAGES"), status.get("HIGHESTMODSEQ")) == (
+            old.uidnext,
+            old.exists,
+            old.highestmodseq,
+        ):
+            return ChangeSet(cursor=cursor)
+        return _modseq_changes(p, folder, old, qresync=p._has("QRESYNC"))
+    return _listing_changes(p, folder, old)
+
+
+def _uid_listing(p: ImapProvider) -> dict[int, frozenset[str]]:
+    assert p._selected is not None
+    if p._selected.exists == 0:
+        return {}
+    _, responses = p._command("UID", "FETCH", "1:*", "(UID FLAGS)")
+    items = p._parse(proto.parse_fetch, responses.get("FETCH", []))
+    return {i["UID"]: message_flags(i.get("FLAGS", ())) for i in items if "UID" in i}
+
+
+def _initial(p: ImapProvider, folder: RemoteFolder, condstore: bool) -> ChangeSet:
+    p._select(folder)
+    sel = p._selected
+    assert sel is not None
+    digest = None
+    if condstore and sel.highestmodseq is not None:
+        uids = sorted(_search_uids(p, "1:*")) if sel.exists else []
+    else:
+        listing = _uid_listing(p)
+        uids, digest = sorted(listing), _digest(listing)
+    new_cursor = Cursor(
+        uidvalidity=sel.uidvalidity,
+        uidnext=max([sel.uidnext, *(u + 1 for u in uids[-1:])]),
+        exists=len(uids),
+        highestmodseq=sel.highestmodseq if digest is None else None,
+        flags=digest,
+    )
+    return ChangeSet(new=tuple(str(u) for u in uids), cursor=new_cursor.dump())
+
+
+def _search_uids(p: ImapProvider, uid_range: str) -> list[int]:
+    _, responses = p._command("UID", "SEARCH", "UID", uid_range)
+    return p._parse(proto.parse_search, responses.get("SEARCH", []))  # type: ignore[no-any-return]
+
+
+def _new_uids(p: ImapProvider, since: int) -> list[int]:
+    """UIDs >= since; ``UID SEARCH UID n:*`` also matches the last message when n > max."""
+    assert p._selected is not None
+    if p._selected.uidnext and p._selected.uidnext <= since:
+        return []
+    return sorted(u for u in _search_uids(p, f"{since}:*") if u >= since)
+
+
+def _modseq_changes(p: ImapProvider, folder: RemoteFolder, old: Cursor, qresync: bool) -> ChangeSet:
+    responses = p._select(folder, qresync=old if qresync else None)
+    sel = p._selected
+    assert sel is not None
+    if sel.uidvalidity != old.uidvalidity:
+        raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
+    if sel.highestmodseq is None:  # the server stopped keeping modseqs for this folder
+        return _listing_changes(p, folder, old, selected=True)
+    removed: list[int] = []
+    present: frozenset[str] | None = None
+    if qresync:
+        vanished = p._parse(proto.parse_vanished, responses.get("VANISHED", []))
+        removed = sorted(u for u in set(vanished) if u < old.uidnext)
+        fetched = p._parse(proto.parse_fetch, responses.get("FETCH", []))
+    elif sel.highestmodseq != old.highestmodseq and old.uidnext > 1:
+        _, fetch_responses = p._command(
+            "UID", "FETCH", f"1:{old.uidnext - 1}", "(UID FLAGS)", f"(CHANGEDSINCE {old.highestmodseq})"
+        )
+        fetched = p._parse(proto.parse_fetch, fetch_responses.get("FETCH", []))
+    else:
+        fetched = []
+    gone = set(removed)
+    changed = {
+        i["UID"]: message_flags(i["FLAGS"])
+        for i in fetched
+        if "UID" in i and "FLAGS" in i and i["UID"] < old.uidnext and i["UID"] not in gone
+    }
+    new = _new_uids(p, old.uidnext)
+    if not qresync and sel.exists != old.exists + len(new):
+        present = frozenset(str(u) for u in _search_uids(p, "1:*")) if sel.exists else frozenset()
+    new_cursor = Cursor(
+        uidvalidity=sel.uidvalidity,
+        uidnext=max([sel.uidnext, old.uidnext, *(u + 1 for u in new[-1:])]),
+        exists=sel.exists,
+        highestmodseq=sel.highestmodseq,
+    )
+    return ChangeSet(
+        new=tuple(str(u) for u in new),
+        changed=tuple(FlagUpdate(str(u), f) for u, f in sorted(changed.items())),
+        removed=tuple(str(u) for u in removed),
+        present=present,
+        cursor=new_cursor.dump(),
+    )
+
+
+def _listing_changes(p: ImapProvider, folder: RemoteFolder, old: Cursor, selected: bool = False) -> ChangeSet:
+    """Without CONDSTORE: list every UID with its flags and compare digests."""
+    if not selected:
+        p._select(folder)
+    sel = p._selected
+    assert sel is not None
+    if sel.uidvalidity != old.uidvalidity:
+        raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
+    listing = _uid_listing(p)
+    known = {u: f for u, f in listing.items() if u < old.uidnext}
+    new = sorted(u for u in listing if u >= old.uidnext)
+    expunged = len(known) != old.exists
+    flags_changed = old.flags is None or _digest(known) != old.flags
+    new_cursor = Cursor(
+        uidvalidity=sel.uidvalidity,
+        uidnext=max([sel.uidnext, old.uidnext, *(u + 1 for u in new[-1:])]),
+        exists=len(listing),
+        flags=_digest(listing),
+    )
+    changed = () if not flags_changed else tuple(FlagUpdate(str(u), f) for u, f in sorted(known.items()))
+    return ChangeSet(
+        new=tuple(str(u) for u in new),
+        changed=changed,
+        present=frozenset(str(u) for u in listing) if expunged else None,
+        cursor=new_cursor.dump(),
+    )
