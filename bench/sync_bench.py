@@ -70,8 +70,8 @@ from postroom.config import load_config  # noqa: E402
 from postroom.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
 from postroom.models import HistoryEntry, MailAccount  # noqa: E402
 from sync.accounts import ImapAccountRequest, add_imap_account  # noqa: E402
-from sync.engine import sync_account  # noqa: E402
 from sync.history import add_applicant  # noqa: E402
+from sync.scheduler import sync_account  # noqa: E402
 from tests.rig.corpus import Item, generate  # noqa: E402
 from tests.rig.mailrig import MailRig  # noqa: E402
 

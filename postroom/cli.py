@@ -217,7 +217,7 @@ def cmd_applicants_add(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_sync(app: App, args: argparse.Namespace) -> int:
-    from sync.engine import sync_all
+    from sync.scheduler import sync_all
 
     results = sync_all(app.config, app.sessions, args.account)
     if args.json:

@@ -48,6 +48,23 @@ class SyncConfig:
     body_policy: str = "applicants"  # which bodies to fetch and keep
     batch_size: int = 500  # messages per header batch and per transaction
     connect_timeout: float = 30.0
+    concurrency: int = 8  # accounts one worker process syncs at the same time (threads)
+    jitter: float = 0.1  # due times spread by ±10 % of the interval
+    lease_seconds: float = 600.0  # a worker's hold on an account; renewed while it syncs
+    backoff_base: float = 30.0  # first retry after a transient failure
+    backoff_max: float = 3600.0  # cap on the exponential backoff
+
+
+@dataclass(frozen=True)
+class CeleryConfig:
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    dispatch_interval: float = 15.0  # seconds between two beat dispatches of due accounts
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    port: int = 0  # Prometheus metrics of a worker process; 0 = off
+    host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,8 @@ class Config:
     storage: StorageConfig
     logging: LoggingConfig
     imap: ImapDefaults
+    celery: CeleryConfig = field(default_factory=CeleryConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = "defaults"  # where the settings came from, for messages
 
 
@@ -154,7 +173,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             raise ConfigError(f"Config file {path} is a directory, not a TOML file.") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
-    known = {"data_dir", "database", "security", "sync", "storage", "logging", "imap"}
+    known = {"data_dir", "database", "security", "sync", "storage", "logging", "imap", "celery", "metrics"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ConfigError(f"Unknown setting {unknown[0]!r} in {source}; known sections: {', '.join(sorted(known))}.")
@@ -194,12 +213,50 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     batch = _get(s, "sync", "batch_size", int, 500)
     if not 1 <= batch <= 5000:
         raise ConfigError(f"Setting sync.batch_size must be between 1 and 5000, not {batch}.")
+    concurrency = _get(s, "sync", "concurrency", int, 8)
+    if not 1 <= concurrency <= 256:
+        raise ConfigError(f"Setting sync.concurrency must be between 1 and 256, not {concurrency}.")
+    jitter = _get(s, "sync", "jitter", float, 0.1)
+    if not 0 <= jitter <= 0.5:
+        raise ConfigError(f"Setting sync.jitter must be between 0 and 0.5, not {jitter:g}.")
+    backoff_base = _get(s, "sync", "backoff_base", float, 30.0)
+    backoff_max = _get(s, "sync", "backoff_max", float, 3600.0)
+    if not 0 < backoff_base <= backoff_max:
+        raise ConfigError("Setting sync.backoff_base must be positive and at most sync.backoff_max.")
+    lease = _get(s, "sync", "lease_seconds", float, 600.0)
+    if lease < 10:
+        raise ConfigError(f"Setting sync.lease_seconds must be at least 10, not {lease:g}.")
     sync = SyncConfig(
         interval=interval,
         body_policy=_choice(_get(s, "sync", "body_policy", str, "applicants"), "sync", "body_policy", BODY_POLICIES),
         batch_size=batch,
         connect_timeout=_get(s, "sync", "connect_timeout", float, 30.0),
+        concurrency=concurrency,
+        jitter=jitter,
+        lease_seconds=lease,
+        backoff_base=backoff_base,
+        backoff_max=backoff_max,
     )
+
+    cel = _section(doc, "celery")
+    broker = env.get("POSTROOM_BROKER_URL") or _get(cel, "celery", "broker_url", str, CeleryConfig.broker_url)
+    if "://" not in broker:
+        raise ConfigError(f"Setting celery.broker_url must be a URL such as redis://host:6379/0, not {broker!r}.")
+    celery_cfg = CeleryConfig(
+        broker_url=broker, dispatch_interval=_get(cel, "celery", "dispatch_interval", float, 15.0)
+    )
+
+    met = _section(doc, "metrics")
+    port_text = env.get("POSTROOM_METRICS_PORT")
+    try:
+        port = int(port_text) if port_text else _get(met, "metrics", "port", int, 0)
+    except ValueError:
+        raise ConfigError(
+            f"Environment variable POSTROOM_METRICS_PORT must be a port number, not {port_text!r}."
+        ) from None
+    if not 0 <= port < 65536:
+        raise ConfigError(f"Setting metrics.port must be between 0 and 65535, not {port}.")
+    metrics_cfg = MetricsConfig(port=port, host=_get(met, "metrics", "host", str, "127.0.0.1"))
 
     st = _section(doc, "storage")
     blob_dir = Path(_get(st, "storage", "blob_dir", str, "") or data_dir / "blobs").expanduser()
@@ -225,5 +282,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         storage=StorageConfig(blob_dir=blob_dir),
         logging=logging_cfg,
         imap=imap,
+        celery=celery_cfg,
+        metrics=metrics_cfg,
         source=source,
     )

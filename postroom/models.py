@@ -108,11 +108,18 @@ class MailAccount(Base):
     provider: Mapped[str] = mapped_column(String(32))
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     secret: Mapped[bytes] = mapped_column(LargeBinary)
+    # active | syncing | backing-off | reconnect-needed | disabled (see sync.scheduler)
     status: Mapped[str] = mapped_column(String(32), default="active")
     last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
-    next_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error_class: Mapped[str | None] = mapped_column(String(64))
+    failure_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # A worker holds the account while it syncs it; an expired lease is free again.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # queued for a Celery worker
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
@@ -48,6 +48,7 @@ from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
+from postroom.crypto import SecretError
 from postroom.models import Folder, MailAccount, MessageCopy
 from providers.base import Capability, ChangeSet, MailProvider, RemoteFolder
 from providers.errors import AuthError, CursorInvalidError, FolderNotFound, ProviderError, TransientError
@@ -73,11 +74,18 @@ class FolderResult:
 
 @dataclass
 class AccountResult:
+    """What one pass did. ``error_class`` names the failure (for retry policy and metrics);
+    ``needs_reconnect`` means the credentials were refused; ``retry_after`` is the server's hint."""
+
     account_id: int
     email: str
     ok: bool = True
-    status: str = "active"
     error: str | None = None
+    error_class: str | None = None
+    needs_reconnect: bool = False
+    retry_after: float | None = None
+    skipped: bool = False  # another worker holds the account
+    status: str = "active"  # set by sync.scheduler once the result is recorded
     folders: list[FolderResult] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -85,7 +93,13 @@ class AccountResult:
     def new(self) -> int:
         return sum(f.new for f in self.folders)
 
+    def fail(self, exc: BaseException, message: str, *, reconnect: bool = False) -> None:
+        self.ok, self.error, self.error_class, self.needs_reconnect = False, message, type(exc).__name__, reconnect
+        self.retry_after = getattr(exc, "retry_after", None)
+
     def summary(self) -> str:
+        if self.skipped:
+            return f"account {self.account_id} ({self.email}): skipped, another worker is syncing it"
         if not self.ok:
             return f"account {self.account_id} ({self.email}): FAILED: {self.error}"
         tot = lambda attr: sum(getattr(f, attr) for f in self.folders)  # noqa: E731
@@ -105,15 +119,25 @@ def _now() -> datetime:
 
 
 class AccountSync:
-    """Syncs one account once. Build it per pass; it holds no state across passes."""
+    """Syncs one account once. Build it per pass; it holds no state across passes.
+
+    ``heartbeat`` is called between folders and batches, so a caller holding a
+    lease on the account can renew it during a long initial sync.
+    """
 
     def __init__(
-        self, config: Config, sessions: sessionmaker[Session], account_id: int, provider: MailProvider | None = None
+        self,
+        config: Config,
+        sessions: sessionmaker[Session],
+        account_id: int,
+        provider: MailProvider | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.sessions = sessions
         self.account_id = account_id
         self._provider = provider
+        self.heartbeat = heartbeat or (lambda: None)
         self.log = logging.LoggerAdapter(log, {"account_id": account_id})
 
     def run(self) -> AccountResult:
@@ -124,28 +148,35 @@ class AccountSync:
                 raise AccountError(f"No mail account with id {self.account_id}.")
             result = AccountResult(account.id, account.email)
             org_id = account.org_id
-            provider = self._provider or open_account(account, self.config)
             account.last_sync_at = _now()
-        try:
-            self._sync_folders(provider, org_id, result)
-        except AuthError as exc:
-            result.ok, result.status, result.error = False, "reconnect-needed", f"Login failed: {exc}"
-        except TransientError as exc:
-            result.ok, result.status, result.error = False, "error", f"Server unavailable: {exc}"
-        except ProviderError as exc:
-            result.ok, result.status, result.error = False, "error", str(exc)
-        finally:
-            if self._provider is None:
-                try:
-                    provider.close()
-                except ProviderError:
-                    pass
+            try:
+                provider = self._provider or open_account(account, self.config)
+            except SecretError as exc:
+                result.fail(exc, str(exc), reconnect=True)
+            except ProviderError as exc:
+                result.fail(exc, str(exc))
+        if result.ok:
+            try:
+                self._sync_folders(provider, org_id, result)
+            except AuthError as exc:
+                result.fail(exc, f"Login failed: {exc}", reconnect=True)
+            except TransientError as exc:
+                result.fail(exc, f"Server unavailable: {exc}")
+            except ProviderError as exc:
+                result.fail(exc, str(exc) or type(exc).__name__)
+            finally:
+                if self._provider is None:
+                    try:
+                        provider.close()
+                    except ProviderError:
+                        pass
         result.seconds = time.monotonic() - started
         with self.sessions.begin() as s:
             account = s.get(MailAccount, self.account_id)
             if account is not None:
-                account.status = result.status
-                account.last_error = result.error or next((f.error for f in result.folders if f.error), None)
+                folder_error = next((f.error for f in result.folders if f.error), None)
+                account.last_error = result.error or folder_error
+                account.last_error_class = result.error_class or ("ProtocolError" if folder_error else None)
                 if result.ok:
                     account.last_success_at = _now()
         self.log.debug("%s", result.summary())
@@ -165,6 +196,7 @@ class AccountSync:
         )
         bodies = BodyFetcher(self.sessions, self.config, self.account_id)
         for folder_id, remote in folders:
+            self.heartbeat()
             fres = FolderResult(remote.name)
             result.folders.append(fres)
             try:
@@ -234,6 +266,7 @@ class AccountSync:
             stats = indexer.index(folder_id, messages)
             fres.new += stats.indexed
             fres.quarantined += stats.quarantined
+            self.heartbeat()
         with self.sessions.begin() as s:
             s.execute(
                 update(Folder)
@@ -292,22 +325,3 @@ class AccountSync:
                     rows,
                 )
             fres.changed += len(rows)
-
-
-def sync_account(config: Config, sessions: sessionmaker[Session], account_id: int) -> AccountResult:
-    """One sync pass over one account; never raises for mail-server trouble."""
-    return AccountSync(config, sessions, account_id).run()
-
-
-def sync_all(config: Config, sessions: sessionmaker[Session], account_id: int | None = None) -> list[AccountResult]:
-    """One pass over every active account (or just ``account_id``)."""
-    with sessions() as s:
-        q = select(MailAccount.id).order_by(MailAccount.id)
-        if account_id is not None:
-            q = q.where(MailAccount.id == account_id)
-        else:
-            q = q.where(MailAccount.status != "disabled")
-        ids = list(s.scalars(q))
-    if account_id is not None and not ids:
-        raise AccountError(f"No mail account with id {account_id}.")
-    return [sync_account(config, sessions, i) for i in ids]

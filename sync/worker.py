@@ -1,83 +1,132 @@
-"""The embedded scheduler: syncs every account every ``sync.interval`` until stopped.
+"""The embedded scheduler: keeps every account synced every ``sync.interval`` in one process.
 
-The loop reads like a template: claim due accounts, sync one, record the
-result, sleep until the next one is due. Due times live in
-``mail_accounts.next_sync_at``, so a restart does not resync everything at
-once. A stop request (SIGTERM, Ctrl-C) lets the account in hand finish, then
-the loop exits.
+The loop reads like a template::
+
+    while not stopping:
+        claim due accounts, up to the free thread slots      (Scheduler.due + claim)
+        sync each in a thread; record the result             (Scheduler.sync)
+        sleep until a slot frees, the next account is due, or a stop is requested
+    finish the accounts in hand, then return
+
+Threads suit the work: a sync mostly waits on the mail server and the
+database. Due times live in ``mail_accounts.next_sync_at`` (spread by
+``sync.jitter``), so a restart does not resync everything at once; leases make
+sure that no account is synced twice at the same time, even with several
+worker processes on one database. If the database is unavailable the loop logs
+it, waits and tries again; accounts in hand finish or fail on their own.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
-from postroom.models import MailAccount
-from sync.engine import AccountResult, sync_account
+from sync.engine import AccountResult
+from sync.scheduler import ResultSink, Scheduler
 
 log = logging.getLogger("postroom.worker")
-IDLE_POLL = 5.0  # seconds between checks for due accounts when none is due sooner
+IDLE_POLL = 5.0  # seconds between looks at the schedule when nothing is due sooner
+DB_RETRY = 5.0  # seconds to wait after the database could not be reached
 
 
 class Worker:
-    def __init__(self, config: Config, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sessions: sessionmaker[Session],
+        *,
+        owner: str | None = None,
+        sink: ResultSink | None = None,
+    ) -> None:
         self.config = config
-        self.sessions = sessions
+        self.scheduler = Scheduler(config, sessions, owner=owner, sink=sink)
+        self.slots = config.sync.concurrency
         self.stop_event = threading.Event()
-        self.passes = 0
+        self._wake = threading.Event()
+        self._running: dict[int, Future[AccountResult]] = {}
+        self._lock = threading.Lock()
+        self.completed: list[AccountResult] = []  # results since start (tests and benchmarks read it)
 
     def stop(self) -> None:
+        """Ask the loop to stop: no new accounts are claimed; those in hand finish."""
         self.stop_event.set()
+        self._wake.set()
 
-    def due_accounts(self, now: datetime) -> list[int]:
-        with self.sessions() as s:
-            return list(
-                s.scalars(
-                    select(MailAccount.id)
-                    .where(
-                        MailAccount.status.notin_(("disabled", "reconnect-needed")),
-                        or_(MailAccount.next_sync_at.is_(None), MailAccount.next_sync_at <= now),
-                    )
-                    .order_by(MailAccount.next_sync_at.is_not(None), MailAccount.next_sync_at, MailAccount.id)
-                )
-            )
+    def _sync_one(self, account_id: int) -> AccountResult:
+        result = self.scheduler.sync(account_id)
+        level = logging.INFO if result.ok else logging.WARNING
+        log.log(level, "%s", result.summary(), extra={"account_id": account_id})
+        return result
 
-    def seconds_until_next(self, now: datetime) -> float:
-        with self.sessions() as s:
-            nxt = s.scalar(
-                select(MailAccount.next_sync_at)
-                .where(MailAccount.status.notin_(("disabled", "reconnect-needed")))
-                .order_by(MailAccount.next_sync_at)
-            )
-        if nxt is None:
-            return IDLE_POLL
-        return max(0.0, min(IDLE_POLL, (nxt - now).total_seconds()))
+    def _finished(self, account_id: int, future: Future[AccountResult]) -> None:
+        with self._lock:
+            self._running.pop(account_id, None)
+            if not future.cancelled() and future.exception() is None:
+                self.completed.append(future.result())
+        self._wake.set()
 
-    def run_once(self) -> list[AccountResult]:
-        results = []
-        for account_id in self.due_accounts(datetime.now(UTC)):
-            if self.stop_event.is_set():
-                break
-            result = sync_account(self.config, self.sessions, account_id)
-            results.append(result)
-            (log.info if result.ok else log.warning)("%s", result.summary(), extra={"account_id": account_id})
-            with self.sessions.begin() as s:
-                s.execute(
-                    update(MailAccount)
-                    .where(MailAccount.id == account_id)
-                    .values(next_sync_at=datetime.now(UTC) + timedelta(seconds=self.config.sync.interval))
-                )
-        self.passes += 1
-        return results
+    def _fill(self, pool: ThreadPoolExecutor) -> None:
+        with self._lock:
+            free = self.slots - len(self._running)
+            busy = list(self._running)
+        if free <= 0:
+            return
+        for account_id in self.scheduler.due(datetime.now(UTC), free, exclude=busy):
+            future = pool.submit(self._sync_one, account_id)
+            with self._lock:
+                self._running[account_id] = future
+            future.add_done_callback(functools.partial(self._finished, account_id))
 
-    def run(self) -> None:
-        log.info("worker started; syncing every %gs", self.config.sync.interval)
-        while not self.stop_event.is_set():
-            self.run_once()
-            self.stop_event.wait(self.seconds_until_next(datetime.now(UTC)))
+    def _pause(self) -> float:
+        with self._lock:
+            full = len(self._running) >= self.slots
+        if full:
+            return IDLE_POLL  # woken earlier when a slot frees
+        nxt = self.scheduler.next_due_in(datetime.now(UTC))
+        return IDLE_POLL if nxt is None else min(IDLE_POLL, max(nxt, 0.05))
+
+    def run(self, max_passes: int | None = None) -> None:
+        """Run until :meth:`stop` (or for ``max_passes`` loop turns, for tests)."""
+        log.info(
+            "worker %s started: every %gs, %d at a time", self.scheduler.owner, self.config.sync.interval, self.slots
+        )
+        turns = 0
+        with ThreadPoolExecutor(self.slots, thread_name_prefix="postroom-sync") as pool:
+            while not self.stop_event.is_set():
+                try:
+                    self._fill(pool)
+                    pause = self._pause()
+                except SQLAlchemyError as exc:
+                    log.warning("database unavailable, retrying in %gs: %s", DB_RETRY, str(exc).splitlines()[0])
+                    pause = DB_RETRY
+                turns += 1
+                if max_passes is not None and turns >= max_passes:
+                    break
+                self._wake.wait(pause)
+                self._wake.clear()
+            with self._lock:
+                in_hand = len(self._running)
+            if in_hand:
+                log.info("finishing %d account(s) in hand", in_hand)
         log.info("worker stopped")
+
+    def run_until_idle(self, timeout: float = 60.0) -> list[AccountResult]:
+        """Sync everything due now, wait for it, return the results (for tests and benchmarks)."""
+        done = len(self.completed)
+        with ThreadPoolExecutor(self.slots, thread_name_prefix="postroom-sync") as pool:
+            self._fill(pool)
+            while True:
+                with self._lock:
+                    if not self._running:
+                        break
+                self._wake.wait(timeout)
+                self._wake.clear()
+                self._fill(pool)
+        return self.completed[done:]

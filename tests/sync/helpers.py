@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from postroom.config import Config
 from postroom.models import Email, HistoryEntry, MessageCopy
 from sync.accounts import ImapAccountRequest, add_imap_account
-from sync.engine import AccountResult, sync_account
+from sync.engine import AccountResult
+from sync.scheduler import sync_account
 from tests.rig.fixtures import Mailbox
 
 

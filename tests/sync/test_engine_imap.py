@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from postroom.config import Config
 from postroom.models import Body, Email, Folder, HistoryEntry, MailAccount, MessageCopy, Thread
-from sync.engine import sync_account
 from sync.history import add_applicant, applicant_history
+from sync.scheduler import sync_account
 from sync.threads import account_threads
 from tests.rig.fixtures import Mailbox, make_message
 from tests.sync.helpers import connect, copies, count, history_ids, sync_ok
@@ -219,7 +219,7 @@ def test_wrong_password_marks_only_that_account_reconnect_needed(config: Config,
     other.password = "wrong-password"
     bad = connect(config, sessions, other)
 
-    from sync.engine import sync_all
+    from sync.scheduler import sync_all
 
     results = {r.account_id: r for r in sync_all(config, sessions)}
     assert results[good].ok and results[good].new == 1
@@ -235,7 +235,7 @@ def test_unreachable_server_is_reported_not_raised(config: Config, sessions, mai
         account = s.get(MailAccount, account_id)
         account.settings = {**account.settings, "imap_port": _closed_port()}
     result = sync_account(config, sessions, account_id)
-    assert not result.ok and result.status == "error" and "unavailable" in (result.error or "")
+    assert not result.ok and result.status == "backing-off" and "unavailable" in (result.error or "")
     with sessions() as s:
         assert s.get(MailAccount, account_id).last_error == result.error
         assert s.scalars(select(Folder)).first() is None

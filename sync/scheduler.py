@@ -1,0 +1,235 @@
+"""Who syncs which account, and when: due times, leases, health states, backoff.
+
+Account states (``mail_accounts.status``)::
+
+    active ──claim──▶ syncing ──ok──────────▶ active        (next: interval ± jitter)
+                        │  ├──transient────▶ backing-off   (next: exponential backoff, capped,
+                        │  │                                  never sooner than Retry-After)
+                        │  └──auth refused─▶ reconnect-needed (not retried until reconnected)
+                        └──worker died────▶ (lease expires; the account is due again)
+    disabled: never synced.
+
+A worker *claims* an account with one atomic ``UPDATE ... WHERE`` the lease is
+free or expired, so two workers — threads of one process, embedded workers on
+one database, or Celery workers on many machines — never sync one account at
+the same time. The holder renews the lease while it syncs (between folders and
+batches) and releases it with the outcome. A worker killed mid-sync leaves a
+lease that expires after ``sync.lease_seconds``; the account is then due again
+and the next sync resumes without loss or duplication (see sync.engine).
+
+The embedded worker (sync.worker), ``postroom sync --once`` and the Celery
+tasks (sync.tasks) all go through :meth:`Scheduler.sync`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from postroom.config import Config, SyncConfig
+from postroom.models import MailAccount
+from sync.accounts import AccountError
+from sync.engine import AccountResult, AccountSync
+
+log = logging.getLogger("postroom.scheduler")
+
+SCHEDULED = ("active", "backing-off", "syncing")  # states the worker picks up when due
+NEVER = ("disabled",)
+
+
+class ResultSink(Protocol):
+    def observe(self, result: AccountResult) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    next_sync_at: datetime | None
+    failure_count: int
+
+
+def plan_next(
+    result: AccountResult, failures: int, cfg: SyncConfig, now: datetime, rand: Callable[[], float] = random.random
+) -> Outcome:
+    """The state and next due time after a pass (pure; see the module docstring).
+
+    >>> from sync.engine import AccountResult
+    >>> ok = AccountResult(1, "a@b.test")
+    >>> plan_next(ok, 3, SyncConfig(interval=100, jitter=0), datetime(2026, 1, 1, tzinfo=UTC)).next_sync_at
+    datetime.datetime(2026, 1, 1, 0, 1, 40, tzinfo=datetime.timezone.utc)
+    """
+    spread = 1 + cfg.jitter * (2 * rand() - 1)
+    if result.ok:
+        return Outcome("active", now + timedelta(seconds=cfg.interval * spread), 0)
+    if result.needs_reconnect:
+        return Outcome("reconnect-needed", None, failures + 1)
+    failures += 1
+    delay = min(cfg.backoff_max, cfg.backoff_base * 2 ** min(failures - 1, 30)) * spread
+    if result.retry_after:
+        delay = max(delay, min(result.retry_after, cfg.backoff_max))
+    return Outcome("backing-off", now + timedelta(seconds=delay), failures)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Scheduler:
+    def __init__(
+        self, config: Config, sessions: sessionmaker[Session], owner: str | None = None, sink: ResultSink | None = None
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.owner = owner or worker_id()
+        self.sink = sink
+        self.lease = timedelta(seconds=config.sync.lease_seconds)
+
+    # -- queries ---------------------------------------------------------------
+
+    def _free_lease(self, now: datetime):  # type: ignore[no-untyped-def]
+        return or_(MailAccount.lease_owner.is_(None), MailAccount.lease_expires_at < now)
+
+    def due(self, now: datetime, limit: int, exclude: Sequence[int] = ()) -> list[int]:
+        """Accounts whose time has come and that nobody holds, most overdue first."""
+        q = (
+            select(MailAccount.id)
+            .where(
+                MailAccount.status.in_(SCHEDULED),
+                or_(MailAccount.next_sync_at.is_(None), MailAccount.next_sync_at <= now),
+                self._free_lease(now),
+            )
+            .order_by(MailAccount.next_sync_at.is_not(None), MailAccount.next_sync_at, MailAccount.id)
+            .limit(limit)
+        )
+        if exclude:
+            q = q.where(MailAccount.id.notin_(list(exclude)))
+        with self.sessions() as s:
+            return list(s.scalars(q))
+
+    def next_due_in(self, now: datetime) -> float | None:
+        """Seconds until the next scheduled account is due (None: nothing scheduled)."""
+        with self.sessions() as s:
+            nxt = s.scalar(
+                select(MailAccount.next_sync_at)
+                .where(MailAccount.status.in_(SCHEDULED))
+                .order_by(MailAccount.next_sync_at.is_not(None), MailAccount.next_sync_at)
+                .limit(1)
+            )
+            any_scheduled = nxt is not None or s.scalar(
+                select(MailAccount.id).where(MailAccount.status.in_(SCHEDULED)).limit(1)
+            )
+        if not any_scheduled:
+            return None
+        return 0.0 if nxt is None else max(0.0, (nxt - now).total_seconds())
+
+    # -- leases ----------------------------------------------------------------
+
+    def claim(self, account_id: int, *, force: bool = False) -> bool:
+        """Take the lease on one account; False if another worker holds it (or it is not schedulable)."""
+        now = datetime.now(UTC)
+        allowed = [s for s in ("active", "backing-off", "syncing", "reconnect-needed") if force or s in SCHEDULED]
+        with self.sessions.begin() as s:
+            res = s.execute(
+                update(MailAccount)
+                .where(MailAccount.id == account_id, MailAccount.status.in_(allowed), self._free_lease(now))
+                .values(lease_owner=self.owner, lease_expires_at=now + self.lease, status="syncing", dispatched_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def renew(self, account_ids: Sequence[int]) -> None:
+        if not account_ids:
+            return
+        with self.sessions.begin() as s:
+            s.execute(
+                update(MailAccount)
+                .where(MailAccount.id.in_(list(account_ids)), MailAccount.lease_owner == self.owner)
+                .values(lease_expires_at=datetime.now(UTC) + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+
+    def release(self, result: AccountResult) -> None:
+        """Record the outcome and give the lease back."""
+        now = datetime.now(UTC)
+        with self.sessions.begin() as s:
+            failures = s.scalar(select(MailAccount.failure_count).where(MailAccount.id == result.account_id)) or 0
+            out = plan_next(result, failures, self.config.sync, now)
+            s.execute(
+                update(MailAccount)
+                .where(MailAccount.id == result.account_id, MailAccount.lease_owner == self.owner)
+                .values(
+                    status=out.status,
+                    next_sync_at=out.next_sync_at,
+                    failure_count=out.failure_count,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        result.status = out.status
+
+    # -- one account -------------------------------------------------------------
+
+    def sync(self, account_id: int, *, force: bool = False) -> AccountResult:
+        """Claim, sync and release one account. Never raises for server, data or database trouble."""
+        extra = {"account_id": account_id}
+        with self.sessions() as s:
+            account = s.get(MailAccount, account_id)
+            if account is None:
+                raise AccountError(f"No mail account with id {account_id}.")
+            email = account.email
+        if not self.claim(account_id, force=force):
+            return AccountResult(account_id, email, skipped=True)
+        last_renew = [time.monotonic()]
+
+        def heartbeat() -> None:
+            if time.monotonic() - last_renew[0] > self.lease.total_seconds() / 4:
+                self.renew([account_id])
+                last_renew[0] = time.monotonic()
+
+        log.debug("sync started", extra=extra)
+        try:
+            result = AccountSync(self.config, self.sessions, account_id, heartbeat=heartbeat).run()
+        except Exception as exc:  # a bug or the database: record it, never take the worker down
+            log.exception("sync crashed", extra=extra)
+            result = AccountResult(account_id, email)
+            result.fail(exc, f"Internal error: {type(exc).__name__}: {exc}")
+        try:
+            self.release(result)
+        except SQLAlchemyError as exc:  # the lease will expire by itself
+            log.error("could not record the result: %s", exc, extra=extra)
+        if self.sink is not None:
+            self.sink.observe(result)
+        return result
+
+
+def sync_account(config: Config, sessions: sessionmaker[Session], account_id: int) -> AccountResult:
+    """One pass over one account, whatever its state (a person asked for it)."""
+    return Scheduler(config, sessions).sync(account_id, force=True)
+
+
+def sync_all(config: Config, sessions: sessionmaker[Session], account_id: int | None = None) -> list[AccountResult]:
+    """One pass over every account that is not disabled (or just ``account_id``)."""
+    with sessions() as s:
+        q = select(MailAccount.id).order_by(MailAccount.id)
+        if account_id is not None:
+            q = q.where(MailAccount.id == account_id)
+        else:
+            q = q.where(MailAccount.status.notin_(NEVER))
+        ids = list(s.scalars(q))
+    if account_id is not None and not ids:
+        raise AccountError(f"No mail account with id {account_id}.")
+    scheduler = Scheduler(config, sessions)
+    return [scheduler.sync(i, force=True) for i in ids]
