@@ -123,6 +123,10 @@ def build_parser() -> Parser:
 
     wk = sub.add_parser("worker", help="sync every account every sync.interval until stopped")
     _common(wk)
+
+    st = sub.add_parser("status", help="per-account state, last successful sync, lag and last error")
+    _common(st)
+    _json_flag(st)
     return root
 
 
@@ -290,17 +294,52 @@ def cmd_send(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(app: App, args: argparse.Namespace) -> int:
+    from sync.metrics import SyncMetrics, serve
     from sync.worker import Worker
 
-    worker = Worker(app.config, app.sessions)
+    metrics = SyncMetrics()
+    worker = Worker(app.config, app.sessions, sink=metrics)
+    port = serve(app.config.metrics, app.sessions, metrics)
+    if port:
+        log.info("metrics on http://%s:%d/metrics", app.config.metrics.host, port)
 
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("received %s; finishing the account in hand", signal.Signals(signum).name)
+        log.info("received %s; finishing the accounts in hand", signal.Signals(signum).name)
         worker.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker.run()
+    return 0
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def cmd_status(app: App, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from sync.accounts import account_status
+
+    with app.sessions() as s:
+        rows = account_status(s, datetime.now(UTC))
+    if args.json:
+        _print(args, [r.as_json() for r in rows], "")
+        return 0
+    if not rows:
+        print("No accounts yet; add one with 'postroom accounts add-imap'.")
+    for r in rows:
+        last = r.last_success_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_success_at else "never"
+        line = f"{r.id:>4}  {r.email:<32} {r.status:<17} last ok {last} (lag {_age(r.lag_seconds)})"
+        if r.syncing_on:
+            line += f"  syncing on {r.syncing_on}"
+        if r.last_error:
+            line += f"  error ({r.last_error_class}, {r.failure_count}x): {r.last_error}"
+        print(line)
     return 0
 
 
@@ -314,6 +353,7 @@ COMMANDS: dict[tuple[str, ...], Callable[[App, argparse.Namespace], int]] = {
     ("history",): cmd_history,
     ("send",): cmd_send,
     ("worker",): cmd_worker,
+    ("status",): cmd_status,
 }
 
 

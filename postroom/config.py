@@ -265,7 +265,12 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     level = (env.get("POSTROOM_LOG_LEVEL") or _get(lg, "logging", "level", str, "INFO")).upper()
     logging_cfg = LoggingConfig(
         level=_choice(level, "logging", "level", LOG_LEVELS),
-        format=_choice(_get(lg, "logging", "format", str, "text"), "logging", "format", LOG_FORMATS),
+        format=_choice(
+            env.get("POSTROOM_LOG_FORMAT") or _get(lg, "logging", "format", str, "text"),
+            "logging",
+            "format",
+            LOG_FORMATS,
+        ),
     )
 
     im = _section(doc, "imap")

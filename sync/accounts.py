@@ -146,3 +146,58 @@ def provider_settings(account: MailAccount, config: Config) -> ProviderSettings:
 
 def open_account(account: MailAccount, config: Config) -> MailProvider:
     return open_provider(account.provider, provider_settings(account, config))
+
+
+@dataclass(frozen=True)
+class AccountStatus:
+    """One account's health, as `postroom status` shows it."""
+
+    id: int
+    email: str
+    provider: str
+    status: str
+    last_success_at: datetime | None
+    lag_seconds: float  # since the last successful sync (or since the account was added)
+    next_sync_at: datetime | None
+    failure_count: int
+    last_error: str | None
+    last_error_class: str | None
+    syncing_on: str | None  # the worker holding the account now
+
+    def as_json(self) -> dict[str, Any]:
+        iso = lambda d: d.isoformat() if d else None  # noqa: E731
+        return {
+            "id": self.id,
+            "email": self.email,
+            "provider": self.provider,
+            "status": self.status,
+            "last_success_at": iso(self.last_success_at),
+            "lag_seconds": round(self.lag_seconds, 1),
+            "next_sync_at": iso(self.next_sync_at),
+            "failure_count": self.failure_count,
+            "last_error": self.last_error,
+            "last_error_class": self.last_error_class,
+            "syncing_on": self.syncing_on,
+        }
+
+
+def account_status(session: Session, now: datetime) -> list[AccountStatus]:
+    out = []
+    for a in session.scalars(select(MailAccount).order_by(MailAccount.id)):
+        holder = a.lease_owner if a.lease_expires_at and a.lease_expires_at > now else None
+        out.append(
+            AccountStatus(
+                a.id,
+                a.email,
+                a.provider,
+                a.status,
+                a.last_success_at,
+                (now - (a.last_success_at or a.created_at)).total_seconds(),
+                a.next_sync_at,
+                a.failure_count or 0,
+                a.last_error,
+                a.last_error_class,
+                holder,
+            )
+        )
+    return out
