@@ -5,6 +5,8 @@ STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
 # Tests use the local PostgreSQL unless told otherwise (set it empty to skip the PostgreSQL runs).
 export POSTROOM_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+# The Celery tests use this Redis database (each run on a queue of its own); set it empty to skip them.
+export POSTROOM_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
 .PHONY: run test lint bench setup mail-servers clean
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from postroom.config import Config, ConfigError, load_config
+from postroom.config import LOG_LEVELS, Config, ConfigError, load_config
 
 log = logging.getLogger("postroom")
 
@@ -123,6 +123,26 @@ def build_parser() -> Parser:
 
     wk = sub.add_parser("worker", help="sync every account every sync.interval until stopped")
     _common(wk)
+
+    cel = sub.add_parser("celery", help="scale-out mode on PostgreSQL: Celery workers and the beat that dispatches")
+    _common(cel)
+    celsub = cel.add_subparsers(dest="celery_command", metavar="COMMAND", parser_class=Parser)
+    celsub.required = True
+    cw = celsub.add_parser("worker", help="sync the accounts beat dispatches until SIGTERM (finishing those in hand)")
+    _common(cw)
+    cw.add_argument(
+        "--concurrency",
+        "-c",
+        type=int,
+        metavar="N",
+        help="accounts synced at once, in threads (default: sync.concurrency)",
+    )
+    cw.add_argument("--loglevel", "-l", type=str.upper, choices=LOG_LEVELS, help="log level (default: logging.level)")
+    cw.add_argument("--queue", "-Q", default="postroom", help="broker queue to consume (default: postroom)")
+    cb = celsub.add_parser("beat", help="dispatch due accounts every celery.dispatch_interval until SIGTERM")
+    _common(cb)
+    cb.add_argument("--loglevel", "-l", type=str.upper, choices=LOG_LEVELS, help="log level (default: logging.level)")
+    cb.add_argument("--queue", "-Q", default="postroom", help="broker queue to send to (default: postroom)")
 
     st = sub.add_parser("status", help="per-account state, last successful sync, lag and last error")
     _common(st)
@@ -313,6 +333,73 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
+def _celery_app(app: App, args: argparse.Namespace) -> Any:
+    """The Flask app and its Celery app, as Flask's Celery pattern builds them (PostgreSQL only)."""
+    from dataclasses import replace
+
+    from postroom import db
+    from postroom.logs import setup_logging
+    from sync.tasks import require_server_database
+    from web import create_app
+    from web.celery_app import celery_init_app
+
+    require_server_database(app.config)
+    engine = db.make_engine(app.config.database)
+    try:
+        db.check_schema(engine)  # one sentence now rather than a traceback in every task
+    finally:
+        engine.dispose()
+    if args.loglevel:
+        setup_logging(replace(app.config.logging, level=args.loglevel))
+    flask_app = create_app(app.config)
+    celery_app = celery_init_app(flask_app)
+    celery_app.conf.task_default_queue = args.queue
+    return flask_app, celery_app
+
+
+def cmd_celery_worker(app: App, args: argparse.Namespace) -> int:
+    import socket
+
+    from sync.metrics import SyncMetrics, serve
+
+    concurrency = args.concurrency or app.config.sync.concurrency
+    if not 1 <= concurrency <= 256:
+        raise CommandError(f"--concurrency must be between 1 and 256, not {concurrency}.")
+    flask_app, celery_app = _celery_app(app, args)
+    metrics = SyncMetrics()
+    ext = flask_app.extensions["postroom"]
+    ext["metrics"] = metrics
+    port = serve(app.config.metrics, ext["sessions"], metrics)  # one port per process: the pool is threads
+    if port:
+        log.info("metrics on http://%s:%d/metrics", app.config.metrics.host, port)
+    code = celery_app.worker_main(
+        [
+            "worker",
+            "--pool=threads",  # syncs wait on mail servers and the database
+            f"--concurrency={concurrency}",
+            f"--loglevel={args.loglevel or app.config.logging.level}",
+            f"--queues={args.queue}",
+            f"--hostname=postroom-{os.getpid()}@{socket.gethostname()}",
+            "--without-gossip",  # workers coordinate through database leases, not with each other
+            "--without-mingle",
+        ]
+    )
+    return int(code or 0)
+
+
+def cmd_celery_beat(app: App, args: argparse.Namespace) -> int:
+    _flask_app, celery_app = _celery_app(app, args)
+    app.config.data_dir.mkdir(parents=True, exist_ok=True)
+    code = celery_app.start(
+        [
+            "beat",
+            f"--schedule={app.config.data_dir / 'celerybeat-schedule'}",
+            f"--loglevel={args.loglevel or app.config.logging.level}",
+        ]
+    )
+    return int(code or 0)
+
+
 def _age(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -353,6 +440,8 @@ COMMANDS: dict[tuple[str, ...], Callable[[App, argparse.Namespace], int]] = {
     ("history",): cmd_history,
     ("send",): cmd_send,
     ("worker",): cmd_worker,
+    ("celery", "worker"): cmd_celery_worker,
+    ("celery", "beat"): cmd_celery_beat,
     ("status",): cmd_status,
 }
 
