@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -86,6 +87,25 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _process_alive(owner: str) -> bool:
+    """Whether the process named in a ``host:pid:...`` owner id (of this host) still runs."""
+    try:
+        pid = int(owner.split(":")[1])
+    except (IndexError, ValueError):
+        return True  # not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited; it only waits for its parent to collect it
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 class Scheduler:
     def __init__(
         self, config: Config, sessions: sessionmaker[Session], owner: str | None = None, sink: ResultSink | None = None
@@ -95,6 +115,9 @@ class Scheduler:
         self.owner = owner or worker_id()
         self.sink = sink
         self.lease = timedelta(seconds=config.sync.lease_seconds)
+        # outcomes that could not be recorded (the database was away), by account
+        self._unrecorded: dict[int, AccountResult] = {}
+        self._unrecorded_lock = threading.Lock()
 
     # -- queries ---------------------------------------------------------------
 
@@ -149,6 +172,37 @@ class Scheduler:
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
+    def reap_dead_local_leases(self) -> int:
+        """Free the leases of workers on this machine whose process is gone (killed, crashed).
+
+        Without this, an account whose worker was killed waits ``sync.lease_seconds``
+        before anyone syncs it again. Leases of other machines, and of live processes
+        here, are left to expire. (Owner ids are ``host:pid:...``; on hosts where
+        several machines share a hostname but not a process table, e.g. containers
+        given the same hostname, set distinct hostnames.)
+        """
+        host = socket.gethostname()
+        now = datetime.now(UTC)
+        with self.sessions() as s:
+            held = s.execute(
+                select(MailAccount.id, MailAccount.lease_owner).where(
+                    MailAccount.lease_owner.like(f"{host}:%"), MailAccount.lease_expires_at >= now
+                )
+            ).all()
+        dead = [(aid, owner) for aid, owner in held if owner != self.owner and not _process_alive(owner)]
+        freed = 0
+        for account_id, owner in dead:
+            with self.sessions.begin() as s:
+                res = s.execute(
+                    update(MailAccount)
+                    .where(MailAccount.id == account_id, MailAccount.lease_owner == owner)
+                    .values(lease_expires_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                freed += res.rowcount or 0  # type: ignore[attr-defined]
+            log.info("freed the lease of dead worker %s", owner, extra={"account_id": account_id})
+        return freed
+
     def renew(self, account_ids: Sequence[int]) -> None:
         if not account_ids:
             return
@@ -180,6 +234,21 @@ class Scheduler:
             )
         result.status = out.status
 
+    def release_unrecorded(self) -> None:
+        """Record the outcomes that could not be written when their sync ended.
+
+        Until then this worker still holds those leases, so nobody (itself
+        included) would sync the accounts before the leases expired. Raises
+        SQLAlchemyError if the database is still unavailable.
+        """
+        with self._unrecorded_lock:
+            pending = list(self._unrecorded.values())
+        for result in pending:
+            self.release(result)
+            with self._unrecorded_lock:
+                self._unrecorded.pop(result.account_id, None)
+            log.info("recorded the result of an earlier sync", extra={"account_id": result.account_id})
+
     # -- one account -------------------------------------------------------------
 
     def sync(self, account_id: int, *, force: bool = False) -> AccountResult:
@@ -208,8 +277,10 @@ class Scheduler:
             result.fail(exc, f"Internal error: {type(exc).__name__}: {exc}")
         try:
             self.release(result)
-        except SQLAlchemyError as exc:  # the lease will expire by itself
-            log.error("could not record the result: %s", exc, extra=extra)
+        except SQLAlchemyError as exc:  # retried by release_unrecorded(); else the lease expires by itself
+            log.error("could not record the result: %s", str(exc).splitlines()[0], extra=extra)
+            with self._unrecorded_lock:
+                self._unrecorded[account_id] = result
         if self.sink is not None:
             self.sink.observe(result)
         return result
@@ -217,7 +288,9 @@ class Scheduler:
 
 def sync_account(config: Config, sessions: sessionmaker[Session], account_id: int) -> AccountResult:
     """One pass over one account, whatever its state (a person asked for it)."""
-    return Scheduler(config, sessions).sync(account_id, force=True)
+    scheduler = Scheduler(config, sessions)
+    scheduler.reap_dead_local_leases()
+    return scheduler.sync(account_id, force=True)
 
 
 def sync_all(config: Config, sessions: sessionmaker[Session], account_id: int | None = None) -> list[AccountResult]:
@@ -232,4 +305,5 @@ def sync_all(config: Config, sessions: sessionmaker[Session], account_id: int | 
     if account_id is not None and not ids:
         raise AccountError(f"No mail account with id {account_id}.")
     scheduler = Scheduler(config, sessions)
+    scheduler.reap_dead_local_leases()  # a previous run killed mid-sync must not block this one
     return [scheduler.sync(i, force=True) for i in ids]

@@ -70,6 +70,10 @@ class Worker:
             self._running.pop(account_id, None)
             if not future.cancelled() and future.exception() is None:
                 self.completed.append(future.result())
+        if not future.cancelled() and future.exception() is not None:  # e.g. the database went away
+            log.warning(
+                "sync not started: %s", str(future.exception()).splitlines()[0], extra={"account_id": account_id}
+            )
         self._wake.set()
 
     def _fill(self, pool: ThreadPoolExecutor) -> None:
@@ -78,6 +82,8 @@ class Worker:
             busy = list(self._running)
         if free <= 0:
             return
+        self.scheduler.release_unrecorded()
+        self.scheduler.reap_dead_local_leases()
         for account_id in self.scheduler.due(datetime.now(UTC), free, exclude=busy):
             future = pool.submit(self._sync_one, account_id)
             with self._lock:

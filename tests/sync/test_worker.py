@@ -149,3 +149,22 @@ def test_reconnect_needed_accounts_are_not_retried_by_the_worker(config: Config,
     assert attempts.count(good_id) >= 2  # the others keep their schedule
     with sessions() as s:
         assert s.get(MailAccount, bad_id).status == "reconnect-needed"
+
+
+def test_leases_of_dead_local_workers_are_freed_but_not_live_or_remote_ones(
+    config: Config, sessions, new_mailbox
+) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs
+    host = socket.gethostname()
+    owners = [f"{host}:{dead.pid}:killed", f"{host}:{os.getpid()}:alive", f"elsewhere:{dead.pid}:remote"]
+    ids = []
+    for owner in owners:
+        account_id = connect(config, sessions, new_mailbox())
+        assert Scheduler(config, sessions, owner=owner).claim(account_id)
+        ids.append(account_id)
+    me = Scheduler(config, sessions, owner="me")
+    assert me.reap_dead_local_leases() == 1
+    assert me.claim(ids[0]) and not me.claim(ids[1]) and not me.claim(ids[2])
