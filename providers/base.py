@@ -18,7 +18,7 @@ A sync pass over one folder looks like this::
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -141,12 +141,19 @@ class SendResult:
 
 @dataclass(frozen=True)
 class Credentials:
-    """How to log in. Exactly one of ``password`` and ``access_token`` is set."""
+    """How to log in: a ``password``, or OAuth 2.0 tokens.
+
+    With OAuth, ``access_token`` is used as it is (IMAP/SMTP SASL), or, for REST
+    backends, ``refresh_token`` obtains fresh access tokens; ``token_expiry`` (UTC)
+    says when the stored ``access_token`` runs out, if known.
+    """
 
     username: str
     password: str | None = None
     access_token: str | None = None
     oauth_mechanism: str = "XOAUTH2"  # or "OAUTHBEARER"
+    refresh_token: str | None = None
+    token_expiry: datetime | None = None
 
     def __repr__(self) -> str:  # never print secrets into logs
         kind = "password" if self.password is not None else "oauth2"
@@ -214,3 +221,6 @@ class ProviderSettings:
     credentials: Credentials
     options: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = 30.0
+    # called as on_token_refresh(access_token, expiry) after an OAuth refresh, so the
+    # caller can persist the new token; expiry is an aware UTC datetime or None
+    on_token_refresh: Callable[[str, datetime | None], None] | None = field(default=None, compare=False, repr=False)

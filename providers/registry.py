@@ -14,6 +14,7 @@ from providers.errors import BackendNotFound
 
 BACKENDS: dict[str, str] = {
     "imap": "providers.imap:ImapProvider",
+    "gmail": "providers.gmail:GmailProvider",
 }
 
 

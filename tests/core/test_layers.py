@@ -15,6 +15,7 @@ FORBIDDEN = {
     "providers": {"sync", "web", "postroom.models", "postroom.db", "sqlalchemy", "flask"},
     "sync": {"web", "postroom.cli", "flask"},
     "web": {"postroom.cli"},
+    "standins": {"sync", "web", "postroom.models", "postroom.db", "postroom.cli"},
 }
 EXEMPT = {"postroom/cli.py"}  # the composition root wires every layer
 

@@ -1,0 +1,351 @@
+"""Gmail REST API backend, on google-api-python-client and google-auth.
+
+Options (``ProviderSettings.options``)::
+
+    client_id, client_secret   the OAuth client the refresh token was issued to (required)
+    api_root                   default "https://gmail.googleapis.com/"
+    token_uri                  default "https://oauth2.googleapis.com/token"
+    retry_budget               seconds of backoff one call may spend on 429/403/5xx (default 60)
+    max_retries                retries per call (default 5)
+    retry_base                 first backoff in seconds, doubling, capped at 32 (default 1.0)
+
+Credentials: ``refresh_token`` (plus, optionally, a stored ``access_token`` and its
+``token_expiry``). After every refresh ``settings.on_token_refresh(access_token,
+expiry)`` is called so the caller can persist the new token.
+
+The service is built from the discovery document bundled with the client library
+with its ``rootUrl`` set to ``api_root``, so requests, batches and uploads all go
+to the configured root (``api_endpoint`` alone would leave batches on Google's
+host). One ``httplib2.Http`` per provider instance: a provider is used by one
+thread at a time, and httplib2 is not thread-safe. Folder sync (cursors, the
+shared history window) is in :mod:`providers.gmail_sync`.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import google_auth_httplib2
+import httplib2
+from google.oauth2.credentials import Credentials as GoogleCredentials
+from googleapiclient import discovery
+
+from providers import gmail_sync
+from providers.base import (
+    Capability,
+    ChangeSet,
+    FolderRole,
+    OutgoingMessage,
+    ProviderSettings,
+    RemoteFolder,
+    RemoteMessage,
+    SendResult,
+)
+from providers.errors import CursorInvalidError, FolderNotFound, ProtocolError, SendError
+from providers.gmail_calls import GmailCalls, load_discovery
+from providers.transport import ConfigurationError
+
+DEFAULT_API_ROOT = "https://gmail.googleapis.com/"
+DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
+HEADER_NAMES = ["Message-ID", "In-Reply-To", "References", "From", "To", "Cc", "Bcc", "Reply-To", "Sender"]
+HEADER_NAMES += ["Subject", "Date"]
+HEADER_BATCH = 50  # messages.get calls per batch (Gmail allows 100; 50 avoids per-user 429s)
+BODY_BATCH = 20  # raw bodies can be large
+ROLES = {
+    "INBOX": FolderRole.INBOX,
+    "SENT": FolderRole.SENT,
+    "TRASH": FolderRole.TRASH,
+    "SPAM": FolderRole.JUNK,
+    "DRAFT": FolderRole.DRAFTS,
+}
+HttpFactory = Callable[[], httplib2.Http]
+
+
+class _ReportingCredentials(GoogleCredentials):  # type: ignore[misc]
+    """google-auth user credentials that report each refresh to a callback."""
+
+    on_refresh: Callable[[str, datetime | None], None] | None = None
+
+    def refresh(self, request: Any) -> None:
+        super().refresh(request)
+        if self.on_refresh is not None:
+            expiry = self.expiry.replace(tzinfo=UTC) if self.expiry is not None else None
+            self.on_refresh(self.token, expiry)
+
+
+class GmailProvider:
+    """A :class:`providers.base.MailProvider` for one Gmail mailbox, over the REST API.
+
+    Folders are labels, named by label id::
+
+        >>> provider.list_folders()                              # doctest: +SKIP
+        [RemoteFolder(name='INBOX', role=<FolderRole.INBOX: 'inbox'>, ...),
+         RemoteFolder(name='SENT', role=<FolderRole.SENT: 'sent'>, ...),
+         RemoteFolder(name='Label_7', role=None, ...)]
+        >>> provider.fetch_changes(inbox, None)                  # doctest: +SKIP
+        ChangeSet(new=('18c1f0a2b3c4d5e6', ...), present=frozenset({...}), cursor='{"historyId": "4242", "v": 1}')
+        >>> next(provider.fetch_headers(inbox, ["18c1f0a2b3c4d5e6"]))    # doctest: +SKIP
+        RemoteMessage(remote_id='18c1f0a2b3c4d5e6', headers=b'Message-ID: <a@b>\\r\\nSubject: Hi\\r\\n...',
+                      flags=frozenset({'\\\\Seen'}), size=5120, thread_hint='18c1f0a2b3c4d5e6',
+                      provider_message_id='18c1f0a2b3c4d5e6', labels=frozenset({'INBOX'}), ...)
+        >>> provider.send(outgoing)                              # doctest: +SKIP
+        SendResult(message_id='<x@y>', provider_id='18c1f0a2b3c4d5f0', sent_copy_stored=True, refused={})
+    """
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        *,
+        http_factory: HttpFactory | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        opts, creds = settings.options, settings.credentials
+        if not creds.refresh_token and not creds.access_token:
+            raise ConfigurationError("A Gmail account needs a refresh token; reconnect it through Google sign-in.")
+        if creds.refresh_token and not (opts.get("client_id") and opts.get("client_secret")):
+            raise ConfigurationError("Gmail settings need client_id and client_secret for the Google OAuth client.")
+        self._settings = settings
+        self._api_root = str(opts.get("api_root") or DEFAULT_API_ROOT).rstrip("/") + "/"
+        self._token_uri = str(opts.get("token_uri") or DEFAULT_TOKEN_URI)
+        self._http_factory = http_factory or (lambda: httplib2.Http(timeout=settings.timeout))
+        self._retry_budget = float(opts.get("retry_budget", 60.0))
+        self._max_retries = int(opts.get("max_retries", 5))
+        self._retry_base = float(opts.get("retry_base", 1.0))
+        self._sleep = sleep
+        self._credentials: _ReportingCredentials | None = None
+        self._http: google_auth_httplib2.AuthorizedHttp | None = None
+        self._calls: GmailCalls | None = None
+        self._labels: dict[str, RemoteFolder] | None = None
+        self._window: gmail_sync.HistoryWindow | None = None
+
+    @classmethod
+    def open(cls, settings: ProviderSettings, **kwargs: Any) -> GmailProvider:
+        """Validate the settings; nothing is sent until the first call."""
+        return cls(settings, **kwargs)
+
+    def __enter__(self) -> GmailProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset(
+            {Capability.LABELS, Capability.SERVER_THREAD_IDS, Capability.MOVE, Capability.SEND}
+            | {Capability.STORE_SENT_COPY}
+        )
+
+    # ------------------------------------------------------------ connection
+    def _api(self) -> GmailCalls:
+        if self._calls is None:
+            creds = self._settings.credentials
+            expiry = creds.token_expiry
+            if expiry is not None and expiry.tzinfo is not None:  # google-auth wants naive UTC
+                expiry = expiry.astimezone(UTC).replace(tzinfo=None)
+            opts = self._settings.options
+            self._credentials = _ReportingCredentials(
+                token=creds.access_token,
+                refresh_token=creds.refresh_token,
+                token_uri=self._token_uri,
+                client_id=opts.get("client_id"),
+                client_secret=opts.get("client_secret"),
+                expiry=expiry,
+            )
+            self._credentials.on_refresh = self._settings.on_token_refresh
+            self._http = google_auth_httplib2.AuthorizedHttp(self._credentials, http=self._http_factory())
+            doc = copy.deepcopy(load_discovery())
+            doc["rootUrl"] = doc["mtlsRootUrl"] = self._api_root
+            service = discovery.build_from_document(doc, http=self._http)
+            self._calls = GmailCalls(
+                service,
+                self._http,
+                f"Gmail {self._settings.email}",
+                budget=self._retry_budget,
+                max_retries=self._max_retries,
+                base=self._retry_base,
+                sleep=self._sleep,
+            )
+        return self._calls
+
+    def close(self) -> None:
+        """Drop the HTTP connections. Safe to call twice; the next call reconnects."""
+        http, self._http, self._calls = self._http, None, None
+        if http is not None:
+            for conn in list(getattr(http.http, "connections", {}).values()):
+                conn.close()
+
+    # ------------------------------------------------------------ folders
+    def list_folders(self) -> list[RemoteFolder]:
+        """Labels that hold mail as folders; UNREAD, STARRED, IMPORTANT and categories are flags."""
+        api = self._api()
+        self._window = None  # a new sync pass: history is fetched afresh
+        answer = api.execute(api.users.labels().list(userId="me"), "labels.list")
+        folders: dict[str, RemoteFolder] = {}
+        for label in answer.get("labels", []):
+            label_id = label["id"]
+            if label_id in ROLES:
+                folders[label_id] = RemoteFolder(label_id, ROLES[label_id])
+            elif label.get("type") == "user":
+                folders[label_id] = RemoteFolder(label_id, None)
+        self._labels = folders
+        return list(folders.values())
+
+    # ------------------------------------------------------------ sync
+    def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
+        if cursor is None:
+            return self._listing(folder)
+        start = gmail_sync.Cursor.load(cursor).history_id
+        window = self._window
+        if window is None or not window.covers(folder.name, start):
+            window = self._window = self._history(start)
+        window.served.add(folder.name)
+        return gmail_sync.folder_changes(folder.name, window.records, start, window.end)
+
+    def _listing(self, folder: RemoteFolder) -> ChangeSet:
+        api = self._api()
+        profile = api.execute(api.users.getProfile(userId="me"), "getProfile")
+        history_id = int(profile["historyId"])
+        ids: list[str] = []
+        request = api.users.messages().list(
+            userId="me", labelIds=[folder.name], includeSpamTrash=folder.name in gmail_sync.HIDDEN, maxResults=500
+        )
+        while request is not None:
+            try:
+                page = api.execute(request, "messages.list")
+            except ProtocolError as exc:
+                if "Invalid label" in str(exc):
+                    raise FolderNotFound(f"Gmail {self._settings.email}: label {folder.name} is gone") from exc
+                raise
+            ids.extend(m["id"] for m in page.get("messages", []))
+            request = api.users.messages().list_next(request, page)
+        ordered = list(dict.fromkeys(reversed(ids)))  # Gmail lists newest first
+        return ChangeSet(new=tuple(ordered), present=frozenset(ordered), cursor=gmail_sync.Cursor(history_id).dump())
+
+    def _history(self, start: int) -> gmail_sync.HistoryWindow:
+        api = self._api()
+        records: list[Mapping[str, Any]] = []
+        end = start
+        first_history_id: int | None = None
+        request = api.users.history().list(userId="me", startHistoryId=str(start), maxResults=500)
+        while request is not None:
+            try:
+                page = api.execute(request, "history.list", not_found=CursorInvalidError)
+            except CursorInvalidError as exc:
+                raise CursorInvalidError(
+                    f"Gmail {self._settings.email}: history since {start} is no longer available"
+                ) from exc
+            if first_history_id is None:
+                first_history_id = int(page["historyId"])
+            records.extend(page.get("history", []))
+            request = api.users.history().list_next(request, page)
+        end = max([first_history_id or start, *(int(r["id"]) for r in records)])
+        return gmail_sync.HistoryWindow(start, end, records)
+
+    # ------------------------------------------------------------ messages
+    def fetch_headers(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> Iterator[RemoteMessage]:
+        api = self._api()
+        for chunk in _chunks(list(remote_ids), HEADER_BATCH):
+            requests = {
+                rid: api.users.messages().get(userId="me", id=rid, format="metadata", metadataHeaders=HEADER_NAMES)
+                for rid in chunk
+            }
+            answers = api.batch(requests, "messages.get")
+            for rid in chunk:
+                if rid in answers:
+                    yield message_from_metadata(answers[rid])
+
+    def fetch_bodies(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> dict[str, bytes]:
+        api = self._api()
+        bodies: dict[str, bytes] = {}
+        for chunk in _chunks(list(remote_ids), BODY_BATCH):
+            requests = {rid: api.users.messages().get(userId="me", id=rid, format="raw") for rid in chunk}
+            for rid, answer in api.batch(requests, "messages.get").items():
+                bodies[rid] = _unb64url(answer.get("raw", ""))
+        return bodies
+
+    # ------------------------------------------------------------ writing
+    def send(self, message: OutgoingMessage) -> SendResult:
+        """messages.send; Gmail files its own copy in SENT. A reply names its thread."""
+        api = self._api()
+        body: dict[str, Any] = {"raw": _b64url(message.raw)}
+        if message.thread_hint:
+            body["threadId"] = message.thread_hint
+        try:
+            answer = api.execute(api.users.messages().send(userId="me", body=body), "messages.send", idempotent=False)
+        except ProtocolError as exc:
+            raise SendError(f"Gmail {self._settings.email} refused the message: {exc}") from exc
+        return SendResult(message_id=message.message_id, provider_id=answer.get("id"), sent_copy_stored=True)
+
+    def store_sent_copy(self, raw: bytes, flags: frozenset[str] = frozenset({"\\Seen"})) -> str | None:
+        """messages.insert into SENT (dated by its Date header); returns the Gmail id."""
+        api = self._api()
+        labels = ["SENT"]
+        if "\\Seen" not in flags:
+            labels.append("UNREAD")
+        if "\\Flagged" in flags:
+            labels.append("STARRED")
+        request = api.users.messages().insert(
+            userId="me", body={"raw": _b64url(raw), "labelIds": labels}, internalDateSource="dateHeader"
+        )
+        answer = api.execute(request, "messages.insert", idempotent=False)
+        return str(answer["id"]) if answer.get("id") else None
+
+    def move(self, folder: RemoteFolder, remote_ids: Sequence[str], target: RemoteFolder) -> None:
+        """Relabel: messages.trash into TRASH, else messages.modify (add target, remove source)."""
+        if target.name == "TRASH":
+            self.trash(remote_ids)
+            return
+        api = self._api()
+        body = {"addLabelIds": [target.name], "removeLabelIds": [folder.name]}
+        for chunk in _chunks(list(remote_ids), HEADER_BATCH):
+            requests = {rid: api.users.messages().modify(userId="me", id=rid, body=body) for rid in chunk}
+            api.batch(requests, "messages.modify")
+
+    def trash(self, remote_ids: Sequence[str]) -> None:
+        """Move messages to TRASH (Gmail empties it after 30 days). Vanished ids are skipped."""
+        api = self._api()
+        for chunk in _chunks(list(remote_ids), HEADER_BATCH):
+            api.batch({rid: api.users.messages().trash(userId="me", id=rid) for rid in chunk}, "messages.trash")
+
+    def delete(self, remote_ids: Sequence[str]) -> None:
+        """Delete messages for good (needs the https://mail.google.com/ scope)."""
+        api = self._api()
+        for chunk in _chunks(list(remote_ids), HEADER_BATCH):
+            api.batch({rid: api.users.messages().delete(userId="me", id=rid) for rid in chunk}, "messages.delete")
+
+
+def message_from_metadata(answer: dict[str, Any]) -> RemoteMessage:
+    """A :class:`RemoteMessage` from a messages.get(format=metadata) answer."""
+    headers = answer.get("payload", {}).get("headers", [])
+    block = "".join(f"{h['name']}: {h['value']}\r\n" for h in headers).encode("utf-8", "surrogateescape")
+    labels = frozenset(answer.get("labelIds", []))
+    internal = answer.get("internalDate")
+    return RemoteMessage(
+        remote_id=answer["id"],
+        headers=block,
+        flags=gmail_sync.flags_from_labels(labels),
+        size=int(answer["sizeEstimate"]) if "sizeEstimate" in answer else None,
+        internal_date=datetime.fromtimestamp(int(internal) / 1000, UTC) if internal else None,
+        thread_hint=answer.get("threadId"),
+        provider_message_id=answer["id"],
+        labels=labels,
+    )
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

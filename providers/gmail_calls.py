@@ -1,0 +1,200 @@
+"""Executing Gmail API calls: retries with quota-aware backoff, batches, error translation.
+
+Every library exception stops here and leaves as a :mod:`providers.errors` class:
+
+==========================================================  =====================================
+what Gmail or the network did                               raised
+==========================================================  =====================================
+refresh answered ``invalid_grant`` / ``invalid_client``;    :class:`AuthError`
+401 after the client's own refresh; 403 other than a rate
+limit (missing scope, domain policy)
+429; 403 ``rateLimitExceeded`` / ``userRateLimitExceeded``;  retried with capped exponential backoff
+5xx; connection errors (idempotent calls only)              honouring Retry-After, then
+                                                            :class:`TransientError` (``retry_after`` set)
+404                                                         the caller's ``not_found`` class
+                                                            (batches: the id is left out)
+400 and anything else                                       :class:`ProtocolError`
+==========================================================  =====================================
+
+Backoff for attempt n is ``base * 2**n`` capped at 32 s, or the server's
+Retry-After when longer; a call gives up once its total sleep would pass the
+budget. Sends are not retried on 5xx or connection errors (the message may have
+gone out); they are on 429/403 rate limits, which Gmail answers before doing
+anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Any
+
+import google.auth.exceptions
+import httplib2
+from googleapiclient.errors import HttpError
+
+from providers.errors import AuthError, ProtocolError, ProviderError, TransientError
+
+RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
+MAX_BACKOFF = 32.0
+
+
+@cache
+def load_discovery() -> dict[str, Any]:
+    """Gmail's discovery document as bundled with google-api-python-client (no network)."""
+    import googleapiclient
+
+    path = os.path.join(os.path.dirname(googleapiclient.__file__), "discovery_cache", "documents", "gmail.v1.json")
+    with open(path, encoding="utf-8") as fh:
+        doc: dict[str, Any] = json.load(fh)
+    return doc
+
+
+def _reasons(exc: HttpError) -> set[str]:
+    details = exc.error_details if isinstance(exc.error_details, list) else []
+    return {str(d.get("reason")) for d in details if isinstance(d, dict)}
+
+
+def _retry_after(exc: HttpError) -> float | None:
+    value = exc.resp.get("retry-after") if exc.resp is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+class GmailCalls:
+    """Runs requests built on ``service`` for one provider (one thread)."""
+
+    def __init__(
+        self,
+        service: Any,
+        http: Any,
+        where: str,
+        *,
+        budget: float,
+        max_retries: int,
+        base: float,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.users = service.users()
+        self._service, self._http, self._where = service, http, where
+        self._budget, self._max_retries, self._base, self._sleep = budget, max_retries, base, sleep
+
+    # ------------------------------------------------------------ errors
+    def translate(self, exc: Exception, what: str, not_found: type[ProviderError] = ProtocolError) -> ProviderError:
+        """The provider error for a library exception raised by ``what``."""
+        if isinstance(exc, HttpError):
+            status, reasons = exc.status_code, _reasons(exc)
+            text = f"{self._where}: {what} answered {status} {exc.reason}"
+            if status == 429 or (status == 403 and reasons & RATE_LIMIT_REASONS) or status >= 500:
+                return TransientError(text, retry_after=_retry_after(exc))
+            if status in (401, 403):
+                return AuthError(text)
+            if status == 404:
+                return not_found(text)
+            return ProtocolError(text)
+        if isinstance(exc, google.auth.exceptions.RefreshError):
+            if getattr(exc, "retryable", False):
+                return TransientError(f"{self._where}: token refresh failed for now: {exc}")
+            return AuthError(f"{self._where}: Google refused the grant: {exc}")
+        if isinstance(exc, google.auth.exceptions.TransportError | OSError | httplib2.HttpLib2Error):
+            return TransientError(f"{self._where}: {what} failed: {exc!r}")
+        return ProtocolError(f"{self._where}: {what} failed: {exc!r}")
+
+    def _retryable(self, err: ProviderError, exc: Exception, idempotent: bool) -> bool:
+        if not isinstance(err, TransientError):
+            return False
+        if idempotent:
+            return True
+        return isinstance(exc, HttpError) and (exc.status_code in (429, 403))
+
+    def _wait(self, attempt: int, waited: float, retry_after: float | None) -> float | None:
+        """Seconds to sleep before the next attempt, or None to give up."""
+        if attempt >= self._max_retries:
+            return None
+        delay = max(min(MAX_BACKOFF, self._base * 2**attempt), retry_after or 0.0)
+        return delay if waited + delay <= self._budget else None
+
+    # ------------------------------------------------------------ calls
+    def execute(
+        self,
+        request: Any,
+        what: str,
+        *,
+        not_found: type[ProviderError] = ProtocolError,
+        idempotent: bool = True,
+    ) -> Any:
+        """``request.execute()`` with retries; the parsed JSON answer."""
+        attempt, waited = 0, 0.0
+        while True:
+            try:
+                return request.execute()
+            except (HttpError, google.auth.exceptions.GoogleAuthError, OSError, httplib2.HttpLib2Error) as exc:
+                err = self.translate(exc, what, not_found)
+                delay = None
+                if self._retryable(err, exc, idempotent):
+                    assert isinstance(err, TransientError)
+                    delay = self._wait(attempt, waited, err.retry_after)
+                if delay is None:
+                    raise err from exc
+            self._sleep(delay)
+            attempt, waited = attempt + 1, waited + delay
+
+    def batch(self, requests: Mapping[str, Any], what: str) -> dict[str, Any]:
+        """Run ``{key: request}`` as one batch; ``{key: answer}`` without the 404s.
+
+        Parts that fail with a rate limit or a 5xx are retried in a smaller batch
+        after the backoff; any other failing part raises its translated error.
+        """
+        pending = dict(requests)
+        results: dict[str, Any] = {}
+        attempt, waited = 0, 0.0
+        while pending:
+            outcomes: dict[str, tuple[Any, Exception | None]] = {}
+            batch = self._service.new_batch_http_request(callback=_collector(outcomes))
+            keys = list(pending)
+            for i, key in enumerate(keys):
+                batch.add(pending[key], request_id=str(i))
+            retry: dict[str, Any] = {}
+            retry_after: float | None = None
+            last: TransientError | None = None
+            try:
+                batch.execute(http=self._http)
+            except (HttpError, google.auth.exceptions.GoogleAuthError, OSError, httplib2.HttpLib2Error) as exc:
+                err = self.translate(exc, f"batch of {what}")
+                if not isinstance(err, TransientError):
+                    raise err from exc
+                retry, retry_after, last = dict(pending), err.retry_after, err
+            else:
+                for i, key in enumerate(keys):
+                    response, exception = outcomes.get(str(i), (None, ProtocolError("no answer in the batch")))
+                    if exception is None:
+                        results[key] = response
+                        continue
+                    err = self.translate(exception, f"{what} {key}")
+                    if isinstance(exception, HttpError) and exception.status_code == 404:
+                        continue  # vanished meanwhile: skipped, as the contract says
+                    if not isinstance(err, TransientError):
+                        raise err from exception
+                    retry[key] = pending[key]
+                    last = err
+                    retry_after = max(retry_after or 0.0, err.retry_after or 0.0) or None
+            if not retry:
+                break
+            delay = self._wait(attempt, waited, retry_after)
+            if delay is None:
+                assert last is not None
+                raise TransientError(f"{last} ({len(retry)} of {len(requests)} calls)", retry_after=retry_after)
+            self._sleep(delay)
+            attempt, waited, pending = attempt + 1, waited + delay, retry
+        return results
+
+
+def _collector(outcomes: dict[str, tuple[Any, Exception | None]]) -> Callable[[str, Any, Exception | None], None]:
+    def collect(request_id: str, response: Any, exception: Exception | None) -> None:
+        outcomes[request_id] = (response, exception)
+
+    return collect
