@@ -231,7 +231,6 @@ class GmailProvider:
         api = self._api()
         records: list[Mapping[str, Any]] = []
         end = start
-        first_history_id: int | None = None
         request = api.users.history().list(userId="me", startHistoryId=str(start), maxResults=500)
         while request is not None:
             try:
@@ -240,11 +239,11 @@ class GmailProvider:
                 raise CursorInvalidError(
                     f"Gmail {self._settings.email}: history since {start} is no longer available"
                 ) from exc
-            if first_history_id is None:
-                first_history_id = int(page["historyId"])
-            records.extend(page.get("history", []))
+            history = page.get("history", [])
+            records.extend(history)
+            # the last page's historyId is where the next pass starts (Gmail's guidance)
+            end = max([end, int(page["historyId"]), *(int(r["id"]) for r in history)])
             request = api.users.history().list_next(request, page)
-        end = max([first_history_id or start, *(int(r["id"]) for r in records)])
         return gmail_sync.HistoryWindow(start, end, records)
 
     # ------------------------------------------------------------ messages

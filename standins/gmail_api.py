@@ -196,6 +196,8 @@ def list_history(
 ) -> dict[str, Any]:
     """Records after startHistoryId (404 when it is older than the retained history),
     filtered by labelId and historyTypes, paged by the last record id returned."""
+    if "startHistoryId" not in params:  # "Required." says its description, not its schema
+        raise GmailError(400, "Required parameter: startHistoryId", "required")
     size = min(params.get("maxResults", 100), 500)
     types = set(params.get("historyTypes") or HISTORY_TYPES)
     label = params.get("labelId")

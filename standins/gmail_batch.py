@@ -78,7 +78,8 @@ def format_batch(responses: list[tuple[str, int, dict[str, str], bytes]]) -> tup
     for content_id, status, headers, body in responses:
         inner = content_id.strip("<>")
         reason = HTTPStatus(status).phrase
-        lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers.items())]
+        fields = {**headers, "Content-Length": str(len(body))}  # never an empty header block
+        lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in fields.items())]
         chunks.append(
             f"--{boundary}\r\nContent-Type: application/http\r\nContent-ID: <response-{inner}>\r\n\r\n".encode()
             + "\r\n".join(lines).encode()

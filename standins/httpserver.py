@@ -32,6 +32,11 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    connections = 0  # accepted TCP connections: shows whether clients keep them alive
+
+    def get_request(self) -> Any:
+        self.connections += 1
+        return super().get_request()
 
 
 class _KeepAliveHandler(WSGIRequestHandler):
@@ -100,6 +105,11 @@ class ServerThread:
             target=self._server.serve_forever, args=(0.05,), name=f"standin:{self.port}", daemon=True
         )
         self._thread.start()
+
+    @property
+    def connections(self) -> int | None:
+        """TCP connections accepted so far (None for the werkzeug server)."""
+        return getattr(self._server, "connections", None)
 
     def close(self) -> None:
         """Stop serving and release the port. Safe to call twice."""
