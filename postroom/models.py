@@ -115,7 +115,8 @@ class MailAccount(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_class: Mapped[str | None] = mapped_column(String(64))
     failure_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    next_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # due time; a new account is due at once. None: not scheduled (reconnect-needed, disabled)
+    next_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True, default=utcnow)
     # A worker holds the account while it syncs it; an expired lease is free again.
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -11,7 +11,8 @@ Options (``ProviderSettings.options``)::
     allow_plaintext    permit security "none" to a non-loopback host
     proxy              "http://host:port": HTTP CONNECT proxy for the IMAP connection
     batch_size         UIDs per FETCH command (default 500)
-    disable_extensions e.g. ["CONDSTORE", "QRESYNC", "MOVE"]: behave as if not advertised
+    disable_extensions e.g. ["CONDSTORE", "QRESYNC", "MOVE", "LIST-STATUS", "SASL-IR"]: behave as if
+                       not advertised
     disable_move       shorthand for disabling MOVE (copy + delete + expunge instead)
 
 Folder sync (``fetch_changes``, the cursor format, the CONDSTORE/QRESYNC and
@@ -20,8 +21,10 @@ listing paths) lives in :mod:`providers.imap_sync`.
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import ssl
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,10 +53,28 @@ from providers.transport import ConfigurationError, Endpoint, check_endpoint, op
 
 HEADER_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES FROM TO CC BCC REPLY-TO SENDER SUBJECT DATE"
 DEFAULT_BATCH = 500
+LISTED_STATUS_MAX_AGE = 10.0  # seconds a LIST-STATUS answer may stand in for a STATUS command
 ImapFactory = Callable[[Endpoint, float], imaplib.IMAP4]
 
 
-class _IMAP4(imaplib.IMAP4):
+class _GreetingCapabilities(imaplib.IMAP4):
+    """imaplib asks CAPABILITY right after the greeting; most servers (Dovecot, Cyrus,
+    Exchange) already list them in it (``* OK [CAPABILITY ...]``), which saves a round
+    trip. After STARTTLS the capabilities are asked for again, as RFC 3501 requires."""
+
+    _greeted = False
+
+    def _get_capabilities(self) -> None:
+        if not self._greeted:
+            self._greeted = True
+            caps = proto.response_code(self.welcome, "CAPABILITY")
+            if caps:
+                self.capabilities = tuple(c.upper() for c in caps)
+                return
+        super()._get_capabilities()  # type: ignore[misc]
+
+
+class _IMAP4(_GreetingCapabilities):
     def __init__(self, endpoint: Endpoint, timeout: float) -> None:
         self._endpoint = endpoint
         super().__init__(endpoint.host, endpoint.port, timeout)
@@ -62,10 +83,12 @@ class _IMAP4(imaplib.IMAP4):
         return open_socket(self.host, self.port, timeout, self._endpoint.proxy)
 
 
-class _IMAP4_SSL(imaplib.IMAP4_SSL):
+class _IMAP4_SSL(_GreetingCapabilities, imaplib.IMAP4_SSL):
     def __init__(self, endpoint: Endpoint, timeout: float) -> None:
         self._endpoint = endpoint
-        super().__init__(endpoint.host, endpoint.port, ssl_context=endpoint.ssl_context(), timeout=timeout)
+        imaplib.IMAP4_SSL.__init__(
+            self, endpoint.host, endpoint.port, ssl_context=endpoint.ssl_context(), timeout=timeout
+        )
 
     def _create_socket(self, timeout: float | None) -> Any:
         sock = open_socket(self.host, self.port, timeout, self._endpoint.proxy)
@@ -151,6 +174,9 @@ class ImapProvider:
         self._selected: _Selected | None = None
         self._wire_names: dict[str, str] = {}
         self._folders: list[RemoteFolder] | None = None
+        self._enabled = False
+        # STATUS of each folder as of the last LIST (LIST-STATUS, RFC 5819), by folder name
+        self._listed_status: dict[str, tuple[float, dict[str, int]]] = {}
         self.command_count = 0  # IMAP commands sent, for tests and metrics
 
     @classmethod
@@ -207,14 +233,13 @@ class ImapProvider:
         self.command_count += 1
         try:
             if creds.access_token is not None:
-                self._authenticate(
-                    conn, creds.oauth_mechanism.upper(), xoauth2_bytes(creds, endpoint.host, endpoint.port)
-                )
+                mechanism = creds.oauth_mechanism.upper()
+                _, said = self._authenticate(conn, mechanism, xoauth2_bytes(creds, endpoint.host, endpoint.port))
             elif "AUTH=PLAIN" in conn.capabilities and "LOGINDISABLED" not in conn.capabilities:
-                plain = f"\0{creds.username}\0{creds.password or ''}".encode()
-                self._authenticate(conn, "PLAIN", plain)
+                said = self._authenticate_plain(conn, creds.username, creds.password or "")
             else:
-                conn.login(creds.username, creds.password or "")
+                _, said = conn.login(creds.username, creds.password or "")
+            self.command_count += 1
         except imaplib.IMAP4.abort as exc:
             raise TransientError(f"{self._where()}: connection lost while logging in: {exc}") from exc
         except imaplib.IMAP4.error as exc:
@@ -227,16 +252,40 @@ class ImapProvider:
             raise TransientError(f"{self._where()}: connection lost while logging in: {exc}") from exc
         self._conn = conn
         self._selected = None
-        # imaplib keeps the pre-login list; servers often advertise more afterwards
-        _, responses = self._command("CAPABILITY")
-        self._server_caps = proto.parse_capabilities(responses.get("CAPABILITY", []))
+        self._enabled = False
+        self._listed_status = {}
+        # imaplib keeps the pre-login list; servers often advertise more afterwards,
+        # usually in the login reply itself ("a OK [CAPABILITY ...] Logged in")
+        caps = proto.response_code(b" ".join(d for d in said if isinstance(d, bytes)), "CAPABILITY")
+        if caps is None:
+            _, responses = self._command("CAPABILITY")
+            self._server_caps = proto.parse_capabilities(responses.get("CAPABILITY", []))
+        else:
+            self._server_caps = frozenset(c.upper() for c in caps)
         conn.capabilities = tuple(sorted(self._server_caps))
-        if self._has("ENABLE") and (self._has("QRESYNC") or self._has("CONDSTORE")):
-            self._command("ENABLE", "QRESYNC" if self._has("QRESYNC") else "CONDSTORE")
         return conn
 
+    def _authenticate_plain(self, conn: imaplib.IMAP4, username: str, password: str) -> list[Any]:
+        """AUTHENTICATE PLAIN, in one round trip where the server takes an initial response (RFC 4959)."""
+        payload = f"\0{username}\0{password}".encode()
+        if "SASL-IR" not in conn.capabilities or "SASL-IR" in self._disabled:
+            return self._authenticate(conn, "PLAIN", payload)[1]
+        typ, said = conn._simple_command("AUTHENTICATE", "PLAIN", base64.b64encode(payload).decode())  # type: ignore[attr-defined]
+        if typ != "OK":
+            raise conn.error(b" ".join(d for d in said if isinstance(d, bytes)).decode("utf-8", "replace"))
+        conn.state = "AUTH"
+        return said  # type: ignore[no-any-return]
+
+    def _enable(self) -> None:
+        """ENABLE QRESYNC (or CONDSTORE) once per connection, before the first SELECT needs it."""
+        if self._enabled:
+            return
+        self._enabled = True
+        if self._has("ENABLE") and (self._has("QRESYNC") or self._has("CONDSTORE")):
+            self._command("ENABLE", "QRESYNC" if self._has("QRESYNC") else "CONDSTORE")
+
     @staticmethod
-    def _authenticate(conn: imaplib.IMAP4, mechanism: str, payload: bytes) -> None:
+    def _authenticate(conn: imaplib.IMAP4, mechanism: str, payload: bytes) -> tuple[str, list[Any]]:
         answered = False
 
         def respond(_challenge: bytes) -> bytes:
@@ -247,7 +296,7 @@ class ImapProvider:
             answered = True
             return payload
 
-        conn.authenticate(mechanism, respond)
+        return conn.authenticate(mechanism, respond)  # type: ignore[return-value]
 
     def _drop(self) -> None:
         conn, self._conn, self._selected = self._conn, None, None
@@ -312,15 +361,27 @@ class ImapProvider:
         return proto.quote(self._wire_names.get(name) or proto.encode_mailbox_name(name))
 
     def list_folders(self) -> list[RemoteFolder]:
+        """Every selectable folder with its role. Where the server has LIST-STATUS
+        (RFC 5819) the same command also returns each folder's STATUS, which the
+        following :meth:`fetch_changes` of that folder uses instead of asking again:
+        a no-change pass then costs one command for the whole account."""
         self._connection()
+        returns = []
         if self._has("SPECIAL-USE") and self._has("LIST-EXTENDED"):
-            _, responses = self._command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE)")
+            returns.append("SPECIAL-USE")
+        if self._has("LIST-STATUS"):
+            returns.append(f"STATUS ({imap_sync.status_items(self)})")
+        if returns:
+            _, responses = self._command("LIST", '""', '"*"', "RETURN", f"({' '.join(returns)})")
         else:
             _, responses = self._command("LIST", '""', '"*"')
         try:
             entries = [e for e in proto.parse_list(responses.get("LIST", [])) if e.selectable]
+            statuses = proto.parse_status_all(responses.get("STATUS", []))
         except proto.ParseError as exc:
             raise ProtocolError(f"{self._where()}: unreadable LIST response: {exc}") from exc
+        listed_at = time.monotonic()
+        self._listed_status = {e.name: (listed_at, statuses[e.raw_name]) for e in entries if e.raw_name in statuses}
         roles: dict[str, FolderRole | None] = {}
         for e in entries:
             roles[e.name] = FolderRole.INBOX if e.name.upper() == "INBOX" else proto.role_from_attributes(e.attributes)
@@ -346,6 +407,8 @@ class ImapProvider:
         args = [self._wire(folder)]
         if qresync is not None and qresync.highestmodseq is not None:
             args.append(f"(QRESYNC ({qresync.uidvalidity} {qresync.highestmodseq}))")
+        self._connection()
+        self._enable()
         self._selected = None
         _, responses = self._command("SELECT", *args)
         conn = self._connection()
@@ -363,6 +426,13 @@ class ImapProvider:
             self._select(folder)
         assert self._selected is not None
         return self._selected
+
+    def listed_status(self, folder: RemoteFolder) -> dict[str, int] | None:
+        """The folder's STATUS from the last LIST, once, if taken in the last few seconds."""
+        listed = self._listed_status.pop(folder.name, None)
+        if listed is None or time.monotonic() - listed[0] > LISTED_STATUS_MAX_AGE:
+            return None
+        return listed[1]
 
     # ------------------------------------------------------------ sync
     def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:

@@ -348,6 +348,23 @@ def parse_status(data: RawData) -> dict[str, int]:
     return result
 
 
+def parse_status_all(data: RawData) -> dict[str, dict[str, int]]:
+    """Untagged STATUS responses of several mailboxes (e.g. from LIST-STATUS), by wire name.
+
+    ``* STATUS "Sent" (MESSAGES 3 UIDNEXT 9)`` -> ``{"Sent": {"MESSAGES": 3, "UIDNEXT": 9}}``.
+    """
+    result: dict[str, dict[str, int]] = {}
+    for group in _groups(data):
+        tokens = tokenize(group)
+        if len(tokens) < 2 or not isinstance(tokens[-1], list):
+            raise ParseError(f"bad STATUS response {group!r}")
+        items = tokens[-1]
+        result[as_text(tokens[0])] = {
+            as_text(k).upper(): int(as_text(v)) for k, v in zip(items[::2], items[1::2], strict=False)
+        }
+    return result
+
+
 def response_code(text: bytes | str, name: str) -> list[str] | None:
     """Arguments of ``[NAME args]`` in a response text, e.g. APPENDUID -> ``["38505", "3955"]``."""
     if isinstance(text, bytes):

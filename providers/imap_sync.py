@@ -74,9 +74,21 @@ def _digest(listing: dict[int, frozenset[str]]) -> str:
     return h.hexdigest()[:20]
 
 
+def status_items(p: ImapProvider) -> str:
+    """The STATUS items a no-change check compares with the cursor."""
+    return "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ" if p._has("CONDSTORE") else "MESSAGES UIDNEXT UIDVALIDITY"
+
+
 def fetch_changes(p: ImapProvider, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
-    """What changed in ``folder`` since ``cursor`` (None: list everything)."""
+    """What changed in ``folder`` since ``cursor`` (None: list everything).
+
+    The answer is current as of this call, or as of the ``list_folders()`` call
+    moments before it when that returned the folder's STATUS (LIST-STATUS):
+    anything newer is reported by the next call, so nothing is lost.
+    """
     p._connection()
+    if cursor is None:
+        p.listed_status(folder)  # an initial listing SELECTs anyway; drop the snapshot
     condstore = p._has("CONDSTORE")
     if cursor is None:
         return _initial(p, folder, condstore)
@@ -86,9 +98,10 @@ def fetch_changes(p: ImapProvider, folder: RemoteFolder, cursor: str | None) -> 
             # STATUS on the selected folder may show the session's stale view;
             # a QRESYNC/CONDSTORE re-SELECT costs one command just the same
             return _modseq_changes(p, folder, old, qresync=p._has("QRESYNC"))
-        items = "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ"
-        _, responses = p._command("STATUS", p._wire(folder), f"({items})")
-        status = p._parse(proto.parse_status, responses.get("STATUS", []))
+        status = p.listed_status(folder)
+        if status is None or "HIGHESTMODSEQ" not in status:
+            _, responses = p._command("STATUS", p._wire(folder), f"({status_items(p)})")
+            status = p._parse(proto.parse_status, responses.get("STATUS", []))
         if status.get("UIDVALIDITY") != old.uidvalidity:
             raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
         if (status.get("UIDNEXT"), status.get("MESSAGES"), status.get("HIGHESTMODSEQ")) == (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -128,7 +128,16 @@ def list_accounts(session: Session) -> list[AccountSummary]:
     ]
 
 
-def provider_settings(account: MailAccount, config: Config) -> ProviderSettings:
+class StoredAccount(Protocol):
+    """What opening a provider needs of an account: a ``MailAccount`` or a row of its table."""
+
+    email: str
+    provider: str
+    settings: dict[str, Any]
+    secret: bytes
+
+
+def provider_settings(account: StoredAccount, config: Config) -> ProviderSettings:
     secret = SecretBox(config.security.secret_key).open(account.secret)
     creds = Credentials(
         username=secret.get("username") or account.email,
@@ -144,7 +153,7 @@ def provider_settings(account: MailAccount, config: Config) -> ProviderSettings:
     )
 
 
-def open_account(account: MailAccount, config: Config) -> MailProvider:
+def open_account(account: StoredAccount, config: Config) -> MailProvider:
     return open_provider(account.provider, provider_settings(account, config))
 
 

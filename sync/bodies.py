@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -66,14 +67,15 @@ class BodyFetcher:
         self.blobs = BlobStore(config.storage.blob_dir)
         self.account_id = account_id
 
-    def wanted(self, folder_id: int) -> list[tuple[str, int]]:
-        """(remote id, email id) of copies in the folder whose body the policy wants and we lack."""
+    def wanted_by_folder(self) -> dict[int, list[tuple[str, int]]]:
+        """Bodies the policy wants and we lack, for the whole account in one query:
+        folder id -> [(remote id, email id)], one copy per email (the first one met)."""
         if self.policy == "none":
-            return []
+            return {}
         q = (
-            select(MessageCopy.remote_id, MessageCopy.email_id)
+            select(MessageCopy.folder_id, MessageCopy.remote_id, MessageCopy.email_id)
             .join(Email, Email.id == MessageCopy.email_id)
-            .where(MessageCopy.folder_id == folder_id, Email.body_id.is_(None), Email.body_error.is_(None))
+            .where(MessageCopy.account_id == self.account_id, Email.body_id.is_(None), Email.body_error.is_(None))
             .order_by(MessageCopy.id)
         )
         if self.policy == "applicants":
@@ -81,21 +83,29 @@ class BodyFetcher:
         with self.sessions() as s:
             rows = s.execute(q).tuples().all()
         seen: set[int] = set()
-        out = []
-        for remote_id, email_id in rows:  # one copy per email is enough
+        out: dict[int, list[tuple[str, int]]] = {}
+        for folder_id, remote_id, email_id in rows:
             if email_id is not None and email_id not in seen:
                 seen.add(email_id)
-                out.append((remote_id, email_id))
+                out.setdefault(folder_id, []).append((remote_id, email_id))
         return out
 
-    def fetch_wanted(self, provider: MailProvider, folder_id: int, remote: RemoteFolder) -> int:
+    def fetch(
+        self,
+        provider: MailProvider,
+        remote: RemoteFolder,
+        wanted: Sequence[tuple[str, int]],
+        heartbeat: Callable[[], None] = lambda: None,
+    ) -> int:
+        """Fetch and store these bodies from one folder, in chunks; returns how many were stored."""
         stored = 0
-        for part in chunks(self.wanted(folder_id), FETCH_CHUNK):
+        for part in chunks(list(wanted), FETCH_CHUNK):
             email_of = dict(part)
             raws = provider.fetch_bodies(remote, list(email_of))
             got = [(email_of[rid], raw) for rid, raw in raws.items() if rid in email_of]
             self._store(got)
             stored += len(got)
+            heartbeat()
         return stored
 
     def _store(self, items: list[tuple[int, bytes]]) -> None:

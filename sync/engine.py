@@ -37,14 +37,16 @@ fails is recorded on the folder and the other folders still sync; an
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
@@ -118,6 +120,41 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_ACCOUNTS = cast(Table, MailAccount.__table__)
+_FOLDERS = cast(Table, Folder.__table__)
+
+
+def outcome_values(result: AccountResult, now: datetime | None = None) -> dict[str, Any]:
+    """The account columns a finished pass sets: its error (or none) and, if it worked, when."""
+    folder_error = next((f.error for f in result.folders if f.error), None)
+    values: dict[str, Any] = {
+        "last_error": result.error or folder_error,
+        "last_error_class": result.error_class or ("ProtocolError" if folder_error else None),
+    }
+    if result.ok:
+        values["last_success_at"] = now or _now()
+    return values
+
+
+@dataclass(frozen=True)
+class _FolderState:
+    """A folder to sync: its row id, the server's view, and the stored sync state."""
+
+    id: int
+    remote: RemoteFolder
+    cursor: str | None
+    state: str
+    last_error: str | None
+
+
+def _forget_folder(folder_id: int, s: Session) -> None:
+    """The folder is gone from the server: drop its copies and start over if it comes back."""
+    s.execute(delete(MessageCopy).where(MessageCopy.folder_id == folder_id))
+    s.execute(
+        update(_FOLDERS).where(_FOLDERS.c.id == folder_id).values(exists_remote=False, cursor=None, state="initial")
+    )
+
+
 class AccountSync:
     """Syncs one account once. Build it per pass; it holds no state across passes.
 
@@ -140,24 +177,28 @@ class AccountSync:
         self.heartbeat = heartbeat or (lambda: None)
         self.log = logging.LoggerAdapter(log, {"account_id": account_id})
 
-    def run(self) -> AccountResult:
+    def run(self, *, record: bool = True) -> AccountResult:
+        """Sync every folder once. With ``record`` (the default) the outcome is written to
+        the account (:func:`outcome_values`); the scheduler passes False and writes it
+        together with the lease release, in one statement."""
         started = time.monotonic()
-        with self.sessions.begin() as s:
-            account = s.get(MailAccount, self.account_id)
-            if account is None:
-                raise AccountError(f"No mail account with id {self.account_id}.")
-            result = AccountResult(account.id, account.email)
-            org_id = account.org_id
-            account.last_sync_at = _now()
-            try:
-                provider = self._provider or open_account(account, self.config)
-            except SecretError as exc:
-                result.fail(exc, str(exc), reconnect=True)
-            except ProviderError as exc:
-                result.fail(exc, str(exc))
+        with self.sessions() as s:
+            account = s.execute(select(MailAccount.__table__).where(MailAccount.id == self.account_id)).one_or_none()
+        if account is None:
+            raise AccountError(f"No mail account with id {self.account_id}.")
+        if record:
+            with self.sessions.begin() as s:
+                s.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == self.account_id).values(last_sync_at=_now()))
+        result = AccountResult(account.id, account.email)
+        try:
+            provider = self._provider or open_account(account, self.config)
+        except SecretError as exc:
+            result.fail(exc, str(exc), reconnect=True)
+        except ProviderError as exc:
+            result.fail(exc, str(exc))
         if result.ok:
             try:
-                self._sync_folders(provider, org_id, result)
+                self._sync_folders(provider, account.org_id, result)
             except AuthError as exc:
                 result.fail(exc, f"Login failed: {exc}", reconnect=True)
             except TransientError as exc:
@@ -171,20 +212,16 @@ class AccountSync:
                     except ProviderError:
                         pass
         result.seconds = time.monotonic() - started
-        with self.sessions.begin() as s:
-            account = s.get(MailAccount, self.account_id)
-            if account is not None:
-                folder_error = next((f.error for f in result.folders if f.error), None)
-                account.last_error = result.error or folder_error
-                account.last_error_class = result.error_class or ("ProtocolError" if folder_error else None)
-                if result.ok:
-                    account.last_success_at = _now()
+        if record:
+            with self.sessions.begin() as s:
+                s.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == self.account_id).values(**outcome_values(result)))
         self.log.debug("%s", result.summary())
         return result
 
     # -- folders ---------------------------------------------------------------
 
     def _sync_folders(self, provider: MailProvider, org_id: int, result: AccountResult) -> None:
+        """Headers of every folder first (threads and histories complete soonest), then bodies."""
         remote_folders = provider.list_folders()
         folders = self._reconcile_folders(remote_folders)
         indexer = Indexer(
@@ -194,68 +231,91 @@ class AccountSync:
             use_thread_hints=Capability.SERVER_THREAD_IDS in provider.capabilities,
             body_policy=self.config.sync.body_policy,
         )
-        bodies = BodyFetcher(self.sessions, self.config, self.account_id)
-        for folder_id, remote in folders:
+        results: dict[int, FolderResult] = {}
+        for folder in folders:
             self.heartbeat()
-            fres = FolderResult(remote.name)
+            fres = results[folder.id] = FolderResult(folder.remote.name)
             result.folders.append(fres)
-            try:
-                self._sync_folder(provider, indexer, folder_id, remote, fres)
-                fres.bodies = bodies.fetch_wanted(provider, folder_id, remote)
-            except (AuthError, TransientError):
-                raise  # the whole account stops: retrying folder by folder would not help
-            except ProviderError as exc:
-                fres.error = str(exc) or exc.__class__.__name__
-                self.log.warning("folder %s failed: %s", remote.name, fres.error)
-                with self.sessions.begin() as s:
-                    s.execute(update(Folder).where(Folder.id == folder_id).values(last_error=fres.error))
+            self._guarded(folder, fres, functools.partial(self._sync_folder, provider, indexer, folder))
+        bodies = BodyFetcher(self.sessions, self.config, self.account_id)
+        wanted = bodies.wanted_by_folder()
+        for folder in folders:
+            if folder.id in wanted and not results[folder.id].error:
+                fetch = functools.partial(self._fetch_bodies, bodies, provider, folder, wanted[folder.id])
+                self._guarded(folder, results[folder.id], fetch)
 
-    def _reconcile_folders(self, remote_folders: Sequence[RemoteFolder]) -> list[tuple[int, RemoteFolder]]:
-        """Create rows for new folders, mark vanished ones; returns (folder id, remote) to sync."""
-        wanted = [f for f in remote_folders if f.selectable]
-        with self.sessions.begin() as s:
-            rows = {f.name: f for f in s.scalars(select(Folder).where(Folder.account_id == self.account_id))}
-            out = []
-            for remote in wanted:
-                row = rows.pop(remote.name, None)
-                if row is None:
-                    row = Folder(account_id=self.account_id, name=remote.name, state="initial")
-                    s.add(row)
-                row.role = remote.role.value if remote.role else None
-                row.delimiter = remote.delimiter
-                row.exists_remote = True
-                s.flush()
-                out.append((row.id, remote))
-            for gone in rows.values():  # deleted on the server: its copies are gone too
-                if gone.exists_remote:
-                    s.execute(delete(MessageCopy).where(MessageCopy.folder_id == gone.id))
-                    gone.exists_remote = False
-                    gone.cursor, gone.state = None, "initial"
+    def _fetch_bodies(
+        self,
+        bodies: BodyFetcher,
+        provider: MailProvider,
+        folder: _FolderState,
+        wanted: list[tuple[str, int]],
+        fres: FolderResult,
+    ) -> None:
+        fres.bodies = bodies.fetch(provider, folder.remote, wanted, self.heartbeat)
+
+    def _guarded(self, folder: _FolderState, fres: FolderResult, step: Callable[[FolderResult], None]) -> None:
+        """Run one folder's step; a provider error fails that folder only (and is recorded on it)."""
+        try:
+            step(fres)
+        except (AuthError, TransientError):
+            raise  # the whole account stops: retrying folder by folder would not help
+        except ProviderError as exc:
+            fres.error = str(exc) or exc.__class__.__name__
+            self.log.warning("folder %s failed: %s", folder.remote.name, fres.error)
+            with self.sessions.begin() as s:
+                s.execute(update(_FOLDERS).where(_FOLDERS.c.id == folder.id).values(last_error=fres.error))
+
+    def _reconcile_folders(self, remote_folders: Sequence[RemoteFolder]) -> list[_FolderState]:
+        """Create rows for new folders, mark vanished ones; returns the folders to sync, with
+        their stored state. Writes nothing when the server's folders are as recorded."""
+        with self.sessions() as s:
+            rows = {r.name: r for r in s.execute(select(_FOLDERS).where(_FOLDERS.c.account_id == self.account_id))}
+        out: list[_FolderState] = []
+        added: list[RemoteFolder] = []
+        changed: list[dict[str, Any]] = []
+        for remote in (f for f in remote_folders if f.selectable):
+            role = remote.role.value if remote.role else None
+            row = rows.pop(remote.name, None)
+            if row is None:
+                added.append(remote)
+                continue
+            if (row.role, row.delimiter, row.exists_remote) != (role, remote.delimiter, True):
+                changed.append({"fid": row.id, "role": role, "delimiter": remote.delimiter, "exists_remote": True})
+            out.append(_FolderState(row.id, remote, row.cursor, row.state, row.last_error))
+        gone = [row.id for row in rows.values() if row.exists_remote]  # deleted on the server
+        if added or changed or gone:
+            with self.sessions.begin() as s:
+                for remote in added:
+                    values = {"account_id": self.account_id, "name": remote.name, "delimiter": remote.delimiter}
+                    role = remote.role.value if remote.role else None
+                    new_id = s.execute(
+                        insert(_FOLDERS)
+                        .values(**values, role=role, state="initial", exists_remote=True)
+                        .returning(_FOLDERS.c.id)
+                    ).scalar_one()
+                    out.append(_FolderState(new_id, remote, None, "initial", None))
+                if changed:
+                    s.execute(update(_FOLDERS).where(_FOLDERS.c.id == bindparam("fid")), changed)
+                for folder_id in gone:  # its copies are gone too
+                    _forget_folder(folder_id, s)
         # Inbox and Sent first: they matter most to recruiters.
         order = {"inbox": 0, "sent": 1}
-        return sorted(out, key=lambda fr: order.get(fr[1].role.value if fr[1].role else "", 2))
+        return sorted(out, key=lambda f: order.get(f.remote.role.value if f.remote.role else "", 2))
 
-    def _sync_folder(
-        self, provider: MailProvider, indexer: Indexer, folder_id: int, remote: RemoteFolder, fres: FolderResult
-    ) -> None:
-        with self.sessions.begin() as s:
-            folder = s.get_one(Folder, folder_id)
-            cursor = folder.cursor
+    def _sync_folder(self, provider: MailProvider, indexer: Indexer, folder: _FolderState, fres: FolderResult) -> None:
+        folder_id, remote = folder.id, folder.remote
         try:
-            changes = provider.fetch_changes(remote, cursor)
+            changes = provider.fetch_changes(remote, folder.cursor)
         except CursorInvalidError as exc:
             self.log.warning("folder %s: cursor no longer valid (%s); resyncing", remote.name, exc)
             self._reset_folder(folder_id)
+            folder = dataclasses.replace(folder, cursor=None, state="resync")
             fres.resynced = True
             changes = provider.fetch_changes(remote, None)
         except FolderNotFound:
             with self.sessions.begin() as s:
-                s.execute(delete(MessageCopy).where(MessageCopy.folder_id == folder_id))
-                s.execute(
-                    update(Folder)
-                    .where(Folder.id == folder_id)
-                    .values(exists_remote=False, cursor=None, state="initial")
-                )
+                _forget_folder(folder_id, s)
             return
         self._apply_removals(folder_id, changes, fres)
         self._apply_flag_changes(folder_id, changes, fres)
@@ -267,10 +327,12 @@ class AccountSync:
             fres.new += stats.indexed
             fres.quarantined += stats.quarantined
             self.heartbeat()
+        if (changes.cursor, folder.state, folder.last_error) == (folder.cursor, "incremental", None):
+            return  # nothing changed: a no-change pass writes nothing for this folder
         with self.sessions.begin() as s:
             s.execute(
-                update(Folder)
-                .where(Folder.id == folder_id)
+                update(_FOLDERS)
+                .where(_FOLDERS.c.id == folder_id)
                 .values(cursor=changes.cursor, state="incremental", last_synced_at=_now(), last_error=None)
             )
 

@@ -33,18 +33,19 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config, SyncConfig
 from postroom.models import MailAccount
 from sync.accounts import AccountError
-from sync.engine import AccountResult, AccountSync
+from sync.engine import AccountResult, AccountSync, outcome_values
 
 log = logging.getLogger("postroom.scheduler")
+_ACCOUNTS = cast(Table, MailAccount.__table__)
 
 SCHEDULED = ("active", "backing-off", "syncing")  # states the worker picks up when due
 NEVER = ("disabled",)
@@ -52,6 +53,14 @@ NEVER = ("disabled",)
 
 class ResultSink(Protocol):
     def observe(self, result: AccountResult) -> None: ...
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A lease just taken: what the claim statement returned about the account."""
+
+    email: str
+    failure_count: int
 
 
 @dataclass(frozen=True)
@@ -141,36 +150,47 @@ class Scheduler:
         with self.sessions() as s:
             return list(s.scalars(q))
 
-    def next_due_in(self, now: datetime) -> float | None:
-        """Seconds until the next scheduled account is due (None: nothing scheduled)."""
+    def due_and_next(self, now: datetime, limit: int, exclude: Sequence[int] = ()) -> tuple[list[int], float | None]:
+        """The worker's one query per turn: up to ``limit`` accounts due now that nobody
+        holds, most overdue first, and the seconds until the next free one falls due
+        (None: none is scheduled). Walks the ``next_sync_at`` index; never sorts the table."""
+        q = (
+            select(_ACCOUNTS.c.id, _ACCOUNTS.c.next_sync_at)
+            .where(_ACCOUNTS.c.status.in_(SCHEDULED), self._free_lease(now))
+            .order_by(_ACCOUNTS.c.next_sync_at)  # (new accounts get a due time, see migration 0003)
+            .limit(limit + 1)
+        )
+        if exclude:
+            q = q.where(_ACCOUNTS.c.id.notin_(list(exclude)))
         with self.sessions() as s:
-            nxt = s.scalar(
-                select(MailAccount.next_sync_at)
-                .where(MailAccount.status.in_(SCHEDULED))
-                .order_by(MailAccount.next_sync_at.is_not(None), MailAccount.next_sync_at)
-                .limit(1)
-            )
-            any_scheduled = nxt is not None or s.scalar(
-                select(MailAccount.id).where(MailAccount.status.in_(SCHEDULED)).limit(1)
-            )
-        if not any_scheduled:
-            return None
-        return 0.0 if nxt is None else max(0.0, (nxt - now).total_seconds())
+            rows = s.execute(q).all()
+        due = [r.id for r in rows if r.next_sync_at is None or r.next_sync_at <= now][:limit]
+        later = [r.next_sync_at for r in rows if r.next_sync_at is not None and r.next_sync_at > now]
+        if len(due) == limit:
+            return due, 0.0
+        return due, (later[0] - now).total_seconds() if later else None
 
     # -- leases ----------------------------------------------------------------
 
-    def claim(self, account_id: int, *, force: bool = False) -> bool:
-        """Take the lease on one account; False if another worker holds it (or it is not schedulable)."""
+    def claim(self, account_id: int, *, force: bool = False) -> Claim | None:
+        """Take the lease on one account (and stamp ``last_sync_at``), in one statement;
+        None if another worker holds it or it is not schedulable."""
         now = datetime.now(UTC)
         allowed = [s for s in ("active", "backing-off", "syncing", "reconnect-needed") if force or s in SCHEDULED]
         with self.sessions.begin() as s:
-            res = s.execute(
-                update(MailAccount)
-                .where(MailAccount.id == account_id, MailAccount.status.in_(allowed), self._free_lease(now))
-                .values(lease_owner=self.owner, lease_expires_at=now + self.lease, status="syncing", dispatched_at=None)
-                .execution_options(synchronize_session=False)
-            )
-            return bool(res.rowcount)  # type: ignore[attr-defined]
+            row = s.execute(
+                update(_ACCOUNTS)
+                .where(_ACCOUNTS.c.id == account_id, _ACCOUNTS.c.status.in_(allowed), self._free_lease(now))
+                .values(
+                    lease_owner=self.owner,
+                    lease_expires_at=now + self.lease,
+                    status="syncing",
+                    dispatched_at=None,
+                    last_sync_at=now,
+                )
+                .returning(_ACCOUNTS.c.email, _ACCOUNTS.c.failure_count)
+            ).one_or_none()
+        return None if row is None else Claim(row.email, row.failure_count or 0)
 
     def reap_dead_local_leases(self) -> int:
         """Free the leases of workers on this machine whose process is gone (killed, crashed).
@@ -214,23 +234,25 @@ class Scheduler:
                 .execution_options(synchronize_session=False)
             )
 
-    def release(self, result: AccountResult) -> None:
-        """Record the outcome and give the lease back."""
+    def release(self, result: AccountResult, failures: int | None = None) -> None:
+        """Record the outcome and give the lease back, in one statement (``failures``:
+        the account's failure count when it was claimed, read again if not given)."""
         now = datetime.now(UTC)
         with self.sessions.begin() as s:
-            failures = s.scalar(select(MailAccount.failure_count).where(MailAccount.id == result.account_id)) or 0
+            if failures is None:
+                failures = s.scalar(select(_ACCOUNTS.c.failure_count).where(_ACCOUNTS.c.id == result.account_id)) or 0
             out = plan_next(result, failures, self.config.sync, now)
             s.execute(
-                update(MailAccount)
-                .where(MailAccount.id == result.account_id, MailAccount.lease_owner == self.owner)
+                update(_ACCOUNTS)
+                .where(_ACCOUNTS.c.id == result.account_id, _ACCOUNTS.c.lease_owner == self.owner)
                 .values(
                     status=out.status,
                     next_sync_at=out.next_sync_at,
                     failure_count=out.failure_count,
                     lease_owner=None,
                     lease_expires_at=None,
+                    **outcome_values(result, now),
                 )
-                .execution_options(synchronize_session=False)
             )
         result.status = out.status
 
@@ -254,12 +276,12 @@ class Scheduler:
     def sync(self, account_id: int, *, force: bool = False) -> AccountResult:
         """Claim, sync and release one account. Never raises for server, data or database trouble."""
         extra = {"account_id": account_id}
-        with self.sessions() as s:
-            account = s.get(MailAccount, account_id)
-            if account is None:
+        claim = self.claim(account_id, force=force)
+        if claim is None:
+            with self.sessions() as s:
+                email = s.scalar(select(_ACCOUNTS.c.email).where(_ACCOUNTS.c.id == account_id))
+            if email is None:
                 raise AccountError(f"No mail account with id {account_id}.")
-            email = account.email
-        if not self.claim(account_id, force=force):
             return AccountResult(account_id, email, skipped=True)
         last_renew = [time.monotonic()]
 
@@ -270,13 +292,13 @@ class Scheduler:
 
         log.debug("sync started", extra=extra)
         try:
-            result = AccountSync(self.config, self.sessions, account_id, heartbeat=heartbeat).run()
+            result = AccountSync(self.config, self.sessions, account_id, heartbeat=heartbeat).run(record=False)
         except Exception as exc:  # a bug or the database: record it, never take the worker down
             log.exception("sync crashed", extra=extra)
-            result = AccountResult(account_id, email)
+            result = AccountResult(account_id, claim.email)
             result.fail(exc, f"Internal error: {type(exc).__name__}: {exc}")
         try:
-            self.release(result)
+            self.release(result, claim.failure_count)
         except SQLAlchemyError as exc:  # retried by release_unrecorded(); else the lease expires by itself
             log.error("could not record the result: %s", str(exc).splitlines()[0], extra=extra)
             with self._unrecorded_lock:

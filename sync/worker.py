@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -33,7 +34,8 @@ from sync.scheduler import ResultSink, Scheduler
 
 log = logging.getLogger("postroom.worker")
 IDLE_POLL = 5.0  # seconds between looks at the schedule when nothing is due sooner
-DB_RETRY = 5.0  # seconds to wait after the database could not be reached
+DB_RETRY = (0.5, 5.0)  # wait after the database could not be reached: first, and at most (doubling)
+REAP_EVERY = 10.0  # seconds between looks for leases of dead local workers
 
 
 class Worker:
@@ -52,6 +54,7 @@ class Worker:
         self._wake = threading.Event()
         self._running: dict[int, Future[AccountResult]] = {}
         self._lock = threading.Lock()
+        self._next_reap = 0.0
         self.completed: list[AccountResult] = []  # results since start (tests and benchmarks read it)
 
     def stop(self) -> None:
@@ -61,7 +64,9 @@ class Worker:
 
     def _sync_one(self, account_id: int) -> AccountResult:
         result = self.scheduler.sync(account_id)
-        level = logging.INFO if result.ok else logging.WARNING
+        # an idle pass is routine (10,000 accounts make 80 a second): only changes and failures are news
+        changed = result.skipped or any(f.new or f.changed or f.removed or f.bodies for f in result.folders)
+        level = logging.WARNING if not result.ok else logging.INFO if changed else logging.DEBUG
         log.log(level, "%s", result.summary(), extra={"account_id": account_id})
         return result
 
@@ -76,27 +81,26 @@ class Worker:
             )
         self._wake.set()
 
-    def _fill(self, pool: ThreadPoolExecutor) -> None:
+    def _fill(self, pool: ThreadPoolExecutor) -> float:
+        """Start due accounts in the free slots; returns how long to wait before the next look."""
         with self._lock:
             free = self.slots - len(self._running)
             busy = list(self._running)
         if free <= 0:
-            return
+            return IDLE_POLL  # woken earlier when a slot frees
         self.scheduler.release_unrecorded()
-        self.scheduler.reap_dead_local_leases()
-        for account_id in self.scheduler.due(datetime.now(UTC), free, exclude=busy):
+        if time.monotonic() >= self._next_reap:
+            self.scheduler.reap_dead_local_leases()
+            self._next_reap = time.monotonic() + REAP_EVERY
+        due, next_in = self.scheduler.due_and_next(datetime.now(UTC), free, exclude=busy)
+        for account_id in due:
             future = pool.submit(self._sync_one, account_id)
             with self._lock:
                 self._running[account_id] = future
             future.add_done_callback(functools.partial(self._finished, account_id))
-
-    def _pause(self) -> float:
-        with self._lock:
-            full = len(self._running) >= self.slots
-        if full:
-            return IDLE_POLL  # woken earlier when a slot frees
-        nxt = self.scheduler.next_due_in(datetime.now(UTC))
-        return IDLE_POLL if nxt is None else min(IDLE_POLL, max(nxt, 0.05))
+        if len(due) == free:
+            return IDLE_POLL
+        return IDLE_POLL if next_in is None else min(IDLE_POLL, max(next_in, 0.01))
 
     def run(self, max_passes: int | None = None) -> None:
         """Run until :meth:`stop` (or for ``max_passes`` loop turns, for tests)."""
@@ -104,14 +108,15 @@ class Worker:
             "worker %s started: every %gs, %d at a time", self.scheduler.owner, self.config.sync.interval, self.slots
         )
         turns = 0
+        db_retry = DB_RETRY[0]
         with ThreadPoolExecutor(self.slots, thread_name_prefix="postroom-sync") as pool:
             while not self.stop_event.is_set():
                 try:
-                    self._fill(pool)
-                    pause = self._pause()
-                except SQLAlchemyError as exc:
-                    log.warning("database unavailable, retrying in %gs: %s", DB_RETRY, str(exc).splitlines()[0])
-                    pause = DB_RETRY
+                    pause = self._fill(pool)
+                    db_retry = DB_RETRY[0]
+                except SQLAlchemyError as exc:  # often one dead pooled connection: retry soon, then back off
+                    log.warning("database unavailable, retrying in %gs: %s", db_retry, str(exc).splitlines()[0])
+                    pause, db_retry = db_retry, min(db_retry * 2, DB_RETRY[1])
                 turns += 1
                 if max_passes is not None and turns >= max_passes:
                     break

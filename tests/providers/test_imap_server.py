@@ -57,6 +57,48 @@ def test_no_change_pass_costs_the_same_at_any_size(mailbox: Mailbox, extensions:
     assert costs[0] <= 2, costs  # one STATUS/SELECT (+ one UID FETCH without CONDSTORE)
 
 
+def test_no_change_pass_over_every_folder_is_login_list_logout(mailbox: Mailbox) -> None:
+    """LIST-STATUS answers every folder's STATUS at once, the login reply carries the
+    capabilities, and SASL-IR logs in with one command: an idle account costs three."""
+    mailbox.seed_corpus(50, folder="Archive", seed=5)
+    mailbox.append(make_message())
+    with ImapProvider.open(mailbox.settings()) as provider:
+        folders = provider.list_folders()
+        cursors = {f.name: provider.fetch_changes(f, None).cursor for f in folders}
+    assert len(folders) >= 6
+    provider = ImapProvider.open(mailbox.settings())
+    before = provider.command_count
+    for folder in provider.list_folders():
+        assert provider.fetch_changes(folder, cursors[folder.name]).empty
+    provider.close()
+    # greeting, AUTHENTICATE, LIST ... RETURN (SPECIAL-USE STATUS (...)), LOGOUT is not counted
+    assert provider.command_count - before == 3
+
+
+def test_listed_status_loses_nothing_that_arrives_after_the_list(mailbox: Mailbox) -> None:
+    mailbox.append(make_message())
+    with ImapProvider.open(mailbox.settings()) as provider:
+        inbox = next(f for f in provider.list_folders() if f.role == FolderRole.INBOX)
+        cursor = provider.fetch_changes(inbox, None).cursor
+        provider.list_folders()
+        late = str(mailbox.append(make_message(subject="after the LIST")))
+        # answered from the LIST's snapshot at most once: the next look sees the new message
+        first = provider.fetch_changes(inbox, cursor)
+        later = first if first.new else provider.fetch_changes(inbox, first.cursor)
+    assert later.new == (late,)
+
+
+def test_plain_login_without_sasl_ir_or_listed_status(mailbox: Mailbox) -> None:
+    """Servers without SASL-IR, LIST-STATUS or ENABLE get the classic commands."""
+    mailbox.append(make_message(subject="classic"))
+    options = {"disable_extensions": ["SASL-IR", "LIST-STATUS", "ENABLE"]}
+    with ImapProvider.open(mailbox.settings(**options)) as provider:
+        inbox = next(f for f in provider.list_folders() if f.role == FolderRole.INBOX)
+        first = provider.fetch_changes(inbox, None)
+        assert len(first.new) == 1
+        assert provider.fetch_changes(inbox, first.cursor).empty
+
+
 class ConnectProxy:
     """A tiny HTTP CONNECT proxy on 127.0.0.1 that counts tunnels."""
 
