@@ -5,7 +5,8 @@ Sources, later ones winning:
 1. built-in defaults (the embedded mode: SQLite in a data directory);
 2. the TOML file named by ``--config`` or ``POSTROOM_CONFIG`` (if any);
 3. a few environment overrides (``POSTROOM_DATABASE_URL``, ``POSTROOM_SECRET_KEY``,
-   ``POSTROOM_DATA_DIR``, ``POSTROOM_SYNC_INTERVAL``, ``POSTROOM_LOG_LEVEL``).
+   ``POSTROOM_DATA_DIR``, ``POSTROOM_SYNC_INTERVAL``, ``POSTROOM_LOG_LEVEL``,
+   ``POSTROOM_GOOGLE_CLIENT_ID``, ``POSTROOM_GOOGLE_CLIENT_SECRET``, ...).
 
 Nothing here reads the environment at import time; :func:`load_config` takes
 the environment as an argument. Every problem raises :class:`ConfigError` with
@@ -14,6 +15,7 @@ one sentence that names the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import tomllib
@@ -21,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 BODY_POLICIES = ("applicants", "all", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -85,6 +88,20 @@ class ImapDefaults:
 
 
 @dataclass(frozen=True)
+class GoogleConfig:
+    """The Google OAuth client Gmail accounts are connected through, and Google's endpoints.
+
+    The endpoints default to Google's own; tests and the demo point them at the
+    local stand-ins (http is accepted only for this machine)."""
+
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    auth_uri: str = "https://accounts.google.com/o/oauth2/auth"
+    token_uri: str = "https://oauth2.googleapis.com/token"
+    api_root: str = "https://gmail.googleapis.com/"
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     database: DatabaseConfig
@@ -95,6 +112,7 @@ class Config:
     imap: ImapDefaults
     celery: CeleryConfig = field(default_factory=CeleryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    google: GoogleConfig = field(default_factory=GoogleConfig)
     source: str = "defaults"  # where the settings came from, for messages
 
 
@@ -139,6 +157,40 @@ def _float_env(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"Environment variable {name} must be a number of seconds, not {env[name]!r}.") from None
 
 
+def is_loopback_host(host: str) -> bool:
+    """True for names that can only mean this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _endpoint(value: str, section: str, key: str) -> str:
+    """An https URL, or http for this machine only (the local stand-ins)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"Setting {section}.{key} must be an https URL, not {value!r}.")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigError(f"Setting {section}.{key} must use https (plain http only for this machine), not {value!r}.")
+    return value
+
+
+def _google(doc: Mapping[str, Any], env: Mapping[str, str]) -> GoogleConfig:
+    g = _section(doc, "google")
+    defaults = GoogleConfig()
+    values: dict[str, str] = {}
+    for key in ("client_id", "client_secret", "auth_uri", "token_uri", "api_root"):
+        values[key] = env.get(f"POSTROOM_GOOGLE_{key.upper()}") or _get(g, "google", key, str, getattr(defaults, key))
+    for key in ("auth_uri", "token_uri", "api_root"):
+        _endpoint(values[key], "google", key)
+    values["api_root"] = values["api_root"].rstrip("/") + "/"
+    if values["client_secret"] and not values["client_id"]:
+        raise ConfigError("Setting google.client_secret is set but google.client_id is not; set both or neither.")
+    return GoogleConfig(**values)
+
+
 def load_secret_key(data_dir: Path) -> str:
     """The embedded mode's key: generated once and kept beside the database (mode 0600)."""
     path = data_dir / "secret.key"
@@ -173,7 +225,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             raise ConfigError(f"Config file {path} is a directory, not a TOML file.") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
-    known = {"data_dir", "database", "security", "sync", "storage", "logging", "imap", "celery", "metrics"}
+    known = {"data_dir", "database", "security", "sync", "storage", "logging", "imap", "celery", "metrics", "google"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ConfigError(f"Unknown setting {unknown[0]!r} in {source}; known sections: {', '.join(sorted(known))}.")
@@ -289,5 +341,6 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         imap=imap,
         celery=celery_cfg,
         metrics=metrics_cfg,
+        google=_google(doc, env),
         source=source,
     )

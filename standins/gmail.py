@@ -14,6 +14,12 @@ google-api-python-client, and every JSON body in or out is validated against its
 schemas (:mod:`standins.discovery`): a bad request is a 400 as Gmail would answer,
 a response that breaks the schema is a 500 recorded in ``schema_violations``.
 
+Grants are shared with :mod:`standins.google_oauth`: a refresh token issued
+through its consent flow works here, and a grant carries the scopes the user
+consented to; a method none of whose discovery-document scopes was granted
+answers 403 insufficientPermissions, as Gmail does (grants made with
+:meth:`GmailStandIn.grant` and no scopes allow every method).
+
 Test controls: :meth:`GmailStandIn.fail` injects 429/403/5xx answers (also inside
 batches), :meth:`revoke` kills a grant, :meth:`expire_access_tokens` forces a
 refresh, ``Mailbox.expire_history`` makes old historyIds answer 404, and
@@ -136,6 +142,7 @@ class _Fault:
 class _Grant:
     user: str
     revoked: bool = False
+    scopes: frozenset[str] | None = None  # None: every scope
 
 
 class GmailStandIn:
@@ -149,6 +156,7 @@ class GmailStandIn:
             mid: m for mid, m in methods(doc).items() if mid.removeprefix("gmail.") in gmail_api.HANDLERS
         }
         self._map = Map([Rule(m.rule, endpoint=mid, methods=[m.http_method]) for mid, m in self.methods.items()])
+        self._scopes = _method_scopes(doc.get("resources", {}))
         self._lock = threading.Lock()
         self.mailboxes: dict[str, Mailbox] = {}
         self._grants: dict[str, _Grant] = {}  # refresh token -> grant
@@ -165,13 +173,42 @@ class GmailStandIn:
     def mailbox(self, address: str) -> Mailbox:
         return self.mailboxes[address.lower()]
 
-    def grant(self, address: str) -> str:
-        """A new refresh token for ``address`` (as an OAuth consent would issue)."""
+    def grant(self, address: str, scopes: Iterable[str] | None = None) -> str:
+        """A new refresh token for ``address`` (as an OAuth consent would issue), limited
+        to ``scopes`` if given."""
         self.add_user(address)
         token = "1//" + secrets.token_urlsafe(24)
         with self._lock:
-            self._grants[token] = _Grant(address.lower())
+            self._grants[token] = _Grant(address.lower(), scopes=None if scopes is None else frozenset(scopes))
         return token
+
+    def issue_access_token(self, refresh_token: str) -> str | None:
+        """A fresh access token for a live grant; None if the grant is unknown or revoked."""
+        with self._lock:
+            grant = self._grants.get(refresh_token)
+            if grant is None or grant.revoked:
+                return None
+            access = "ya29." + secrets.token_urlsafe(24)
+            self._access[access] = (refresh_token, time.time() + TOKEN_LIFETIME)
+            return access
+
+    def revoke_token(self, token: str) -> bool:
+        """Google's revoke endpoint: a refresh token, or an access token (which takes its
+        grant with it). False if the token is unknown or already revoked."""
+        with self._lock:
+            refresh_token = self._access[token][0] if token in self._access else token
+            grant = self._grants.get(refresh_token)
+            if grant is None or grant.revoked:
+                return False
+            grant.revoked = True
+            return True
+
+    def live_grant(self, refresh_token: str) -> tuple[str, frozenset[str] | None] | None:
+        """Whose mailbox a refresh token opens and with which scopes (None: all); None if
+        the token is unknown or revoked."""
+        with self._lock:
+            grant = self._grants.get(refresh_token)
+            return None if grant is None or grant.revoked else (grant.user, grant.scopes)
 
     def revoke(self, refresh_token: str) -> None:
         """Revoke a grant: its refresh gives invalid_grant, its access tokens 401."""
@@ -237,10 +274,13 @@ class GmailStandIn:
         except (NotFound, MethodNotAllowed):
             return self._error(404, f"No method at {method} {path}", "notFound")
         mid = str(endpoint).removeprefix("gmail.")
-        user = self._authorize(headers.get("authorization", ""))
+        user, scopes = self._authorize(headers.get("authorization", ""))
         if user is None:
             self._log(Call(mid, None, 401, in_batch))
             return self._error(401, "Request had invalid authentication credentials.", "authError")
+        if scopes is not None and not scopes & self._scopes.get(str(endpoint), frozenset()):
+            self._log(Call(mid, user, 403, in_batch))
+            return self._error(403, "Request had insufficient authentication scopes.", "insufficientPermissions")
         status, out_headers, out = self._call(self.methods[str(endpoint)], mid, user, dict(args), query, body)
         self._log(Call(mid, user, status, in_batch))
         return status, out_headers, out
@@ -309,16 +349,17 @@ class GmailStandIn:
                     return fault
         return None
 
-    def _authorize(self, header: str) -> str | None:
+    def _authorize(self, header: str) -> tuple[str | None, frozenset[str] | None]:
+        """The user an access token acts for and the scopes granted (None: all)."""
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer":
-            return None
+            return None, None
         with self._lock:
             refresh_token, expiry = self._access.get(token.strip(), ("", 0.0))
             grant = self._grants.get(refresh_token)
             if grant is None or grant.revoked or expiry < time.time():
-                return None
-            return grant.user
+                return None, None
+            return grant.user, grant.scopes
 
     def _token(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
@@ -328,15 +369,13 @@ class GmailStandIn:
         if form.get("grant_type") != "refresh_token":
             self._log(Call("token", None, 400))
             return self._json(400, {"error": "unsupported_grant_type"}, "_TokenError")
-        with self._lock:
-            grant = self._grants.get(form.get("refresh_token", ""))
-            if grant is None or grant.revoked:
-                self.calls.append(Call("token", None, 400))
-                err = {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
-                return self._json(400, err, "_TokenError")
-            access = "ya29." + secrets.token_urlsafe(24)
-            self._access[access] = (form["refresh_token"], time.time() + TOKEN_LIFETIME)
-            self.calls.append(Call("token", grant.user, 200))
+        grant = self.live_grant(form.get("refresh_token", ""))
+        access = self.issue_access_token(form.get("refresh_token", ""))
+        if grant is None or access is None:
+            self._log(Call("token", None, 400))
+            err = {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
+            return self._json(400, err, "_TokenError")
+        self._log(Call("token", grant[0], 200))
         answer = {"access_token": access, "expires_in": TOKEN_LIFETIME, "token_type": "Bearer"}
         if form.get("scope"):
             answer["scope"] = form["scope"]
@@ -364,6 +403,16 @@ class GmailStandIn:
             answers.append((part.content_id, status, part_headers, out))
         content_type, payload = format_batch(answers)
         return 200, {"Content-Type": content_type}, payload
+
+
+def _method_scopes(resources: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Method id -> the OAuth scopes any one of which lets a caller use it (discovery document)."""
+    out: dict[str, frozenset[str]] = {}
+    for resource in resources.values():
+        for m in resource.get("methods", {}).values():
+            out[m["id"]] = frozenset(m.get("scopes", ()))
+        out.update(_method_scopes(resource.get("resources", {})))
+    return out
 
 
 def _error_body(code: int, message: str, reason: str) -> dict[str, Any]:

@@ -2,27 +2,37 @@
 
 Credentials are sealed with :class:`postroom.crypto.SecretBox` before they reach
 the database and unsealed only to build a :class:`providers.base.ProviderSettings`.
+That covers IMAP passwords and Gmail's OAuth tokens alike: a Gmail account's
+secret holds its refresh token and the last access token with its expiry. The
+OAuth client's id is kept in the account's settings (the grant belongs to that
+client); its secret comes from ``[google]`` each time the account is opened and
+is never stored per account. When the provider refreshes the access token, the
+new one is sealed and written back in a short transaction of its own.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.addresses import normalise_address
 from postroom.config import Config
 from postroom.crypto import SecretBox
-from postroom.models import MailAccount
+from postroom.models import MailAccount, utcnow
 from providers.base import Credentials, MailProvider, ProviderSettings
 from providers.registry import open_provider
 from providers.transport import is_loopback
 from sync.store import default_org
 
 SECURITY_MODES = ("ssl", "starttls", "none")
+GMAIL = "gmail"
+log = logging.getLogger("postroom.accounts")
 
 
 class AccountError(Exception):
@@ -120,6 +130,62 @@ def add_imap_account(session: Session, config: Config, req: ImapAccountRequest) 
     return account
 
 
+def add_gmail_account(
+    session: Session,
+    config: Config,
+    email: str,
+    refresh_token: str,
+    *,
+    access_token: str | None = None,
+    token_expiry: datetime | None = None,
+    reconnect: bool = False,
+) -> MailAccount:
+    """Store a Gmail mailbox with its OAuth grant (sealed). An existing Gmail account for
+    the address is refused, unless ``reconnect``: then its tokens are replaced and it is
+    ``active`` again and due at once (the consent flow's "connect again")."""
+    address = normalise_address(email)
+    if not address or "@" not in address:
+        raise AccountError(f"{email!r} is not an email address.")
+    google = config.google
+    if not (google.client_id and google.client_secret):
+        raise AccountError(
+            "Settings google.client_id and google.client_secret must be set to connect Gmail accounts "
+            "(see docs/gmail.md)."
+        )
+    if not refresh_token.strip():
+        raise AccountError("The Gmail refresh token is empty.")
+    settings = {"api_root": google.api_root, "token_uri": google.token_uri, "client_id": google.client_id}
+    secret: dict[str, Any] = {"refresh_token": refresh_token.strip()}
+    if access_token:
+        secret.update(access_token=access_token, token_expiry=_iso(token_expiry))
+    sealed = SecretBox(config.security.secret_key).seal(secret)
+    org = default_org(session)
+    account = session.scalar(
+        select(MailAccount).where(
+            MailAccount.org_id == org.id, MailAccount.provider == GMAIL, MailAccount.email == address
+        )
+    )
+    if account is not None:
+        if not reconnect:
+            raise AccountError(f"A Gmail account for {address} already exists (id {account.id}).")
+        account.settings, account.secret = settings, sealed
+        account.status, account.next_sync_at, account.failure_count = "active", utcnow(), 0
+        account.last_error = account.last_error_class = None
+    else:
+        account = MailAccount(
+            org_id=org.id, email=address, provider=GMAIL, settings=settings, secret=sealed, status="active"
+        )
+        session.add(account)
+    session.flush()
+    return account
+
+
+def _iso(when: datetime | None) -> str | None:
+    if when is None:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
 def list_accounts(session: Session) -> list[AccountSummary]:
     rows = session.scalars(select(MailAccount).order_by(MailAccount.id))
     return [
@@ -131,30 +197,93 @@ def list_accounts(session: Session) -> list[AccountSummary]:
 class StoredAccount(Protocol):
     """What opening a provider needs of an account: a ``MailAccount`` or a row of its table."""
 
+    id: int
     email: str
     provider: str
     settings: dict[str, Any]
     secret: bytes
 
 
-def provider_settings(account: StoredAccount, config: Config) -> ProviderSettings:
+def provider_settings(
+    account: StoredAccount, config: Config, sessions: sessionmaker[Session] | None = None
+) -> ProviderSettings:
+    """What the account's backend needs. For OAuth backends that refresh their own access
+    token (Gmail), each refresh is persisted through ``sessions`` (default: a short-lived
+    engine of its own for each refresh)."""
     secret = SecretBox(config.security.secret_key).open(account.secret)
+    expiry = secret.get("token_expiry")
     creds = Credentials(
         username=secret.get("username") or account.email,
         password=secret.get("password"),
         access_token=secret.get("access_token"),
         oauth_mechanism=secret.get("oauth_mechanism", "XOAUTH2"),
+        refresh_token=secret.get("refresh_token"),
+        token_expiry=datetime.fromisoformat(expiry) if expiry else None,
     )
+    options = dict(account.settings or {})
+    on_refresh = None
+    if creds.refresh_token:
+        if account.provider == GMAIL:  # the client secret lives in [google] only
+            options.setdefault("client_id", config.google.client_id)
+            options["client_secret"] = config.google.client_secret
+        on_refresh = TokenSaver(config, account.id, creds.refresh_token, sessions)
     return ProviderSettings(
         email=account.email,
         credentials=creds,
-        options=dict(account.settings or {}),
+        options=options,
         timeout=config.sync.connect_timeout,
+        on_token_refresh=on_refresh,
     )
 
 
-def open_account(account: StoredAccount, config: Config) -> MailProvider:
-    return open_provider(account.provider, provider_settings(account, config))
+def open_account(account: StoredAccount, config: Config, sessions: sessionmaker[Session] | None = None) -> MailProvider:
+    return open_provider(account.provider, provider_settings(account, config, sessions))
+
+
+class TokenSaver:
+    """``on_token_refresh`` for one account: seals the new access token into the account's
+    secret in one short transaction, called between network calls (never inside a
+    transaction of the sync). If the account was reconnected meanwhile (another refresh
+    token), its new grant is left alone. A database failure is logged, not raised: the
+    provider goes on with the token in memory and refreshes again next time."""
+
+    def __init__(
+        self, config: Config, account_id: int, refresh_token: str, sessions: sessionmaker[Session] | None
+    ) -> None:
+        self._config, self._account_id, self._refresh_token = config, account_id, refresh_token
+        self._sessions = sessions
+
+    def __call__(self, access_token: str, expiry: datetime | None) -> None:
+        try:
+            if self._sessions is not None:
+                self._save(self._sessions, access_token, expiry)
+                return
+            from postroom import db
+
+            engine = db.make_engine(self._config.database)
+            try:
+                self._save(db.make_sessionmaker(engine), access_token, expiry)
+            finally:
+                engine.dispose()
+        except SQLAlchemyError as exc:
+            log.warning("could not store the refreshed access token: %s", exc, extra={"account_id": self._account_id})
+
+    def _save(self, sessions: sessionmaker[Session], access_token: str, expiry: datetime | None) -> None:
+        box = SecretBox(self._config.security.secret_key)
+        with sessions.begin() as s:
+            sealed = s.scalar(select(MailAccount.secret).where(MailAccount.id == self._account_id).with_for_update())
+            if sealed is None:
+                return
+            secret = box.open(sealed)
+            if secret.get("refresh_token") != self._refresh_token:
+                return  # reconnected meanwhile: the new grant wins
+            secret.update(access_token=access_token, token_expiry=_iso(expiry))
+            s.execute(
+                update(MailAccount)
+                .where(MailAccount.id == self._account_id)
+                .values(secret=box.seal(secret))
+                .execution_options(synchronize_session=False)
+            )
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """The Flask web layer: app factory and blueprints.
 
-For now it serves a health endpoint and Prometheus metrics read from the
-database; the recruiter UI, OAuth connect and the JSON API arrive with later
-issues and use the same services as the CLI.
+It serves a health endpoint, Prometheus metrics read from the database, and
+the Gmail connect flow (:mod:`web.blueprints.google_connect`); the recruiter UI
+and the JSON API arrive with later issues and use the same services as the CLI.
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
 
 from flask import Flask, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -19,7 +22,9 @@ from sync.metrics import DatabaseCollector
 def create_app(config: Config) -> Flask:
     """Build the app for ``config``; no module-level app, no global config."""
     app = Flask(__name__)
-    app.config["SECRET_KEY"] = config.security.secret_key
+    app.config["SECRET_KEY"] = session_key(config.security.secret_key)
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"  # sent on the top-level redirect back from Google
     engine = db.make_engine(config.database)
     sessions = db.make_sessionmaker(engine)
     # What background work borrows through the app context (web.celery_app, Flask's Celery pattern).
@@ -42,4 +47,13 @@ def create_app(config: Config) -> Flask:
         """Account states, sync lag and queue depth from the database (Prometheus text format)."""
         return Response(generate_latest(metrics_registry), mimetype=CONTENT_TYPE_LATEST)
 
+    from web.blueprints.google_connect import bp as google_connect
+
+    app.register_blueprint(google_connect)
     return app
+
+
+def session_key(secret_key: str) -> str:
+    """Flask's cookie-signing key, derived from ``security.secret_key`` under a label of its
+    own, so neither key (nor the Fernet key of stored secrets) reveals another."""
+    return hmac.new(secret_key.encode("utf-8"), b"postroom flask session key v1", hashlib.sha256).hexdigest()

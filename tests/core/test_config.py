@@ -75,6 +75,10 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("database = 3\n", {}, "Setting [database] must be a table"),
         ("[sync\n", {}, "is not valid TOML"),
         ("", {"POSTROOM_SYNC_INTERVAL": "soon"}, "POSTROOM_SYNC_INTERVAL must be a number of seconds"),
+        ("[google]\ntoken_uri = 'http://oauth.example.com/token'\n", {}, "google.token_uri must use https"),
+        ("[google]\napi_root = 'gmail.googleapis.com'\n", {}, "google.api_root must be an https URL"),
+        ("[google]\nclient_id = 42\n", {}, "google.client_id must be a str"),
+        ("[google]\nclient_secret = 's'\n", {}, "google.client_secret is set but google.client_id is not"),
     ],
 )
 def test_bad_settings_get_one_sentence_naming_the_setting(
@@ -87,6 +91,24 @@ def test_bad_settings_get_one_sentence_naming_the_setting(
     message = str(err.value)
     assert needle in message
     assert "\n" not in message and message.endswith(".")
+
+
+def test_google_defaults_are_googles_endpoints_and_loopback_http_is_allowed(tmp_path: Path) -> None:
+    google = load_config(env={"HOME": str(tmp_path)}).google
+    assert (google.client_id, google.auth_uri, google.token_uri, google.api_root) == (
+        "",
+        "https://accounts.google.com/o/oauth2/auth",
+        "https://oauth2.googleapis.com/token",
+        "https://gmail.googleapis.com/",
+    )
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[google]\nclient_id = "cid"\napi_root = "http://127.0.0.1:8025"\ntoken_uri = "http://localhost:1/t"\n'
+    )
+    google = load_config(f, env={"HOME": str(tmp_path), "POSTROOM_GOOGLE_CLIENT_SECRET": "from-env"}).google
+    assert (google.client_id, google.client_secret) == ("cid", "from-env")
+    assert google.api_root == "http://127.0.0.1:8025/" and google.token_uri == "http://localhost:1/t"
+    assert "from-env" not in repr(google)
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
