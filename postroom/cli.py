@@ -82,6 +82,18 @@ def build_parser() -> Parser:
     )
     imap.add_argument("--proxy", metavar="URL", help="HTTP CONNECT proxy for IMAP, e.g. http://proxy:3128")
     _json_flag(imap)
+    gm = accsub.add_parser(
+        "add-gmail", help="import an existing Google grant for a Gmail mailbox (client from [google])"
+    )
+    _common(gm)
+    gm.add_argument("--email", required=True, help="the mailbox's address")
+    gm.add_argument(
+        "--refresh-token-env",
+        required=True,
+        metavar="VAR",
+        help="name of the environment variable that holds the OAuth refresh token",
+    )
+    _json_flag(gm)
     lst = accsub.add_parser("list", help="list accounts with their sync status")
     _common(lst)
     _json_flag(lst)
@@ -213,6 +225,18 @@ def cmd_accounts_add_imap(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_accounts_add_gmail(app: App, args: argparse.Namespace) -> int:
+    from sync.accounts import add_gmail_account
+
+    token = os.environ.get(args.refresh_token_env)
+    if token is None:
+        raise CommandError(f"Environment variable {args.refresh_token_env} (named by --refresh-token-env) is not set.")
+    with app.sessions.begin() as s:
+        account_id = add_gmail_account(s, app.config, args.email, token).id
+    _print(args, {"id": account_id}, str(account_id))
+    return 0
+
+
 def cmd_accounts_list(app: App, args: argparse.Namespace) -> int:
     from sync.accounts import list_accounts
 
@@ -222,7 +246,7 @@ def cmd_accounts_list(app: App, args: argparse.Namespace) -> int:
         _print(args, [a.as_json() for a in accounts], "")
         return 0
     if not accounts:
-        print("No accounts yet; add one with 'postroom accounts add-imap'.")
+        print("No accounts yet; add one with 'postroom accounts add-imap' or 'add-gmail'.")
     for a in accounts:
         last = a.last_sync_at.strftime("%Y-%m-%d %H:%M:%S") if a.last_sync_at else "never"
         line = f"{a.id:>4}  {a.email:<32} {a.provider:<6} {a.status:<17} last sync {last}"
@@ -262,7 +286,7 @@ def cmd_sync(app: App, args: argparse.Namespace) -> int:
         )
     else:
         if not results:
-            print("No accounts to sync; add one with 'postroom accounts add-imap'.")
+            print("No accounts to sync; add one with 'postroom accounts add-imap' or 'add-gmail'.")
         for r in results:
             print(r.summary())
     failed = [r for r in results if not r.ok]
@@ -418,7 +442,7 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
         _print(args, [r.as_json() for r in rows], "")
         return 0
     if not rows:
-        print("No accounts yet; add one with 'postroom accounts add-imap'.")
+        print("No accounts yet; add one with 'postroom accounts add-imap' or 'add-gmail'.")
     for r in rows:
         last = r.last_success_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_success_at else "never"
         line = f"{r.id:>4}  {r.email:<32} {r.status:<17} last ok {last} (lag {_age(r.lag_seconds)})"
@@ -433,6 +457,7 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
 COMMANDS: dict[tuple[str, ...], Callable[[App, argparse.Namespace], int]] = {
     ("db", "upgrade"): cmd_db_upgrade,
     ("accounts", "add-imap"): cmd_accounts_add_imap,
+    ("accounts", "add-gmail"): cmd_accounts_add_gmail,
     ("accounts", "list"): cmd_accounts_list,
     ("applicants", "add"): cmd_applicants_add,
     ("sync",): cmd_sync,

@@ -15,6 +15,8 @@ import pytest
 
 from postroom.cli import main
 from tests.rig.fixtures import Mailbox, make_message
+from tests.standins.gmail_rig import ADDRESS as GMAIL_ADDRESS
+from tests.standins.gmail_rig import gmail_rig
 
 POSTROOM = [sys.executable, "-m", "postroom.cli"]
 
@@ -231,6 +233,7 @@ def test_duplicate_account_is_refused(cli: Cli, mailbox: Mailbox) -> None:
         [],
         ["db", "upgrade"],
         ["accounts", "add-imap"],
+        ["accounts", "add-gmail"],
         ["accounts", "list"],
         ["applicants", "add"],
         ["sync"],
@@ -344,3 +347,60 @@ def test_server_database_without_schema_asks_for_db_upgrade(
     assert capsys.readouterr().out.startswith("Database at revision ")
     assert main(["accounts", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_add_gmail_imports_a_grant_that_syncs_and_refuses_a_duplicate(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with gmail_rig() as rig:
+        for key, value in {
+            "POSTROOM_GOOGLE_CLIENT_ID": rig.standin.client_id,
+            "POSTROOM_GOOGLE_CLIENT_SECRET": rig.standin.client_secret,
+            "POSTROOM_GOOGLE_TOKEN_URI": rig.server.url + "/token",
+            "POSTROOM_GOOGLE_API_ROOT": rig.server.url + "/",
+            "RITA_REFRESH_TOKEN": rig.refresh_token,
+        }.items():
+            monkeypatch.setenv(key, value)
+        rig.deliver(make_message(message_id="<apply@gm.test>", subject="Application", from_="jane.doe@gmail.com"))
+        added = cli.json("accounts", "add-gmail", "--email", GMAIL_ADDRESS, "--refresh-token-env", "RITA_REFRESH_TOKEN")
+        assert isinstance(added, dict)
+        (listed,) = cli.json("accounts", "list")  # type: ignore[misc]
+        assert (listed["id"], listed["provider"], listed["status"]) == (added["id"], "gmail", "active")
+        _, out, _ = cli("sync", "--once")
+        assert "1 new" in out
+        threads = cli.json("threads", "--account", str(added["id"]))
+        assert [t["message_ids"] for t in threads] == [["<apply@gm.test>"]]  # type: ignore[union-attr]
+
+        code, _, err = cli(
+            "accounts",
+            "add-gmail",
+            "--email",
+            GMAIL_ADDRESS.upper(),
+            "--refresh-token-env",
+            "RITA_REFRESH_TOKEN",
+            ok=False,
+        )
+        assert code == 1
+        assert err == f"postroom: error: A Gmail account for {GMAIL_ADDRESS} already exists (id {added['id']}).\n"
+
+
+def test_add_gmail_input_problems_are_one_sentence(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_SUCH_TOKEN_VAR", raising=False)
+    monkeypatch.setenv("SOME_TOKEN", "1//token")
+    args = ["accounts", "add-gmail", "--email", "rita@example.test", "--refresh-token-env"]
+    code, _, err = cli(*args, "NO_SUCH_TOKEN_VAR", ok=False)
+    assert (code, err) == (
+        1,
+        "postroom: error: Environment variable NO_SUCH_TOKEN_VAR (named by --refresh-token-env) is not set.\n",
+    )
+    code, _, err = cli(*args, "SOME_TOKEN", ok=False)  # no [google] client configured
+    assert (code, err) == (
+        1,
+        "postroom: error: Settings google.client_id and google.client_secret must be set to connect Gmail "
+        "accounts (see docs/gmail.md).\n",
+    )
+    monkeypatch.setenv("POSTROOM_GOOGLE_CLIENT_ID", "cid")
+    monkeypatch.setenv("POSTROOM_GOOGLE_CLIENT_SECRET", "secret")
+    code, _, err = cli("accounts", "add-gmail", "--email", "rita", "--refresh-token-env", "SOME_TOKEN", ok=False)
+    assert (code, err) == (1, "postroom: error: 'rita' is not an email address.\n")
+    assert cli.json("accounts", "list") == []
