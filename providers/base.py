@@ -224,3 +224,7 @@ class ProviderSettings:
     # called as on_token_refresh(access_token, expiry) after an OAuth refresh, so the
     # caller can persist the new token; expiry is an aware UTC datetime or None
     on_token_refresh: Callable[[str, datetime | None], None] | None = field(default=None, compare=False, repr=False)
+    # called as on_refresh_token_rotated(refresh_token) when the identity provider issued a new
+    # refresh token (Microsoft does on every refresh), before on_token_refresh; persist it,
+    # since later refreshes must use it
+    on_refresh_token_rotated: Callable[[str], None] | None = field(default=None, compare=False, repr=False)

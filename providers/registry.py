@@ -15,6 +15,7 @@ from providers.errors import BackendNotFound
 BACKENDS: dict[str, str] = {
     "imap": "providers.imap:ImapProvider",
     "gmail": "providers.gmail:GmailProvider",
+    "graph": "providers.graph:GraphProvider",
 }
 
 

@@ -1,0 +1,377 @@
+"""Microsoft Graph backend (Microsoft 365 mailboxes): plain HTTPS with requests, tokens from msal.
+
+Options (``ProviderSettings.options``)::
+
+    client_id, client_secret   the Entra ID app the refresh token was issued to (required)
+    tenant                     default "organizations"
+    authority                  default "https://login.microsoftonline.com/{tenant}"
+    instance_discovery         msal's: None (Microsoft's endpoint), False, or a URL
+    graph_root                 default "https://graph.microsoft.com/v1.0"
+    scopes                     default Mail.ReadWrite and Mail.Send on Graph
+    ca_bundle                  a PEM file to trust instead of the system store (tests, proxies)
+    page_size                  delta page size asked with Prefer: odata.maxpagesize (default 200)
+    retry_budget               seconds of backoff one call may spend on 429/5xx (default 60)
+    max_retries                retries per call (default 4)
+    retry_base, retry_cap      first backoff (1.0 s, doubling) and the longest Retry-After honoured (30 s)
+
+Credentials: ``refresh_token`` (plus, optionally, a stored ``access_token`` and its
+``token_expiry``, used as they are while valid). Microsoft rotates refresh tokens on
+every refresh: ``settings.on_refresh_token_rotated(new_refresh_token)`` is called, then
+``settings.on_token_refresh(access_token, expiry)``.
+
+Request counts: ``list_folders`` is one ``$batch`` (the folder list plus the well-known
+folders that give roles), plus one per level of nested folders; a no-change
+``fetch_changes`` is one GET of the stored deltaLink; ``fetch_headers`` is one
+``$batch`` per 20 messages; ``fetch_bodies`` one GET of ``$value`` per message.
+Folder sync (cursors, header blocks) is in :mod:`providers.graph_sync`; HTTP, tokens,
+retries and batching in :mod:`providers.graph_calls`.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from providers import graph_sync
+from providers.base import (
+    Capability,
+    ChangeSet,
+    FlagUpdate,
+    FolderRole,
+    OutgoingMessage,
+    ProviderSettings,
+    RemoteFolder,
+    RemoteMessage,
+    SendResult,
+)
+from providers.errors import FolderNotFound, ProtocolError, SendError
+from providers.graph_calls import GraphCalls
+from providers.transport import ConfigurationError
+
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com/{tenant}"
+DEFAULT_GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
+ROLES = {
+    "inbox": FolderRole.INBOX,
+    "sentitems": FolderRole.SENT,
+    "deleteditems": FolderRole.TRASH,
+    "drafts": FolderRole.DRAFTS,
+    "junkemail": FolderRole.JUNK,
+    "archive": FolderRole.ARCHIVE,
+}
+SKIPPED = ("outbox",)  # in-flight mail: not a folder recruiters read
+SessionFactory = Callable[[], requests.Session]
+
+
+class GraphProvider:
+    """A :class:`providers.base.MailProvider` for one Microsoft 365 mailbox, over Microsoft Graph.
+
+    Folders are named by their Graph id (stable across renames); the role says what they are::
+
+        >>> provider.list_folders()                                    # doctest: +SKIP
+        [RemoteFolder(name='AAMkAGI2TG93AAA=', role=<FolderRole.INBOX: 'inbox'>, ...),
+         RemoteFolder(name='AAMkAGI2TG94AAA=', role=<FolderRole.SENT: 'sent'>, ...),
+         RemoteFolder(name='AAMkAGI2THh1AAA=', role=None, ...)]
+        >>> provider.fetch_changes(inbox, None)                        # doctest: +SKIP
+        ChangeSet(new=('AAMkAGI2...AAA=', ...), present=frozenset({...}),
+                  cursor='{"deltaLink": "https://graph.microsoft.com/v1.0/me/mailFolders(...)...", "v": 1}')
+        >>> next(provider.fetch_headers(inbox, ["AAMkAGI2...AAA="]))   # doctest: +SKIP
+        RemoteMessage(remote_id='AAMkAGI2...AAA=', headers=b'Message-ID: <a@b>\\r\\nFrom: ...',
+                      flags=frozenset({'\\\\Seen'}), size=5120, thread_hint='AAQkAGI2...=', ...)
+        >>> provider.send(outgoing)                                    # doctest: +SKIP
+        SendResult(message_id='<x@y>', provider_id=None, sent_copy_stored=True, refused={})
+    """
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        *,
+        session_factory: SessionFactory | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        opts, creds = settings.options, settings.credentials
+        if not creds.refresh_token and not creds.access_token:
+            raise ConfigurationError(
+                "A Microsoft 365 account needs a refresh token; reconnect it through Microsoft sign-in."
+            )
+        if creds.refresh_token and not (opts.get("client_id") and opts.get("client_secret")):
+            raise ConfigurationError("Microsoft Graph settings need client_id and client_secret for the Entra ID app.")
+        root = str(opts.get("graph_root") or DEFAULT_GRAPH_ROOT).rstrip("/")
+        authority = str(opts.get("authority") or DEFAULT_AUTHORITY.format(tenant=opts.get("tenant") or "organizations"))
+        for name, url in (("graph_root", root), ("authority", authority)):
+            if not url.startswith("https://"):
+                raise ConfigurationError(f"Microsoft Graph setting {name} must be an https URL, not {url!r}.")
+        self._settings, self._root, self._authority = settings, root, authority.rstrip("/")
+        self._session_factory = session_factory or requests.Session
+        self._sleep = sleep
+        self._page_size = int(opts.get("page_size", 200))
+        self._calls: GraphCalls | None = None
+        self._session: requests.Session | None = None
+
+    @classmethod
+    def open(cls, settings: ProviderSettings, **kwargs: Any) -> GraphProvider:
+        """Validate the settings; nothing is sent until the first call."""
+        return cls(settings, **kwargs)
+
+    def __enter__(self) -> GraphProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset({Capability.SERVER_THREAD_IDS, Capability.MOVE, Capability.SEND, Capability.STORE_SENT_COPY})
+
+    def _api(self) -> GraphCalls:
+        if self._calls is None:
+            opts = self._settings.options
+            self._session = self._session_factory()
+            self._calls = GraphCalls(
+                self._settings,
+                self._session,
+                root=self._root,
+                authority=self._authority,
+                verify=opts.get("ca_bundle"),
+                budget=float(opts.get("retry_budget", 60.0)),
+                max_retries=int(opts.get("max_retries", 4)),
+                base=float(opts.get("retry_base", 1.0)),
+                cap=float(opts.get("retry_cap", 30.0)),
+                sleep=self._sleep,
+            )
+        return self._calls
+
+    def close(self) -> None:
+        """Drop the HTTP connections. Safe to call twice; the next call reconnects."""
+        session, self._session, self._calls = self._session, None, None
+        if session is not None:
+            session.close()
+
+    # ------------------------------------------------------------ folders
+    def list_folders(self) -> list[RemoteFolder]:
+        """Every mail folder (nested ones too), with roles from Graph's well-known folder names."""
+        api = self._api()
+        parts: dict[str, dict[str, Any]] = {"*": {"url": "/me/mailFolders?$top=250"}}
+        parts |= {name: {"url": f"/me/mailFolders/{name}?$select=id"} for name in (*ROLES, *SKIPPED)}
+        answers = api.batch(parts, "mailFolders")
+        if "*" not in answers:
+            raise ProtocolError(f"Graph {self._settings.email}: the folder list is missing")
+        roles = {answers[n]["id"]: ROLES.get(n) for n in (*ROLES, *SKIPPED) if n in answers}
+        skipped = {answers[n]["id"] for n in SKIPPED if n in answers}
+        folders: list[RemoteFolder] = []
+        level = self._pages(answers["*"], "mailFolders")
+        while level:
+            parents = []
+            for entry in level:
+                if entry["id"] in skipped:
+                    continue
+                folders.append(RemoteFolder(entry["id"], roles.get(entry["id"])))
+                if entry.get("childFolderCount"):
+                    parents.append(entry["id"])
+            children = api.batch(
+                {fid: {"url": f"/me/mailFolders/{quote(fid)}/childFolders?$top=250"} for fid in parents}, "childFolders"
+            )
+            level = [
+                entry for fid in parents if fid in children for entry in self._pages(children[fid], "childFolders")
+            ]
+        return folders
+
+    def _pages(self, page: dict[str, Any], what: str) -> list[dict[str, Any]]:
+        entries = list(page.get("value", []))
+        while page.get("@odata.nextLink"):
+            page = self._api().json("GET", page["@odata.nextLink"], what)
+            entries.extend(page.get("value", []))
+        return entries
+
+    # ------------------------------------------------------------ sync
+    def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
+        api = self._api()
+        headers = {"Prefer": f"odata.maxpagesize={self._page_size}"}
+        if cursor is None:
+            url = f"{self._root}/me/mailFolders/{quote(folder.name)}/messages/delta?$select={graph_sync.DELTA_SELECT}"
+        else:
+            url = graph_sync.Cursor.load(cursor, self._root).delta_link
+        live: dict[str, frozenset[str]] = {}
+        removed: dict[str, None] = {}
+        while True:
+            page = api.json("GET", url, "messages.delta", headers=headers, not_found=FolderNotFound)
+            for entry in page.get("value", []):
+                mid = str(entry["id"])
+                if "@removed" in entry:
+                    live.pop(mid, None)
+                    removed[mid] = None
+                else:
+                    removed.pop(mid, None)
+                    live[mid] = graph_sync.flags_of(entry)
+            if page.get("@odata.nextLink"):
+                url = page["@odata.nextLink"]
+                continue
+            if not page.get("@odata.deltaLink"):
+                raise ProtocolError(f"Graph {self._settings.email}: a delta page with neither nextLink nor deltaLink")
+            next_cursor = graph_sync.Cursor(page["@odata.deltaLink"]).dump()
+            break
+        ids = tuple(live)
+        if cursor is None:
+            return ChangeSet(new=ids, present=frozenset(ids), cursor=next_cursor)
+        changed = tuple(FlagUpdate(mid, flags) for mid, flags in live.items())
+        return ChangeSet(new=ids, changed=changed, removed=tuple(removed), cursor=next_cursor)
+
+    # ------------------------------------------------------------ messages
+    def fetch_headers(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> Iterator[RemoteMessage]:
+        api = self._api()
+        query = f"$select={graph_sync.HEADER_SELECT}&$expand={graph_sync.EXPAND}"
+        ids = list(dict.fromkeys(remote_ids))
+        for start in range(0, len(ids), 100):
+            chunk = ids[start : start + 100]
+            answers = api.batch({rid: {"url": f"/me/messages/{quote(rid)}?{query}"} for rid in chunk}, "messages.get")
+            for rid in chunk:
+                if rid in answers:
+                    yield graph_sync.remote_message(answers[rid])
+
+    def fetch_bodies(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> dict[str, bytes]:
+        api = self._api()
+        bodies: dict[str, bytes] = {}
+        for rid in remote_ids:
+            try:
+                resp = api.request(
+                    "GET", f"/me/messages/{quote(rid)}/$value", "messages.$value", not_found=FolderNotFound
+                )
+            except FolderNotFound:
+                continue  # vanished meanwhile
+            bodies[rid] = resp.content
+        return bodies
+
+    # ------------------------------------------------------------ writing
+    def send(self, message: OutgoingMessage) -> SendResult:
+        """sendMail with the MIME as it is (our Message-ID, In-Reply-To, References); Graph
+        files the copy in Sent Items itself (a MIME sendMail always does)."""
+        api = self._api()
+        try:
+            api.request(
+                "POST",
+                "/me/sendMail",
+                "sendMail",
+                idempotent=False,
+                data=base64.b64encode(message.raw),
+                headers={"Content-Type": "text/plain"},
+            )
+        except ProtocolError as exc:
+            raise SendError(f"Graph {self._settings.email} refused the message: {exc}") from exc
+        return SendResult(message_id=message.message_id, sent_copy_stored=True)
+
+    def send_without_copy(self, message: OutgoingMessage) -> SendResult:
+        """Send the MIME as it is without a copy in Sent Items: a draft created from the MIME,
+        marked PidTagDeleteAfterSubmit, then sent (saveToSentItems=false exists only for
+        JSON messages, which cannot carry our MIME structure)."""
+        api = self._api()
+        try:
+            draft = api.json(
+                "POST",
+                "/me/messages",
+                "messages.create",
+                idempotent=False,
+                data=base64.b64encode(message.raw),
+                headers={"Content-Type": "text/plain"},
+            )
+            draft_id = quote(str(draft["id"]))
+            delete_after_submit = {"singleValueExtendedProperties": [{"id": "Boolean 0x0E01", "value": "true"}]}
+            api.json("PATCH", f"/me/messages/{draft_id}", "messages.update", json=delete_after_submit)
+            api.request("POST", f"/me/messages/{draft_id}/send", "messages.send", idempotent=False)
+        except ProtocolError as exc:
+            raise SendError(f"Graph {self._settings.email} refused the message: {exc}") from exc
+        return SendResult(message_id=message.message_id, provider_id=None, sent_copy_stored=False)
+
+    def store_sent_copy(self, raw: bytes, flags: frozenset[str] = frozenset({"\\Seen"})) -> str | None:
+        """Create one non-draft copy of ``raw`` in Sent Items; returns its Graph id.
+
+        A message created from MIME is always a draft, and a draft's state can only be
+        chosen when it is created, so the copy is created from JSON with PidTagMessageFlags
+        set (read, not unsent); Message-ID, In-Reply-To, References and the send date
+        travel as ``internetMessageId`` and MAPI properties, attachments as file attachments.
+        """
+        created = self._api().json(
+            "POST",
+            "/me/mailFolders/sentitems/messages",
+            "messages.create",
+            idempotent=False,
+            json=sent_copy_json(raw, flags),
+        )
+        return str(created["id"]) if created.get("id") else None
+
+    def move(self, folder: RemoteFolder, remote_ids: Sequence[str], target: RemoteFolder) -> None:
+        """message: move (a new id in the target folder); vanished ids are skipped."""
+        body = {"destinationId": target.name}
+        parts = {rid: {"method": "POST", "url": f"/me/messages/{quote(rid)}/move", "body": body} for rid in remote_ids}
+        self._api().batch(parts, "messages.move")
+
+    def delete(self, remote_ids: Sequence[str]) -> None:
+        """Delete messages (Exchange keeps them in Recoverable Items); vanished ids are skipped."""
+        self._api().batch(
+            {rid: {"method": "DELETE", "url": f"/me/messages/{quote(rid)}"} for rid in remote_ids}, "messages.delete"
+        )
+
+
+def _recipients(msg: EmailMessage, header: str) -> list[dict[str, Any]]:
+    values = [str(v) for v in msg.get_all(header, [])]
+    return [{"emailAddress": {"name": n or a, "address": a}} for n, a in getaddresses(values) if a]
+
+
+def sent_copy_json(raw: bytes, flags: frozenset[str]) -> dict[str, Any]:
+    """Graph's JSON message for a non-draft copy of ``raw``."""
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    body_part = msg.get_body(preferencelist=("html", "plain"))
+    content = body_part.get_content() if body_part is not None else ""
+    is_html = body_part is not None and body_part.get_content_subtype() == "html"
+    props = [{"id": "Integer 0x0E07", "value": "1" if "\\Seen" in flags else "0"}]  # MSGFLAG_READ, not MSGFLAG_UNSENT
+    for prop, header in (("String 0x1042", "In-Reply-To"), ("String 0x1039", "References")):
+        if msg.get(header):
+            props.append({"id": prop, "value": " ".join(str(msg[header]).split())})
+    try:
+        sent = parsedate_to_datetime(str(msg["Date"])) if msg.get("Date") else None
+    except (TypeError, ValueError):
+        sent = None
+    if sent is not None and sent.tzinfo is not None:
+        when = sent.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        props += [{"id": "SystemTime 0x0039", "value": when}, {"id": "SystemTime 0x0E06", "value": when}]
+    out: dict[str, Any] = {
+        "subject": str(msg.get("Subject", "")),
+        "body": {"contentType": "html" if is_html else "text", "content": content},
+        "toRecipients": _recipients(msg, "To"),
+        "ccRecipients": _recipients(msg, "Cc"),
+        "bccRecipients": _recipients(msg, "Bcc"),
+        "replyTo": _recipients(msg, "Reply-To"),
+        "singleValueExtendedProperties": props,
+    }
+    senders = _recipients(msg, "From")
+    if senders:
+        out["from"] = senders[0]
+    if msg.get("Message-ID"):
+        out["internetMessageId"] = str(msg["Message-ID"]).strip()
+    if "\\Flagged" in flags:
+        out["flag"] = {"flagStatus": "flagged"}
+    attachments = [
+        {
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "name": part.get_filename() or "attachment",
+            "contentType": part.get_content_type(),
+            "contentBytes": base64.b64encode(_payload(part)).decode("ascii"),
+        }
+        for part in msg.iter_attachments()
+    ]
+    if attachments:
+        out["attachments"] = attachments
+    return out
+
+
+def _payload(part: EmailMessage) -> bytes:
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""

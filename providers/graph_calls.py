@@ -1,0 +1,311 @@
+"""Talking to Microsoft Graph: bearer tokens from msal, retries, JSON batching, error translation.
+
+Every failure leaves here as a :mod:`providers.errors` class:
+
+=====================================================  =========================================
+what Graph, the identity platform or the network did   raised
+=====================================================  =========================================
+token endpoint: ``invalid_grant`` (AADSTS50173          :class:`AuthError`
+revoked, 700082 expired, ...), ``invalid_client``;
+401 even after a fresh token; 403
+429, 503, 504 (and other 5xx, connection errors on      retried with capped exponential backoff,
+calls that are safe to repeat)                          honouring Retry-After, then
+                                                        :class:`TransientError` (``retry_after`` set)
+404                                                     the caller's ``not_found`` class
+                                                        (batches: the id is left out)
+410 (``SyncStateNotFound``, ``resyncRequired``)         :class:`CursorInvalidError`
+other 4xx                                               :class:`ProtocolError`
+=====================================================  =========================================
+
+Backoff for attempt n is ``base * 2**n``, at least the server's Retry-After; a
+Retry-After above ``cap`` or a sleep that would pass ``budget`` gives up at once, so the
+scheduler backs the account off instead of a worker thread sleeping. Sends are retried
+only on 429, which Graph answers before doing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msal
+import requests
+
+from providers.base import ProviderSettings
+from providers.errors import AuthError, CursorInvalidError, ProtocolError, ProviderError, TransientError
+
+GRAPH_SCOPES = ("https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send")
+MAX_BATCH = 20  # Graph's limit for JSON batching
+RETRYABLE = {429, 500, 502, 503, 504}
+EXPIRY_SKEW = timedelta(minutes=5)
+
+
+class _MsalHttp:
+    """msal's ``http_client``: the provider's session, with the CA bundle passed per request
+    (``REQUESTS_CA_BUNDLE`` in the environment would otherwise override ``Session.verify``)."""
+
+    def __init__(self, session: requests.Session, verify: str | bool | None, timeout: float) -> None:
+        self._session, self._verify, self._timeout = session, verify, timeout
+
+    def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs.setdefault("timeout", self._timeout)
+        if self._verify is not None:
+            kwargs["verify"] = self._verify
+        return kwargs
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self._session.get(url, **self._kwargs(kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        return self._session.post(url, **self._kwargs(kwargs))
+
+    def close(self) -> None:  # the provider closes the session
+        pass
+
+
+class GraphCalls:
+    """Authenticated Graph requests for one provider (one thread)."""
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        session: requests.Session,
+        *,
+        root: str,
+        authority: str,
+        verify: str | bool | None,
+        budget: float,
+        max_retries: int,
+        base: float,
+        cap: float,
+        sleep: Callable[[float], None],
+    ) -> None:
+        opts, creds = settings.options, settings.credentials
+        self.root, self._session, self._verify = root, session, verify
+        self._settings, self._where = settings, f"Graph {settings.email}"
+        self._authority = authority
+        self._budget, self._max_retries, self._base, self._cap, self._sleep = budget, max_retries, base, cap, sleep
+        self._scopes = list(opts.get("scopes") or GRAPH_SCOPES)
+        self._instance_discovery = opts.get("instance_discovery")
+        self._refresh_token = creds.refresh_token
+        self._access = creds.access_token
+        self._expiry = creds.token_expiry
+        self._app: msal.ConfidentialClientApplication | None = None
+
+    # ------------------------------------------------------------ tokens
+    def _token(self) -> str:
+        now = datetime.now(UTC)
+        expiry = self._expiry if self._expiry is None or self._expiry.tzinfo else self._expiry.replace(tzinfo=UTC)
+        if self._access and (expiry is None or expiry - EXPIRY_SKEW > now):
+            return self._access
+        return self.refresh()
+
+    def _msal(self) -> msal.ConfidentialClientApplication:
+        if self._app is None:
+            opts = self._settings.options
+            try:
+                self._app = msal.ConfidentialClientApplication(
+                    str(opts["client_id"]),
+                    client_credential=str(opts["client_secret"]),
+                    authority=self._authority,
+                    http_client=_MsalHttp(self._session, self._verify, self._settings.timeout),
+                    instance_discovery=self._instance_discovery,
+                )
+            except requests.RequestException as exc:
+                raise TransientError(f"{self._where}: the identity platform is unreachable: {exc!r}") from exc
+            except ValueError as exc:  # msal: the authority's OpenID configuration could not be read
+                if "HTTP status: 4" in str(exc) or "invalid_instance" in str(exc):
+                    raise AuthError(f"{self._where}: the authority {self._authority} refused us: {exc}") from exc
+                raise TransientError(f"{self._where}: the authority {self._authority} failed: {exc}") from exc
+        return self._app
+
+    def refresh(self) -> str:
+        """A fresh access token from the refresh token; rotated refresh tokens are reported."""
+        if not self._refresh_token:
+            raise AuthError(f"{self._where}: the access token expired and there is no refresh token.")
+        try:
+            result = self._msal().acquire_token_by_refresh_token(self._refresh_token, scopes=self._scopes)
+        except requests.RequestException as exc:
+            raise TransientError(f"{self._where}: token refresh failed: {exc!r}") from exc
+        if "access_token" not in result:
+            error = str(result.get("error", "unknown_error"))
+            description = str(result.get("error_description", "")).split(" Trace ID:")[0]
+            text = f"{self._where}: Microsoft refused the grant: {error}: {description}"
+            if error in ("temporarily_unavailable", "server_error"):
+                raise TransientError(text)
+            raise AuthError(text)
+        self._access = str(result["access_token"])
+        self._expiry = datetime.now(UTC) + timedelta(seconds=int(result.get("expires_in", 3600)))
+        rotated = result.get("refresh_token")
+        if rotated and rotated != self._refresh_token:
+            self._refresh_token = str(rotated)
+            if self._settings.on_refresh_token_rotated is not None:
+                self._settings.on_refresh_token_rotated(self._refresh_token)
+        if self._settings.on_token_refresh is not None:
+            self._settings.on_token_refresh(self._access, self._expiry)
+        return self._access
+
+    # ------------------------------------------------------------ errors
+    def translate(
+        self, resp: requests.Response, what: str, not_found: type[ProviderError] = ProtocolError
+    ) -> ProviderError:
+        code, message = _error_of(resp)
+        status = resp.status_code
+        text = f"{self._where}: {what} answered {status} {code}: {message}"
+        if status in RETRYABLE:
+            return TransientError(text, retry_after=_retry_after(resp.headers))
+        if status in (401, 403):
+            return AuthError(text)
+        if status == 404:
+            return not_found(text)
+        if status == 410:
+            return CursorInvalidError(text)
+        return ProtocolError(text)
+
+    def _wait(self, attempt: int, waited: float, retry_after: float | None) -> float | None:
+        """Seconds to sleep before the next attempt, or None to give up now."""
+        if attempt >= self._max_retries or (retry_after or 0.0) > self._cap:
+            return None
+        delay = max(min(self._cap, self._base * 2**attempt), retry_after or 0.0)
+        return delay if waited + delay <= self._budget else None
+
+    # ------------------------------------------------------------ calls
+    def request(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        not_found: type[ProviderError] = ProtocolError,
+        idempotent: bool = True,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One call with retries; ``url`` is absolute or relative to the Graph root."""
+        if not url.startswith("https://") and not url.startswith("http://"):
+            url = self.root + url
+        attempt, waited, refreshed = 0, 0.0, False
+        headers = dict(kwargs.pop("headers", None) or {})
+        while True:
+            headers["Authorization"] = f"Bearer {self._token()}"
+            retry_after: float | None = None
+            try:
+                resp = self._session.request(
+                    method, url, headers=headers, timeout=self._settings.timeout, verify=self._verify, **kwargs
+                )
+            except requests.RequestException as exc:
+                err: ProviderError = TransientError(f"{self._where}: {what} failed: {exc!r}")
+                retryable = idempotent
+            else:
+                if resp.status_code == 401 and not refreshed:
+                    refreshed = True
+                    self.refresh()
+                    continue
+                if resp.status_code < 400:
+                    return resp
+                err = self.translate(resp, what, not_found)
+                retry_after = getattr(err, "retry_after", None)
+                retryable = isinstance(err, TransientError) and (idempotent or resp.status_code == 429)
+            delay = self._wait(attempt, waited, retry_after) if retryable else None
+            if delay is None:
+                raise err
+            self._sleep(delay)
+            attempt, waited = attempt + 1, waited + delay
+
+    def json(self, method: str, url: str, what: str, **kwargs: Any) -> dict[str, Any]:
+        resp = self.request(method, url, what, **kwargs)
+        try:
+            value = resp.json()
+        except ValueError as exc:
+            raise ProtocolError(f"{self._where}: {what} answered something that is not JSON") from exc
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{self._where}: {what} answered {type(value).__name__}, not an object")
+        return value
+
+    def batch(self, parts: Mapping[str, Mapping[str, Any]], what: str) -> dict[str, Any]:
+        """Run ``{key: {"method", "url"[, "body"]}}`` through ``$batch`` (20 per request);
+        ``{key: body}`` of the successful parts, without the 404s. Throttled parts are
+        retried after the backoff; any other failure raises its translated error."""
+        results: dict[str, Any] = {}
+        keys = list(parts)
+        for start in range(0, len(keys), MAX_BATCH):
+            results.update(self._one_batch({k: parts[k] for k in keys[start : start + MAX_BATCH]}, what))
+        return results
+
+    def _one_batch(self, parts: Mapping[str, Mapping[str, Any]], what: str) -> dict[str, Any]:
+        pending, results = dict(parts), {}
+        attempt, waited, refreshed = 0, 0.0, False
+        while pending:
+            keys = list(pending)
+            payload = {"requests": [_batch_request(str(i), pending[k]) for i, k in enumerate(keys)]}
+            answer = self.json("POST", "/$batch", f"batch of {what}", json=payload)
+            by_id = {str(r.get("id")): r for r in answer.get("responses", [])}
+            retry, retry_after, last = {}, 0.0, None
+            for i, key in enumerate(keys):
+                part = by_id.get(str(i))
+                if part is None:
+                    raise ProtocolError(f"{self._where}: the batch of {what} did not answer part {key}")
+                status = int(part.get("status", 0))
+                if status < 400:
+                    results[key] = part.get("body")
+                    continue
+                fake = _PartResponse(status, part.get("headers") or {}, part.get("body"))
+                err = self.translate(fake, f"{what} {key}")  # type: ignore[arg-type]
+                if status == 404:
+                    continue  # vanished meanwhile: skipped, as the contract says
+                if status == 401 and not refreshed:
+                    refreshed = True
+                    self.refresh()
+                    retry[key] = pending[key]
+                    continue
+                if not isinstance(err, TransientError):
+                    raise err
+                retry[key], last = pending[key], err
+                retry_after = max(retry_after, err.retry_after or 0.0)
+            pending = retry
+            if not pending or last is None:
+                continue
+            delay = self._wait(attempt, waited, retry_after or None)
+            if delay is None:
+                raise TransientError(f"{last} ({len(retry)} of {len(parts)} calls)", retry_after=retry_after or None)
+            self._sleep(delay)
+            attempt, waited = attempt + 1, waited + delay
+        return results
+
+
+class _PartResponse:
+    """Enough of a ``requests.Response`` for :meth:`GraphCalls.translate` to read a batch part."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: Any) -> None:
+        self.status_code = status
+        self.headers = {k.lower(): v for k, v in headers.items()}
+        self._body = body
+
+    def json(self) -> Any:
+        return self._body
+
+
+def _batch_request(part_id: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": part_id, "method": spec.get("method", "GET"), "url": spec["url"]}
+    if "body" in spec:
+        out["body"] = spec["body"]
+        out["headers"] = {"Content-Type": "application/json"}
+    return out
+
+
+def _error_of(resp: Any) -> tuple[str, str]:
+    try:
+        error = resp.json().get("error", {})
+    except (ValueError, AttributeError):
+        return "", ""
+    if not isinstance(error, dict):
+        return str(error), ""
+    return str(error.get("code", "")), str(error.get("message", ""))
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = {k.lower(): v for k, v in headers.items()}.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff

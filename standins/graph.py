@@ -1,0 +1,539 @@
+"""A local Microsoft Graph v1.0 stand-in: the mail subset Postroom uses, over HTTPS.
+
+>>> idp = IdentityStandIn()
+>>> graph = GraphStandIn(idp)
+>>> box = graph.add_user("rita@contoso.test")
+>>> with graph.serve(ssl_context) as server:            # doctest: +SKIP
+...     requests.get(server.url + "/v1.0/me", headers={"Authorization": "Bearer " + token})
+
+Routes (also reachable as parts of ``POST /v1.0/$batch``, at most 20 per batch):
+``GET /me``; ``GET /me/mailFolders`` (``$top``/``$skip`` paging), ``/me/mailFolders/{id}``
+and ``.../childFolders`` (ids or well-known names); ``GET /me/mailFolders/{id}/messages/delta``
+(``$select``, ``$top`` or ``Prefer: odata.maxpagesize``, absolute ``@odata.nextLink`` /
+``@odata.deltaLink``, ``@removed`` entries, 410 ``SyncStateNotFound``); ``POST
+/me/mailFolders/{id}/messages`` and ``POST /me/messages`` (JSON, or base64 MIME as
+text/plain, which always makes a draft); ``GET|PATCH|DELETE /me/messages/{id}``
+(``$select``, ``$expand=singleValueExtendedProperties($filter=id eq '...')``);
+``GET /me/messages/{id}/$value``; ``POST /me/messages/{id}/move`` and ``/send``;
+``POST /me/sendMail`` (JSON with ``saveToSentItems``, or base64 MIME, which always
+saves to Sent Items). Mail sent to another user of the stand-in lands in their inbox;
+mail to anyone else is kept in :attr:`GraphStandIn.outbound`.
+
+Every call needs a bearer token from the shared :class:`~standins.microsoft_identity.IdentityStandIn`.
+Test controls: :meth:`GraphStandIn.fail` (429/503/504 with Retry-After, per route,
+also inside batches), ``mailbox.expire_sync_state()`` and the identity stand-in's
+``expire_access_tokens``/``revoke``. :attr:`calls` records every call (batch parts
+included) and :meth:`http_requests` the requests on the wire. Every JSON answer is
+validated against :mod:`standins.graph_schema`; a violation becomes a 500 and is
+recorded in ``schema_violations``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import message_from_bytes
+from email.policy import compat32
+from email.utils import getaddresses, make_msgid
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode
+
+from werkzeug.wrappers import Request, Response
+
+from standins import graph_render as render
+from standins.graph_https import HttpsServerThread
+from standins.graph_schema import check
+from standins.graph_store import GraphError, GraphMailbox, Item
+from standins.microsoft_identity import IdentityStandIn
+
+MAX_BATCH = 20
+DEFAULT_PAGE, MAX_PAGE = 10, 1000
+PROP_DELETE_AFTER_SUBMIT = ("boolean", 0x0E01)  # PidTagDeleteAfterSubmit
+Answer = tuple[int, dict[str, str], bytes]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One Graph call as the stand-in saw it (a batch part is one call too)."""
+
+    route: str  # "delta", "messages.get", "batch", ...
+    user: str | None
+    status: int
+    in_batch: bool = False
+
+
+@dataclass
+class _Fault:
+    route: str
+    times: int
+    status: int
+    retry_after: float | None
+
+
+@dataclass
+class _Req:
+    mailbox: GraphMailbox
+    groups: tuple[str, ...]
+    args: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    base: str
+
+
+_OPTIONS = {
+    "me": {"$select"},
+    "mailFolders.list": {"$top", "$skip", "$select", "includeHiddenFolders"},
+    "mailFolders.get": {"$select"},
+    "childFolders": {"$top", "$skip", "$select"},
+    "delta": {"$select", "$top", "$skiptoken", "$deltatoken", "changeType"},
+    "messages.get": {"$select", "$expand"},
+}
+
+
+class GraphStandIn:
+    """Graph mail for any number of users, in memory, thread-safe."""
+
+    def __init__(self, identity: IdentityStandIn) -> None:
+        self.identity = identity
+        self._lock = threading.Lock()
+        self.mailboxes: dict[str, GraphMailbox] = {}
+        self._faults: list[_Fault] = []
+        self.calls: list[Call] = []
+        self.outbound: list[tuple[str, list[str], bytes]] = []  # (sender, recipients, raw) leaving the tenant
+        self.schema_violations: list[str] = []
+        m = r"([^/]+)"
+        self._routes: list[tuple[str, re.Pattern[str], str, Callable[[_Req], Answer]]] = [
+            ("GET", re.compile(r"/me"), "me", self._me),
+            ("GET", re.compile(r"/me/mailFolders"), "mailFolders.list", self._folders),
+            ("GET", re.compile(rf"/me/mailFolders/{m}"), "mailFolders.get", self._folder),
+            ("GET", re.compile(rf"/me/mailFolders/{m}/childFolders"), "childFolders", self._folders),
+            ("GET", re.compile(rf"/me/mailFolders/{m}/messages/delta"), "delta", self._delta),
+            ("POST", re.compile(rf"/me/mailFolders/{m}/messages"), "messages.create", self._create),
+            ("POST", re.compile(r"/me/messages"), "messages.create", self._create),
+            ("GET", re.compile(rf"/me/messages/{m}"), "messages.get", self._get),
+            ("PATCH", re.compile(rf"/me/messages/{m}"), "messages.update", self._update),
+            ("DELETE", re.compile(rf"/me/messages/{m}"), "messages.delete", self._delete),
+            ("GET", re.compile(rf"/me/messages/{m}/\$value"), "messages.value", self._value),
+            ("POST", re.compile(rf"/me/messages/{m}/move"), "messages.move", self._move),
+            ("POST", re.compile(rf"/me/messages/{m}/send"), "messages.send", self._send_draft),
+            ("POST", re.compile(r"/me/sendMail"), "sendMail", self._send_mail),
+        ]
+
+    # ------------------------------------------------------------ test controls
+    def add_user(self, address: str, display_name: str | None = None) -> GraphMailbox:
+        self.identity.add_user(address, display_name)
+        with self._lock:
+            return self.mailboxes.setdefault(address.lower(), GraphMailbox(address, display_name))
+
+    def mailbox(self, address: str) -> GraphMailbox:
+        return self.mailboxes[address.lower()]
+
+    def fail(self, route: str = "*", *, times: int = 1, status: int = 429, retry_after: float | None = None) -> None:
+        """Answer the next ``times`` calls of ``route`` ("delta", "batch", "*", ...) with ``status``."""
+        with self._lock:
+            self._faults.append(_Fault(route, times, status, retry_after))
+
+    def http_requests(self) -> list[Call]:
+        """Calls that were requests on the wire (a batch counts once, its parts not at all)."""
+        return [c for c in self.calls if not c.in_batch]
+
+    def api_calls(self, route: str | None = None) -> list[Call]:
+        return [c for c in self.calls if c.route != "batch" and route in (None, c.route)]
+
+    def reset_calls(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def serve(self, ssl_context: Any) -> HttpsServerThread:
+        return HttpsServerThread(self.wsgi, ssl_context)
+
+    # ------------------------------------------------------------ WSGI
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        query = request.query_string.decode("utf-8", "replace")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        status, out_headers, body = self.dispatch(
+            request.method, request.path, query, headers, request.get_data(), f"https://{request.host}"
+        )
+        return Response(body, status=status, headers=out_headers)(environ, start_response)
+
+    def dispatch(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        base: str,
+        batch_user: str | None = None,
+    ) -> Answer:
+        in_batch = batch_user is not None
+        if not in_batch:
+            if not path.startswith("/v1.0/"):
+                return self._error(404, "BadRequest", f"Invalid version: {path.split('/')[1:2]}")
+            path = path[len("/v1.0") :]
+        path = re.sub(r"\('([^']*)'\)", r"/\1", path).removesuffix("()").replace("/delta()", "/delta")
+        if path == "/$batch" and method == "POST" and not in_batch:
+            return self._batch(headers, body, base)
+        found = next(
+            (
+                (name, match.groups(), handler)
+                for verb, rx, name, handler in self._routes
+                if verb == method and (match := rx.fullmatch(path))
+            ),
+            None,
+        )
+        if found is None:
+            return self._error(400, "BadRequest", f"Resource not found for the segment '{path.rsplit('/', 1)[-1]}'.")
+        route, groups, handler = found
+        user = batch_user
+        if user is None:
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            user, reason = self.identity.user_for(token.strip()) if scheme.lower() == "bearer" else (None, "")
+            if user is None:
+                self._log(Call(route, None, 401))
+                return self._unauthorized(reason or "Access token is empty.")
+        answer = self._call(route, groups, handler, user, query, headers, body, base)
+        self._log(Call(route, user, answer[0], in_batch))
+        return answer
+
+    def _call(
+        self,
+        route: str,
+        groups: tuple[str, ...],
+        handler: Callable[[_Req], Answer],
+        user: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        base: str,
+    ) -> Answer:
+        fault = self._take_fault(route)
+        if fault is not None:
+            return self._fault(fault)
+        args = dict(parse_qsl(query, keep_blank_values=True))
+        allowed = _OPTIONS.get(route, set())
+        for name in args:
+            if name not in allowed and (name.startswith("$") or route in _OPTIONS):
+                return self._error(400, "BadRequest", f"Query option '{name}' is not allowed.")
+        try:
+            with self.mailbox(user).lock:
+                return handler(_Req(self.mailbox(user), groups, args, headers, body, base))
+        except GraphError as exc:
+            return self._error(exc.status, exc.code, exc.message)
+
+    # ------------------------------------------------------------ plumbing
+    def _json(self, status: int, value: Any, ref: str, headers: dict[str, str] | None = None) -> Answer:
+        problems = check(value, ref)
+        if problems:
+            with self._lock:
+                self.schema_violations.extend(problems)
+            return self._error(500, "InternalServerError", "stand-in broke the Graph schema: " + "; ".join(problems))
+        out = {"Content-Type": "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"}
+        out["request-id"] = str(uuid.uuid4())
+        return status, {**out, **(headers or {})}, json.dumps(value).encode()
+
+    def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Answer:
+        rid = str(uuid.uuid4())
+        inner = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"), "request-id": rid, "client-request-id": rid}
+        body = {"error": {"code": code, "message": message, "innerError": inner}}
+        assert check(body, "error") == []
+        out = {"Content-Type": "application/json; charset=utf-8", "request-id": rid, **(headers or {})}
+        return status, out, json.dumps(body).encode()
+
+    def _unauthorized(self, reason: str) -> Answer:
+        challenge = (
+            'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
+            'client_id="00000003-0000-0000-c000-000000000000"'
+        )
+        return self._error(401, "InvalidAuthenticationToken", reason, {"WWW-Authenticate": challenge})
+
+    def _fault(self, fault: _Fault) -> Answer:
+        extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+        code, text = {
+            429: ("ApplicationThrottled", "Application is over its MailboxConcurrency limit."),
+            503: ("ServiceUnavailable", "Service is temporarily unavailable. Please try again later."),
+            504: ("GatewayTimeout", "The gateway timed out."),
+        }.get(fault.status, ("InternalServerError", "An internal server error occurred."))
+        return self._error(fault.status, code, text, extra)
+
+    def _log(self, call: Call) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+    def _take_fault(self, route: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.route in ("*", route) and fault.times > 0:
+                    fault.times -= 1
+                    return fault
+        return None
+
+    # ------------------------------------------------------------ folders
+    def _me(self, r: _Req) -> Answer:
+        mb = r.mailbox
+        me = {
+            "@odata.context": f"{r.base}/v1.0/$metadata#users/$entity",
+            "businessPhones": [],
+            "displayName": mb.display_name,
+            "mail": mb.address,
+            "userPrincipalName": mb.address,
+            "id": mb.user_id,
+        }
+        return self._json(200, me, "user")
+
+    def _folders(self, r: _Req) -> Answer:
+        parent = r.mailbox.folder(r.groups[0]).id if r.groups else r.mailbox.root_id
+        folders = sorted(r.mailbox.children(parent), key=lambda f: f.display_name.lower())
+        top, skip = int(r.args.get("$top", "10")), int(r.args.get("$skip", "0"))
+        page = [render.folder_json(r.mailbox, f) for f in folders[skip : skip + top]]
+        out: dict[str, Any] = {
+            "@odata.context": f"{r.base}/v1.0/$metadata#users('{r.mailbox.user_id}')/mailFolders",
+            "value": page,
+        }
+        if skip + top < len(folders):
+            path = f"/v1.0/me/mailFolders/{r.groups[0]}/childFolders" if r.groups else "/v1.0/me/mailFolders"
+            out["@odata.nextLink"] = f"{r.base}{path}?" + urlencode({"$top": top, "$skip": skip + top})
+        return self._json(200, out, "mailFolderCollection")
+
+    def _folder(self, r: _Req) -> Answer:
+        value = render.folder_json(r.mailbox, r.mailbox.folder(r.groups[0]))
+        return self._json(
+            200, {"@odata.context": f"{r.base}/v1.0/$metadata#users/mailFolders/$entity", **value}, "mailFolder"
+        )
+
+    # ------------------------------------------------------------ delta
+    def _delta(self, r: _Req) -> Answer:
+        mb, args = r.mailbox, r.args
+        headers: dict[str, str] = {}
+        if "$deltatoken" in args or "$skiptoken" in args:
+            if len(args) > 1:
+                raise GraphError(400, "BadRequest", "Query options cannot be combined with a delta or skip token.")
+            if "$deltatoken" in args:
+                state = mb.delta_token(args["$deltatoken"])
+                skip = mb.start_round(r.groups[0], state, state.select, state.page_size)
+            else:
+                skip = args["$skiptoken"]
+        else:
+            select = render.parse_select(args.get("$select"))
+            page = int(args.get("$top", DEFAULT_PAGE))
+            prefer = re.search(r"odata\.maxpagesize=(\d+)", r.headers.get("prefer", ""))
+            if prefer:
+                page = int(prefer.group(1))
+                headers["Preference-Applied"] = f"odata.maxpagesize={min(page, MAX_PAGE)}"
+            skip = mb.start_round(r.groups[0], None, select, max(1, min(page, MAX_PAGE)))
+        entries, next_skip, delta, round_ = mb.next_page(skip)
+        value = [
+            render.message_json(mb, item, round_.select)
+            if item is not None
+            else {"@odata.type": "#microsoft.graph.message", "id": mid, "@removed": {"reason": "deleted"}}
+            for mid, item in entries
+        ]
+        link = f"{r.base}/v1.0/me/mailFolders('{round_.folder_id}')/messages/delta?"
+        out: dict[str, Any] = {"@odata.context": f"{r.base}/v1.0/$metadata#Collection(message)", "value": value}
+        if next_skip is not None:
+            out["@odata.nextLink"] = link + urlencode({"$skiptoken": next_skip})
+        else:
+            out["@odata.deltaLink"] = link + urlencode({"$deltatoken": delta})
+        return self._json(200, out, "messageCollection", headers)
+
+    # ------------------------------------------------------------ messages
+    def _render(self, r: _Req, item: Item, status: int = 200) -> Answer:
+        select = render.parse_select(r.args.get("$select"))
+        expand = render.parse_expand(r.args.get("$expand"))
+        value = {
+            "@odata.context": f"{r.base}/v1.0/$metadata#users('{r.mailbox.user_id}')/messages/$entity",
+            **render.message_json(r.mailbox, item, select, expand),
+        }
+        return self._json(status, value, "message")
+
+    def _get(self, r: _Req) -> Answer:
+        return self._render(r, r.mailbox.item(r.groups[0]))
+
+    def _value(self, r: _Req) -> Answer:
+        return 200, {"Content-Type": "text/plain"}, r.mailbox.item(r.groups[0]).raw
+
+    def _create(self, r: _Req) -> Answer:
+        folder = r.groups[0] if r.groups else "drafts"
+        if r.headers.get("content-type", "").startswith("text/plain"):
+            raw = _mime_body(r.body)
+            item = r.mailbox.add(raw, folder, is_read=True, is_draft=True, delivered=False)
+        else:
+            message = _json_body(r.body)
+            raw, flags = render.mime_from_json(r.mailbox, message)
+            draft = flags is None or bool(flags & 0x8)  # MSGFLAG_UNSENT, settable only on creation
+            read = flags is None or bool(flags & 0x1)
+            item = r.mailbox.add(raw, folder, is_read=read, is_draft=draft, delivered=False)
+            status = (message.get("flag") or {}).get("flagStatus")
+            if status:
+                item = r.mailbox.update(item.id, flag=status)
+        return self._render(r, item, 201)
+
+    def _update(self, r: _Req) -> Answer:
+        change = _json_body(r.body)
+        item = r.mailbox.item(r.groups[0])
+        unknown = set(change) - {"isRead", "flag", "singleValueExtendedProperties", "categories"}
+        if unknown:
+            raise GraphError(400, "ErrorInvalidProperty", f"The stand-in does not update {sorted(unknown)}.")
+        for prop in change.get("singleValueExtendedProperties") or []:
+            kind, tag = render.property_id(prop["id"])
+            if (kind, tag) != ("integer", 0x0E07):  # PidTagMessageFlags is read-only after the first save
+                item.props[f"{kind} 0x{tag:x}"] = str(prop["value"])
+        flag = (change.get("flag") or {}).get("flagStatus")
+        read = change.get("isRead")
+        if read is not None and not isinstance(read, bool):
+            raise GraphError(400, "BadRequest", "Cannot convert the literal to the expected type 'Edm.Boolean'.")
+        return self._render(r, r.mailbox.update(item.id, is_read=read, flag=flag))
+
+    def _delete(self, r: _Req) -> Answer:
+        r.mailbox.delete(r.groups[0])
+        return 204, {}, b""
+
+    def _move(self, r: _Req) -> Answer:
+        destination = _json_body(r.body).get("destinationId")
+        if not isinstance(destination, str):
+            raise GraphError(400, "ErrorInvalidIdMalformed", "destinationId is missing.")
+        return self._render(r, r.mailbox.move(r.groups[0], destination), 201)
+
+    # ------------------------------------------------------------ sending
+    def _send_mail(self, r: _Req) -> Answer:
+        if r.headers.get("content-type", "").startswith("text/plain"):
+            raw, save = _mime_body(r.body), True  # MIME sendMail always saves a copy
+        else:
+            payload = _json_body(r.body)
+            if not isinstance(payload.get("message"), dict):
+                raise GraphError(400, "ErrorInvalidParameter", "The value of the parameter 'Message' is empty.")
+            raw, _ = render.mime_from_json(r.mailbox, payload["message"])
+            save = payload.get("saveToSentItems", True)
+            if not isinstance(save, bool):
+                raise GraphError(400, "BadRequest", "Cannot convert the literal to the expected type 'Edm.Boolean'.")
+        self._transport(r.mailbox, raw, save)
+        return 202, {}, b""
+
+    def _send_draft(self, r: _Req) -> Answer:
+        item = r.mailbox.item(r.groups[0])
+        if not item.is_draft:
+            raise GraphError(400, "ErrorInvalidOperation", "Only draft messages can be sent.")
+        save = item.props.get("boolean 0xe01", "false").lower() != "true"  # PidTagDeleteAfterSubmit
+        r.mailbox.delete(item.id)
+        self._transport(r.mailbox, item.raw, save)
+        return 202, {}, b""
+
+    def _transport(self, sender: GraphMailbox, raw: bytes, save: bool) -> None:
+        msg = message_from_bytes(raw, policy=compat32)
+        if not msg.get("Message-ID"):
+            raw = f"Message-ID: {make_msgid(domain='standin.prod.outlook.com')}\r\n".encode() + raw
+        recipients = [
+            a for _, a in getaddresses([str(v) for h in ("To", "Cc", "Bcc") for v in msg.get_all(h, [])]) if a
+        ]
+        if not recipients:
+            raise GraphError(400, "ErrorInvalidRecipients", "At least one recipient isn't valid.")
+        if save:
+            sender.add(raw, "sentitems", is_read=True, delivered=False)
+        delivered = _without_bcc(raw)
+        outside = []
+        for address in recipients:
+            box = self.mailboxes.get(address.lower())
+            if box is None:
+                outside.append(address)
+            elif box is sender:
+                box.add(delivered, "inbox")
+            else:
+                with box.lock:
+                    box.add(delivered, "inbox")
+        if outside:
+            with self._lock:
+                self.outbound.append((sender.address, outside, delivered))
+
+    # ------------------------------------------------------------ batch
+    def _batch(self, headers: dict[str, str], body: bytes, base: str) -> Answer:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        user, reason = self.identity.user_for(token.strip()) if scheme.lower() == "bearer" else (None, "")
+        if user is None:
+            self._log(Call("batch", None, 401))
+            return self._unauthorized(reason or "Access token is empty.")
+        fault = self._take_fault("batch")
+        if fault is not None:
+            self._log(Call("batch", user, fault.status))
+            return self._fault(fault)
+        try:
+            parts = _json_body(body).get("requests")
+            if not isinstance(parts, list) or not parts:
+                raise GraphError(400, "BadRequest", "Invalid batch payload format.")
+            if len(parts) > MAX_BATCH:
+                raise GraphError(400, "BadRequest", f"Number of batch requests exceeds the limit of {MAX_BATCH}.")
+        except GraphError as exc:
+            self._log(Call("batch", user, exc.status))
+            return self._error(exc.status, exc.code, exc.message)
+        self._log(Call("batch", user, 200))
+        responses = [self._batch_part(part, user, base) for part in parts]
+        return self._json(200, {"responses": responses}, "batchResponse")
+
+    def _batch_part(self, part: dict[str, Any], user: str, base: str) -> dict[str, Any]:
+        url, _, query = str(part.get("url", "")).partition("?")
+        url = unquote(url)
+        part_headers = {k.lower(): str(v) for k, v in (part.get("headers") or {}).items()}
+        body = part.get("body")
+        if isinstance(body, dict):
+            data = json.dumps(body).encode()
+            part_headers.setdefault("content-type", "application/json")
+        else:
+            data = str(body or "").encode()
+        if not url.startswith("/"):
+            status, out_headers, out = self._error(400, "BadRequest", "Batch request URLs must be relative.")
+        else:
+            status, out_headers, out = self.dispatch(
+                str(part.get("method", "GET")).upper(), url, query, part_headers, data, base, batch_user=user
+            )
+        answer: dict[str, Any] = {
+            "id": str(part.get("id")),
+            "status": status,
+            "headers": {k: v for k, v in out_headers.items() if k != "request-id"},
+        }
+        if out:
+            is_json = out_headers.get("Content-Type", "").startswith("application/json")
+            answer["body"] = json.loads(out) if is_json else base64.b64encode(out).decode("ascii")
+        return answer
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        raise GraphError(400, "BadRequest", "Unable to read JSON request payload.") from None
+    if not isinstance(value, dict):
+        raise GraphError(400, "BadRequest", "The request payload must be a JSON object.")
+    return value
+
+
+def _mime_body(body: bytes) -> bytes:
+    try:
+        raw = base64.b64decode(b"".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise GraphError(
+            400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."
+        ) from None
+    if b":" not in raw.split(b"\n", 1)[0]:
+        raise GraphError(400, "ErrorMimeContentInvalid", "The MIME content is not a valid message.")
+    return raw
+
+
+def _without_bcc(raw: bytes) -> bytes:
+    head, sep, rest = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+    lines, skipping = [], False
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                lines.append(line)
+            continue
+        skipping = line.lower().startswith(b"bcc:")
+        if not skipping:
+            lines.append(line)
+    return (b"\n".join(lines) + sep + rest).replace(b"\n", b"\r\n")

@@ -1,0 +1,471 @@
+"""A local Microsoft identity platform (Entra ID v2.0 endpoints) for the real msal.
+
+>>> idp = IdentityStandIn()
+>>> refresh_token = idp.grant("rita@contoso.test")
+>>> with idp.serve(ssl_context) as server:             # doctest: +SKIP
+...     app = msal.ConfidentialClientApplication(idp.client_id, client_credential=idp.client_secret,
+...             authority=f"{server.url}/{idp.tenant}",
+...             instance_discovery=f"{server.url}/common/discovery/instance", http_client=...)
+
+Endpoints (``{tenant}`` is the tenant id, its domain, ``organizations`` or ``common``):
+
+* ``GET /{tenant}/v2.0/.well-known/openid-configuration`` -- msal reads it in its constructor.
+* ``GET /common/discovery/instance`` -- instance discovery, which msal runs for any
+  authority host it does not know (or point ``instance_discovery`` at it).
+* ``GET|POST /{tenant}/oauth2/v2.0/authorize`` -- authorization code with PKCE (S256).
+  With :attr:`IdentityStandIn.auto_approve` set to a user, the GET redirects at once
+  (test mode); otherwise it shows a one-field sign-in form whose POST redirects.
+* ``POST /{tenant}/oauth2/v2.0/token`` -- ``authorization_code`` and ``refresh_token``
+  grants. Like Microsoft's, every redemption returns a *new* refresh token; the old
+  one stays valid until the grant is revoked or expires. Failures are Microsoft's:
+  ``invalid_grant`` with AADSTS codes (50173 revoked, 700082 expired, 9002313 an
+  unknown token, 54005 a code redeemed twice, 501481 a PKCE mismatch, 65001 a
+  scope never consented), ``invalid_client`` (7000215) for a wrong secret.
+
+Access tokens are opaque; :meth:`IdentityStandIn.user_for` is how the Graph stand-in
+(:mod:`standins.graph`) checks a bearer token: both share this one token store. Every
+JSON answer is checked against :mod:`standins.graph_schema`; a violation becomes a 500
+recorded in ``schema_violations``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import secrets
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode, urlparse
+
+from werkzeug.wrappers import Request, Response
+
+from standins.graph_https import HttpsServerThread
+from standins.graph_schema import check
+
+GRAPH_SCOPES = ("https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send")
+OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
+ACCESS_LIFETIME = 3600
+
+
+@dataclass
+class _Grant:
+    user: str
+    client_id: str
+    scopes: frozenset[str]
+    revoked: bool = False
+    expired: bool = False
+
+
+@dataclass
+class _Code:
+    grant: _Grant
+    redirect_uri: str
+    challenge: str | None
+    nonce: str | None
+    scopes: frozenset[str]
+    used: bool = False
+
+
+class _Refusal(Exception):
+    def __init__(self, error: str, code: int, text: str) -> None:
+        super().__init__(text)
+        self.error, self.code, self.text = error, code, text
+
+
+@dataclass(frozen=True)
+class TokenCall:
+    """One token endpoint request: its grant type, the refresh token redeemed (if any), the outcome."""
+
+    grant_type: str
+    refresh_token: str | None
+    status: int
+    error_code: int | None = None
+
+
+@dataclass
+class _User:
+    address: str
+    oid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    name: str = ""
+
+
+class IdentityStandIn:
+    """Entra ID for one tenant and one confidential client, in memory, thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        tenant: str = "contoso.test",
+        client_id: str = "6731de76-14a6-49ae-97bc-6eba6914391e",
+        client_secret: str = "postroom-standin-secret",
+        redirect_uris: Iterable[str] = (),
+    ) -> None:
+        self.tenant, self.tenant_id = tenant, str(uuid.uuid5(uuid.NAMESPACE_DNS, tenant))
+        self.client_id, self.client_secret = client_id, client_secret
+        self.redirect_uris = set(redirect_uris)  # empty: any https or loopback URI is accepted
+        self.auto_approve: str | None = None  # sign this user in without a form (test mode)
+        self._lock = threading.Lock()
+        self.users: dict[str, _User] = {}
+        self._refresh: dict[str, _Grant] = {}
+        self._access: dict[str, tuple[_Grant, float]] = {}
+        self._codes: dict[str, _Code] = {}
+        self.token_calls: list[TokenCall] = []
+        self.requests: list[str] = []  # "GET /path" of every request
+        self.schema_violations: list[str] = []
+
+    # ------------------------------------------------------------ test controls
+    def add_user(self, address: str, name: str | None = None) -> None:
+        with self._lock:
+            self.users.setdefault(address.lower(), _User(address.lower(), name=name or address.split("@")[0].title()))
+
+    def grant(self, address: str, scopes: Iterable[str] = GRAPH_SCOPES) -> str:
+        """A refresh token for ``address`` as a completed consent would issue it."""
+        self.add_user(address)
+        grant = _Grant(address.lower(), self.client_id, frozenset(scopes))
+        with self._lock:
+            return self._new_refresh(grant)
+
+    def revoke(self, refresh_token: str) -> None:
+        """The user revoked consent (or an admin revoked sessions): AADSTS50173, and its access tokens 401."""
+        with self._lock:
+            self._refresh[refresh_token].revoked = True
+
+    def expire_grant(self, refresh_token: str) -> None:
+        """The grant's refresh tokens ran out (90 days idle): AADSTS700082."""
+        with self._lock:
+            self._refresh[refresh_token].expired = True
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far is now past its lifetime (Graph answers 401)."""
+        with self._lock:
+            self._access = {t: (g, 0.0) for t, (g, _) in self._access.items()}
+
+    def user_for(self, access_token: str) -> tuple[str | None, str]:
+        """The user an access token belongs to, or None and why it is refused."""
+        with self._lock:
+            grant, expiry = self._access.get(access_token, (None, 0.0))
+        if grant is None:
+            return None, "IDX14100: JWT is not well formed."
+        if grant.revoked:
+            return None, "The user or administrator has revoked the grant."
+        if expiry < time.time():
+            return None, "Lifetime validation failed, the token is expired."
+        return grant.user, ""
+
+    def serve(self, ssl_context: ssl.SSLContext) -> HttpsServerThread:
+        return HttpsServerThread(self.wsgi, ssl_context)
+
+    # ------------------------------------------------------------ WSGI
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        base = f"https://{request.host}"
+        self.requests.append(f"{request.method} {request.path}")
+        parts = [p for p in request.path.split("/") if p]
+        response: Response
+        if request.path == "/common/discovery/instance" and request.method == "GET":
+            response = self._instance_discovery(base, request.args.get("authorization_endpoint", ""))
+        elif len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
+            response = self._openid_configuration(base, parts[0])
+        elif len(parts) == 4 and parts[1:3] == ["oauth2", "v2.0"] and parts[3] == "authorize":
+            response = self._authorize(request)
+        elif len(parts) == 4 and parts[1:3] == ["oauth2", "v2.0"] and parts[3] == "token" and request.method == "POST":
+            response = self._token(request, base)
+        else:
+            response = Response("Not Found", status=404)
+        return response(environ, start_response)
+
+    def _json(self, status: int, value: Any, ref: str) -> Response:
+        problems = check(value, ref)
+        if problems:
+            with self._lock:
+                self.schema_violations.extend(problems)
+            status, value = 500, {"error": "temporarily_unavailable", "error_description": "; ".join(problems)}
+        return Response(
+            json.dumps(value),
+            status=status,
+            content_type="application/json; charset=utf-8",
+            headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
+        )
+
+    def _instance_discovery(self, base: str, endpoint: str) -> Response:
+        parsed = urlparse(endpoint)
+        parts = [p for p in parsed.path.split("/") if p]
+        if parsed.hostname != urlparse(base).hostname or len(parts) < 1:  # msal sends the host without the port
+            error = {
+                "error": "invalid_instance",
+                "error_description": f"AADSTS50049: Unknown or invalid instance. Trace ID: {uuid.uuid4()}",
+                "error_codes": [50049],
+            }
+            return self._json(400, error, "tokenError")
+        host = urlparse(base).netloc
+        answer = {
+            "tenant_discovery_endpoint": f"{base}/{parts[0]}/v2.0/.well-known/openid-configuration",
+            "api-version": "1.1",
+            "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
+        }
+        return self._json(200, answer, "instanceDiscovery")
+
+    def _known_tenant(self, tenant: str) -> bool:
+        return tenant.lower() in {self.tenant.lower(), self.tenant_id, "common", "organizations"}
+
+    def _openid_configuration(self, base: str, tenant: str) -> Response:
+        if not self._known_tenant(tenant):
+            error = {
+                "error": "invalid_request",
+                "error_description": f"AADSTS90002: Tenant '{tenant}' not found.",
+                "error_codes": [90002],
+            }
+            return self._json(400, error, "tokenError")
+        root = f"{base}/{tenant}"
+        config = {
+            "token_endpoint": f"{root}/oauth2/v2.0/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": f"{base}/{tenant}/discovery/v2.0/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": f"{base}/{self.tenant_id}/v2.0",
+            "request_uri_parameter_supported": False,
+            "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+            "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{root}/oauth2/v2.0/devicecode",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{root}/oauth2/v2.0/logout",
+            "claims_supported": [
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "nonce",
+                "preferred_username",
+                "name",
+                "tid",
+                "oid",
+            ],
+            "code_challenge_methods_supported": ["plain", "S256"],
+            "kerberos_endpoint": f"{root}/kerberos",
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": "microsoftonline.com",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": "graph.microsoft.com",
+            "rbac_url": "https://pas.windows.net",
+        }
+        return self._json(200, config, "openidConfiguration")
+
+    # ------------------------------------------------------------ authorize
+    def _authorize(self, request: Request) -> Response:
+        params = {**request.args.to_dict(), **request.form.to_dict()}
+        if params.get("client_id") != self.client_id:
+            return _page(400, f"AADSTS700016: Application with identifier '{params.get('client_id')}' was not found.")
+        redirect_uri = params.get("redirect_uri", "")
+        if not self._redirect_allowed(redirect_uri):
+            return _page(
+                400,
+                "AADSTS50011: The redirect URI specified in the request does not match the redirect "
+                "URIs configured for the application.",
+            )
+        if params.get("response_type") != "code":
+            return _redirect(redirect_uri, {"error": "unsupported_response_type", "state": params.get("state", "")})
+        method = params.get("code_challenge_method", "plain")
+        if params.get("code_challenge") and method not in ("S256", "plain"):
+            return _redirect(
+                redirect_uri,
+                {
+                    "error": "invalid_request",
+                    "state": params.get("state", ""),
+                    "error_description": "AADSTS501491: Invalid code_challenge_method.",
+                },
+            )
+        user = self.auto_approve if request.method == "GET" else params.get("login")
+        if user is None:
+            return _sign_in_form(params)
+        if user.lower() not in self.users:
+            return _page(400, f"AADSTS50034: The user account {user} does not exist in the directory.")
+        scopes = frozenset(params.get("scope", "").split()) - OIDC_SCOPES
+        grant = _Grant(user.lower(), self.client_id, scopes)
+        code = "0.A" + secrets.token_urlsafe(48)
+        with self._lock:
+            challenge = params.get("code_challenge")
+            if challenge and method == "plain":
+                challenge = _s256(challenge)
+            self._codes[code] = _Code(grant, redirect_uri, challenge, params.get("nonce"), scopes)
+        answer = {"code": code, "state": params.get("state", ""), "session_state": str(uuid.uuid4())}
+        return _redirect(redirect_uri, answer)
+
+    def _redirect_allowed(self, uri: str) -> bool:
+        if self.redirect_uris:
+            return uri in self.redirect_uris
+        parsed = urlparse(uri)
+        return parsed.scheme == "https" or (parsed.scheme == "http" and parsed.hostname in ("localhost", "127.0.0.1"))
+
+    # ------------------------------------------------------------ token
+    def _token(self, request: Request, base: str) -> Response:
+        form = request.form.to_dict()
+        if request.authorization and request.authorization.type == "basic":
+            form.setdefault("client_id", request.authorization.username or "")
+            form.setdefault("client_secret", request.authorization.password or "")
+        grant_type = form.get("grant_type", "")
+        rt = form.get("refresh_token") if grant_type == "refresh_token" else None
+        if form.get("client_id") != self.client_id:
+            return self._token_error(
+                grant_type,
+                rt,
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{form.get('client_id')}' was not found.",
+            )
+        if form.get("client_secret") != self.client_secret:
+            return self._token_error(grant_type, rt, 401, "invalid_client", 7000215, "Invalid client secret provided.")
+        try:
+            with self._lock:
+                if grant_type == "refresh_token":
+                    grant, scopes, nonce = self._redeem_refresh(form)
+                elif grant_type == "authorization_code":
+                    grant, scopes, nonce = self._redeem_code(form)
+                else:
+                    text = f"The app requested an unsupported grant type '{grant_type}'."
+                    raise _Refusal("unsupported_grant_type", 70003, text)
+                answer = self._issue(grant, scopes, nonce, base, form)
+                self.token_calls.append(TokenCall(grant_type, rt, 200))
+        except _Refusal as refusal:
+            return self._token_error(grant_type, rt, 400, refusal.error, refusal.code, refusal.text)
+        return self._json(200, answer, "tokenResponse")
+
+    def _redeem_refresh(self, form: dict[str, str]) -> tuple[_Grant, frozenset[str], str | None]:
+        grant = self._refresh.get(form.get("refresh_token", ""))
+        if grant is None:
+            raise _Refusal("invalid_grant", 9002313, "Invalid request. Request is malformed or invalid.")
+        if grant.revoked:
+            text = "The provided grant has expired due to it being revoked, a fresh auth token is needed."
+            raise _Refusal("invalid_grant", 50173, text)
+        if grant.expired:
+            raise _Refusal("invalid_grant", 700082, "The refresh token has expired due to inactivity.")
+        wanted = frozenset(form.get("scope", "").split()) - OIDC_SCOPES
+        missing = wanted - grant.scopes
+        if missing:
+            text = f"The user or administrator has not consented to use the application for {sorted(missing)}."
+            raise _Refusal("invalid_grant", 65001, text)
+        return grant, wanted or grant.scopes, None
+
+    def _redeem_code(self, form: dict[str, str]) -> tuple[_Grant, frozenset[str], str | None]:
+        code = self._codes.get(form.get("code", ""))
+        if code is None:
+            raise _Refusal("invalid_grant", 9002313, "Invalid request. Request is malformed or invalid.")
+        if code.used:
+            raise _Refusal("invalid_grant", 54005, "OAuth2 Authorization code was already redeemed.")
+        if form.get("redirect_uri") != code.redirect_uri:
+            raise _Refusal("invalid_grant", 50148, "The redirect_uri does not match the authorization request.")
+        if code.challenge is not None and _s256(form.get("code_verifier", "")) != code.challenge:
+            text = "The Code_Verifier does not match the code_challenge supplied in the authorization request."
+            raise _Refusal("invalid_grant", 501481, text)
+        code.used = True
+        return code.grant, code.scopes, code.nonce
+
+    def _issue(
+        self, grant: _Grant, scopes: frozenset[str], nonce: str | None, base: str, form: dict[str, str]
+    ) -> dict[str, Any]:
+        access = "eyJ0eXAiOiJKV1Qi." + secrets.token_urlsafe(48)
+        self._access[access] = (grant, time.time() + ACCESS_LIFETIME)
+        user = self.users[grant.user]
+        answer: dict[str, Any] = {
+            "token_type": "Bearer",
+            "scope": " ".join(sorted(scopes)),
+            "expires_in": ACCESS_LIFETIME,
+            "ext_expires_in": ACCESS_LIFETIME,
+            "access_token": access,
+            "refresh_token": self._new_refresh(grant),
+        }
+        requested = set(form.get("scope", "").split())
+        if "openid" in requested:
+            answer["id_token"] = self._id_token(user, nonce, base)
+        if form.get("client_info") == "1":
+            answer["client_info"] = _b64url(json.dumps({"uid": user.oid, "utid": self.tenant_id}).encode())
+        return answer
+
+    def _new_refresh(self, grant: _Grant) -> str:
+        token = "1.AQ" + secrets.token_urlsafe(96)
+        self._refresh[token] = grant
+        return token
+
+    def _id_token(self, user: _User, nonce: str | None, base: str) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": self.client_id,
+            "iss": f"{base}/{self.tenant_id}/v2.0",
+            "iat": now,
+            "nbf": now,
+            "exp": now + ACCESS_LIFETIME,
+            "name": user.name,
+            "oid": user.oid,
+            "preferred_username": user.address,
+            "sub": hashlib.sha256(user.oid.encode()).hexdigest()[:43],
+            "tid": self.tenant_id,
+            "ver": "2.0",
+        }
+        if nonce:
+            claims["nonce"] = nonce
+        header = {"typ": "JWT", "alg": "none"}  # msal never verifies id_token signatures (it got it over TLS)
+        return f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}."
+
+    def _token_error(self, grant_type: str, rt: str | None, status: int, error: str, code: int, text: str) -> Response:
+        with self._lock:
+            self.token_calls.append(TokenCall(grant_type, rt, status, code))
+        now = datetime.now(UTC)
+        trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+        body = {
+            "error": error,
+            "error_description": f"AADSTS{code}: {text} Trace ID: {trace} Correlation ID: {correlation} "
+            f"Timestamp: {now:%Y-%m-%d %H:%M:%SZ}",
+            "error_codes": [code],
+            "timestamp": f"{now:%Y-%m-%d %H:%M:%SZ}",
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": "https://login.microsoftonline.com/error?code=" + str(code),
+        }
+        return self._json(status, body, "tokenError")
+
+
+def _s256(verifier: str) -> str:
+    return _b64url(hashlib.sha256(verifier.encode("ascii", "replace")).digest())
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _redirect(uri: str, params: dict[str, str]) -> Response:
+    joiner = "&" if urlparse(uri).query else "?"
+    return Response(status=302, headers={"Location": uri + joiner + urlencode(params)})
+
+
+def _page(status: int, text: str) -> Response:
+    body = f"<!DOCTYPE html><title>Sign in to your account</title><p>{html.escape(text)}</p>"
+    return Response(body, status=status, content_type="text/html; charset=utf-8")
+
+
+def _sign_in_form(params: dict[str, str]) -> Response:
+    hidden = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in params.items()
+    )
+    body = (
+        "<!DOCTYPE html><title>Sign in to your account</title>"
+        f'<form method="post">{hidden}<label>Email <input name="login" type="email"></label>'
+        '<button type="submit">Accept</button></form>'
+    )
+    return Response(body, status=200, content_type="text/html; charset=utf-8")
+
+
+__all__ = ["GRAPH_SCOPES", "IdentityStandIn", "TokenCall"]
