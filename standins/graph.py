@@ -31,7 +31,6 @@ recorded in ``schema_violations``.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 import threading
@@ -363,10 +362,10 @@ class GraphStandIn:
     def _create(self, r: _Req) -> Answer:
         folder = r.groups[0] if r.groups else "drafts"
         if r.headers.get("content-type", "").startswith("text/plain"):
-            raw = _mime_body(r.body)
+            raw = render.mime_body(r.body)
             item = r.mailbox.add(raw, folder, is_read=True, is_draft=True, delivered=False)
         else:
-            message = _json_body(r.body)
+            message = render.json_body(r.body)
             raw, flags = render.mime_from_json(r.mailbox, message)
             draft = flags is None or bool(flags & 0x8)  # MSGFLAG_UNSENT, settable only on creation
             read = flags is None or bool(flags & 0x1)
@@ -377,7 +376,7 @@ class GraphStandIn:
         return self._render(r, item, 201)
 
     def _update(self, r: _Req) -> Answer:
-        change = _json_body(r.body)
+        change = render.json_body(r.body)
         item = r.mailbox.item(r.groups[0])
         unknown = set(change) - {"isRead", "flag", "singleValueExtendedProperties", "categories"}
         if unknown:
@@ -397,7 +396,7 @@ class GraphStandIn:
         return 204, {}, b""
 
     def _move(self, r: _Req) -> Answer:
-        destination = _json_body(r.body).get("destinationId")
+        destination = render.json_body(r.body).get("destinationId")
         if not isinstance(destination, str):
             raise GraphError(400, "ErrorInvalidIdMalformed", "destinationId is missing.")
         return self._render(r, r.mailbox.move(r.groups[0], destination), 201)
@@ -405,9 +404,9 @@ class GraphStandIn:
     # ------------------------------------------------------------ sending
     def _send_mail(self, r: _Req) -> Answer:
         if r.headers.get("content-type", "").startswith("text/plain"):
-            raw, save = _mime_body(r.body), True  # MIME sendMail always saves a copy
+            raw, save = render.mime_body(r.body), True  # MIME sendMail always saves a copy
         else:
-            payload = _json_body(r.body)
+            payload = render.json_body(r.body)
             if not isinstance(payload.get("message"), dict):
                 raise GraphError(400, "ErrorInvalidParameter", "The value of the parameter 'Message' is empty.")
             raw, _ = render.mime_from_json(r.mailbox, payload["message"])
@@ -437,7 +436,7 @@ class GraphStandIn:
             raise GraphError(400, "ErrorInvalidRecipients", "At least one recipient isn't valid.")
         if save:
             sender.add(raw, "sentitems", is_read=True, delivered=False)
-        delivered = _without_bcc(raw)
+        delivered = render.without_bcc(raw)
         outside = []
         for address in recipients:
             box = self.mailboxes.get(address.lower())
@@ -464,7 +463,7 @@ class GraphStandIn:
             self._log(Call("batch", user, fault.status))
             return self._fault(fault)
         try:
-            parts = _json_body(body).get("requests")
+            parts = render.json_body(body).get("requests")
             if not isinstance(parts, list) or not parts:
                 raise GraphError(400, "BadRequest", "Invalid batch payload format.")
             if len(parts) > MAX_BATCH:
@@ -501,39 +500,3 @@ class GraphStandIn:
             is_json = out_headers.get("Content-Type", "").startswith("application/json")
             answer["body"] = json.loads(out) if is_json else base64.b64encode(out).decode("ascii")
         return answer
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(body or b"{}")
-    except ValueError:
-        raise GraphError(400, "BadRequest", "Unable to read JSON request payload.") from None
-    if not isinstance(value, dict):
-        raise GraphError(400, "BadRequest", "The request payload must be a JSON object.")
-    return value
-
-
-def _mime_body(body: bytes) -> bytes:
-    try:
-        raw = base64.b64decode(b"".join(body.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise GraphError(
-            400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."
-        ) from None
-    if b":" not in raw.split(b"\n", 1)[0]:
-        raise GraphError(400, "ErrorMimeContentInvalid", "The MIME content is not a valid message.")
-    return raw
-
-
-def _without_bcc(raw: bytes) -> bytes:
-    head, sep, rest = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
-    lines, skipping = [], False
-    for line in head.split(b"\n"):
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                lines.append(line)
-            continue
-        skipping = line.lower().startswith(b"bcc:")
-        if not skipping:
-            lines.append(line)
-    return (b"\n".join(lines) + sep + rest).replace(b"\n", b"\r\n")

@@ -12,6 +12,8 @@ properties for In-Reply-To and References.
 from __future__ import annotations
 
 import base64
+import binascii
+import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -293,4 +295,52 @@ def mime_from_json(mailbox: GraphMailbox, message: Mapping[str, Any]) -> tuple[b
     return msg.as_bytes(policy=SMTP), int(flags) if flags is not None else None
 
 
-__all__ = ["PROP_MESSAGE_SIZE", "extended_properties", "folder_json", "message_json", "mime_from_json"]
+def json_body(body: bytes) -> dict[str, Any]:
+    """A request's JSON object; anything else is a 400."""
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        raise GraphError(400, "BadRequest", "Unable to read JSON request payload.") from None
+    if not isinstance(value, dict):
+        raise GraphError(400, "BadRequest", "The request payload must be a JSON object.")
+    return value
+
+
+def mime_body(body: bytes) -> bytes:
+    """The MIME of a text/plain body holding base64, as sendMail and create take it."""
+    try:
+        raw = base64.b64decode(b"".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise GraphError(
+            400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."
+        ) from None
+    if b":" not in raw.split(b"\n", 1)[0]:
+        raise GraphError(400, "ErrorMimeContentInvalid", "The MIME content is not a valid message.")
+    return raw
+
+
+def without_bcc(raw: bytes) -> bytes:
+    """The message as its recipients get it: no Bcc header."""
+    head, sep, rest = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+    lines, skipping = [], False
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                lines.append(line)
+            continue
+        skipping = line.lower().startswith(b"bcc:")
+        if not skipping:
+            lines.append(line)
+    return (b"\n".join(lines) + sep + rest).replace(b"\n", b"\r\n")
+
+
+__all__ = [
+    "PROP_MESSAGE_SIZE",
+    "extended_properties",
+    "folder_json",
+    "json_body",
+    "message_json",
+    "mime_body",
+    "mime_from_json",
+    "without_bcc",
+]

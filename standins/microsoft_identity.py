@@ -12,7 +12,8 @@ Endpoints (``{tenant}`` is the tenant id, its domain, ``organizations`` or ``com
 * ``GET /{tenant}/v2.0/.well-known/openid-configuration`` -- msal reads it in its constructor.
 * ``GET /common/discovery/instance`` -- instance discovery, which msal runs for any
   authority host it does not know (or point ``instance_discovery`` at it).
-* ``GET|POST /{tenant}/oauth2/v2.0/authorize`` -- authorization code with PKCE (S256).
+* ``GET|POST /{tenant}/oauth2/v2.0/authorize`` -- authorization code with PKCE (S256),
+  answered by redirect or, with ``response_mode=form_post``, by a self-posting form.
   With :attr:`IdentityStandIn.auto_approve` set to a user, the GET redirects at once
   (test mode); otherwise it shows a one-field sign-in form whose POST redirects.
 * ``POST /{tenant}/oauth2/v2.0/token`` -- ``authorization_code`` and ``refresh_token``
@@ -302,6 +303,8 @@ class IdentityStandIn:
                 challenge = _s256(challenge)
             self._codes[code] = _Code(grant, redirect_uri, challenge, params.get("nonce"), scopes)
         answer = {"code": code, "state": params.get("state", ""), "session_state": str(uuid.uuid4())}
+        if params.get("response_mode") == "form_post":
+            return _form_post(redirect_uri, answer)
         return _redirect(redirect_uri, answer)
 
     def _redirect_allowed(self, uri: str) -> bool:
@@ -449,6 +452,18 @@ def _b64url(data: bytes) -> str:
 def _redirect(uri: str, params: dict[str, str]) -> Response:
     joiner = "&" if urlparse(uri).query else "?"
     return Response(status=302, headers={"Location": uri + joiner + urlencode(params)})
+
+
+def _form_post(uri: str, params: dict[str, str]) -> Response:
+    """response_mode=form_post: a page that posts the answer to the redirect URI."""
+    hidden = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">' for k, v in params.items()
+    )
+    body = (
+        '<!DOCTYPE html><html><body onload="document.forms[0].submit()">'
+        f'<form method="post" action="{html.escape(uri)}">{hidden}</form></body></html>'
+    )
+    return Response(body, status=200, content_type="text/html; charset=utf-8")
 
 
 def _page(status: int, text: str) -> Response:
