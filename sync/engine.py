@@ -191,7 +191,7 @@ class AccountSync:
                 s.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == self.account_id).values(last_sync_at=_now()))
         result = AccountResult(account.id, account.email)
         try:
-            provider = self._provider or open_account(account, self.config)
+            provider = self._provider or open_account(account, self.config, self.sessions)
         except SecretError as exc:
             result.fail(exc, str(exc), reconnect=True)
         except ProviderError as exc:

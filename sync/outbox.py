@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from postroom.addresses import normalise_address
 from postroom.compose import compose_message
 from postroom.config import Config
-from postroom.models import Email, MailAccount, OutboxMessage
+from postroom.models import Email, MailAccount, MessageCopy, OutboxMessage
 from providers.base import Capability, MailProvider, OutgoingMessage
 from providers.errors import ProviderError, SendError
 from sync.accounts import open_account
@@ -96,10 +97,14 @@ def deliver(
             row.status = "uncertain"
             raise OutboxError(f"Message {row.message_id} may already have been sent; not sending it again.")
         account = s.get_one(MailAccount, row.account_id)
-        own = provider or open_account(account, config)
+        own = provider or open_account(account, config, sessions)
         row.status = "sending"
         message = OutgoingMessage(
-            raw=row.raw, sender=account.email, recipients=tuple(row.recipients), message_id=row.message_id
+            raw=row.raw,
+            sender=account.email,
+            recipients=tuple(row.recipients),
+            message_id=row.message_id,
+            thread_hint=_thread_hint(s, account, row.raw),
         )
     try:
         try:
@@ -128,6 +133,25 @@ def deliver(
     finally:
         if provider is None:
             own.close()
+
+
+def _thread_hint(session: Session, account: MailAccount, raw: bytes) -> str | None:
+    """The provider's thread id of the message this one replies to, in this account
+    (Gmail's threadId, Graph's conversationId), so the reply joins that thread there."""
+    parent = BytesHeaderParser().parsebytes(raw).get("In-Reply-To")
+    if not parent:
+        return None
+    return session.scalar(
+        select(MessageCopy.thread_hint)
+        .join(Email, Email.id == MessageCopy.email_id)
+        .where(
+            MessageCopy.account_id == account.id,
+            Email.org_id == account.org_id,
+            Email.message_id == str(parent).strip(),
+            MessageCopy.thread_hint.is_not(None),
+        )
+        .limit(1)
+    )
 
 
 def send_message(config: Config, sessions: sessionmaker[Session], req: SendRequest) -> OutboxMessage:

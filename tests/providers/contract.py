@@ -106,7 +106,10 @@ class ProviderContract:
         reported = {u.remote_id: u.flags for u in second.changed}
         assert target in reported
         assert {env.seen_flag, "\\Flagged"} <= reported[target]
-        assert not second.new
+        # no other message is reported as new; a backend whose change feed cannot tell a
+        # changed message from a new one (Graph's delta) may list the changed one in
+        # ``new`` too: the engine skips ids it has already indexed
+        assert set(second.new) <= {target}
 
     def test_expunge_reported(self, env: ProviderEnv) -> None:
         keep = env.deliver(make_message(), FolderRole.INBOX)
