@@ -6,7 +6,8 @@ Sources, later ones winning:
 2. the TOML file named by ``--config`` or ``POSTROOM_CONFIG`` (if any);
 3. a few environment overrides (``POSTROOM_DATABASE_URL``, ``POSTROOM_SECRET_KEY``,
    ``POSTROOM_DATA_DIR``, ``POSTROOM_SYNC_INTERVAL``, ``POSTROOM_LOG_LEVEL``,
-   ``POSTROOM_GOOGLE_CLIENT_ID``, ``POSTROOM_GOOGLE_CLIENT_SECRET``, ...).
+   ``POSTROOM_GOOGLE_CLIENT_ID``, ``POSTROOM_GOOGLE_CLIENT_SECRET``,
+   ``POSTROOM_MICROSOFT_CLIENT_ID``, ``POSTROOM_MICROSOFT_CLIENT_SECRET``, ...).
 
 Nothing here reads the environment at import time; :func:`load_config` takes
 the environment as an argument. Every problem raises :class:`ConfigError` with
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -102,6 +104,24 @@ class GoogleConfig:
 
 
 @dataclass(frozen=True)
+class MicrosoftConfig:
+    """The Entra ID app Microsoft 365 mailboxes are connected through, and Microsoft's endpoints.
+
+    ``authority`` defaults to ``https://login.microsoftonline.com/{tenant}``; ``tenant``
+    defaults to ``organizations`` (any work or school account, no personal Microsoft
+    accounts). msal and the Graph backend speak https only, so the local stand-ins run
+    over TLS with a test CA (``ca_file``) and ``instance_discovery = false``."""
+
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    tenant: str = "organizations"
+    authority: str = "https://login.microsoftonline.com/organizations"
+    graph_root: str = "https://graph.microsoft.com/v1.0"
+    ca_file: str | None = None  # PEM of extra CAs to trust for the authority and Graph
+    instance_discovery: bool = True  # msal's check of the authority host with Microsoft
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     database: DatabaseConfig
@@ -113,6 +133,7 @@ class Config:
     celery: CeleryConfig = field(default_factory=CeleryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     google: GoogleConfig = field(default_factory=GoogleConfig)
+    microsoft: MicrosoftConfig = field(default_factory=MicrosoftConfig)
     source: str = "defaults"  # where the settings came from, for messages
 
 
@@ -191,6 +212,50 @@ def _google(doc: Mapping[str, Any], env: Mapping[str, str]) -> GoogleConfig:
     return GoogleConfig(**values)
 
 
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
+
+
+def _https(value: str, section: str, key: str, example: str) -> str:
+    """An https URL with a path: msal and the Graph backend refuse anything else (even on loopback)."""
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"Setting {section}.{key} must be an https URL such as {example}, not {value!r}.")
+    return value.rstrip("/")
+
+
+def _microsoft(doc: Mapping[str, Any], env: Mapping[str, str]) -> MicrosoftConfig:
+    m = _section(doc, "microsoft")
+    defaults = MicrosoftConfig()
+    values: dict[str, Any] = {}
+    for key in ("client_id", "client_secret", "tenant", "authority", "graph_root", "ca_file"):
+        default = "" if key in ("authority", "ca_file") else getattr(defaults, key)
+        values[key] = env.get(f"POSTROOM_MICROSOFT_{key.upper()}") or _get(m, "microsoft", key, str, default)
+    if not _TENANT.fullmatch(values["tenant"]):
+        raise ConfigError(
+            "Setting microsoft.tenant must be a tenant id, a domain, organizations or common, "
+            f"not {values['tenant']!r}."
+        )
+    values["authority"] = _https(
+        values["authority"] or f"https://login.microsoftonline.com/{values['tenant']}",
+        "microsoft",
+        "authority",
+        "https://login.microsoftonline.com/organizations",
+    )
+    if urlsplit(values["authority"]).path.strip("/") == "":
+        raise ConfigError(
+            "Setting microsoft.authority must end in a tenant, e.g. "
+            f"https://login.microsoftonline.com/organizations, not {values['authority']!r}."
+        )
+    values["graph_root"] = _https(values["graph_root"], "microsoft", "graph_root", "https://graph.microsoft.com/v1.0")
+    if values["ca_file"] and not os.path.isfile(values["ca_file"]):
+        raise ConfigError(f"Setting microsoft.ca_file names {values['ca_file']}, which is not a file.")
+    values["ca_file"] = values["ca_file"] or None
+    if values["client_secret"] and not values["client_id"]:
+        raise ConfigError("Setting microsoft.client_secret is set but microsoft.client_id is not; set both or neither.")
+    values["instance_discovery"] = _get(m, "microsoft", "instance_discovery", bool, True)
+    return MicrosoftConfig(**values)
+
+
 def load_secret_key(data_dir: Path) -> str:
     """The embedded mode's key: generated once and kept beside the database (mode 0600)."""
     path = data_dir / "secret.key"
@@ -225,7 +290,19 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             raise ConfigError(f"Config file {path} is a directory, not a TOML file.") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
-    known = {"data_dir", "database", "security", "sync", "storage", "logging", "imap", "celery", "metrics", "google"}
+    known = {
+        "data_dir",
+        "database",
+        "security",
+        "sync",
+        "storage",
+        "logging",
+        "imap",
+        "celery",
+        "metrics",
+        "google",
+        "microsoft",
+    }
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ConfigError(f"Unknown setting {unknown[0]!r} in {source}; known sections: {', '.join(sorted(known))}.")
@@ -342,5 +419,6 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         celery=celery_cfg,
         metrics=metrics_cfg,
         google=_google(doc, env),
+        microsoft=_microsoft(doc, env),
         source=source,
     )

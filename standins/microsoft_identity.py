@@ -15,7 +15,8 @@ Endpoints (``{tenant}`` is the tenant id, its domain, ``organizations`` or ``com
 * ``GET|POST /{tenant}/oauth2/v2.0/authorize`` -- authorization code with PKCE (S256),
   answered by redirect or, with ``response_mode=form_post``, by a self-posting form.
   With :attr:`IdentityStandIn.auto_approve` set to a user, the GET redirects at once
-  (test mode); otherwise it shows a one-field sign-in form whose POST redirects.
+  (test mode); otherwise it shows a one-field sign-in form whose POST redirects. With
+  :attr:`IdentityStandIn.decline_consent` the user cancels consent: ``access_denied``.
 * ``POST /{tenant}/oauth2/v2.0/token`` -- ``authorization_code`` and ``refresh_token``
   grants. Like Microsoft's, every redemption returns a *new* refresh token; the old
   one stays valid until the grant is revoked or expires. Failures are Microsoft's:
@@ -113,6 +114,7 @@ class IdentityStandIn:
         self.client_id, self.client_secret = client_id, client_secret
         self.redirect_uris = set(redirect_uris)  # empty: any https or loopback URI is accepted
         self.auto_approve: str | None = None  # sign this user in without a form (test mode)
+        self.decline_consent = False  # the signed-in user clicks "Cancel" on the consent screen
         self._lock = threading.Lock()
         self.users: dict[str, _User] = {}
         self._refresh: dict[str, _Grant] = {}
@@ -294,6 +296,16 @@ class IdentityStandIn:
             return _sign_in_form(params)
         if user.lower() not in self.users:
             return _page(400, f"AADSTS50034: The user account {user} does not exist in the directory.")
+        if self.decline_consent:
+            declined = {
+                "error": "access_denied",
+                "error_subcode": "cancel",
+                "error_description": "AADSTS65004: User declined to consent to access the app.",
+                "state": params.get("state", ""),
+            }
+            if params.get("response_mode") == "form_post":
+                return _form_post(redirect_uri, declined)
+            return _redirect(redirect_uri, declined)
         scopes = frozenset(params.get("scope", "").split()) - OIDC_SCOPES
         grant = _Grant(user.lower(), self.client_id, scopes)
         code = "0.A" + secrets.token_urlsafe(48)

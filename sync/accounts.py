@@ -2,12 +2,22 @@
 
 Credentials are sealed with :class:`postroom.crypto.SecretBox` before they reach
 the database and unsealed only to build a :class:`providers.base.ProviderSettings`.
-That covers IMAP passwords and Gmail's OAuth tokens alike: a Gmail account's
+That covers IMAP and EWS passwords and OAuth grants alike: an OAuth account's
 secret holds its refresh token and the last access token with its expiry. The
 OAuth client's id is kept in the account's settings (the grant belongs to that
-client); its secret comes from ``[google]`` each time the account is opened and
-is never stored per account. When the provider refreshes the access token, the
-new one is sealed and written back in a short transaction of its own.
+client), with the endpoints the grant came from; the client's secret comes from
+``[google]`` or ``[microsoft]`` each time the account is opened and is never
+stored per account. When the provider refreshes the access token — and, with
+Microsoft, receives a new refresh token on every refresh — the new tokens are
+sealed and written back, each in a short transaction of its own (:class:`TokenSaver`).
+
+Backends and what their accounts store (``settings`` / sealed ``secret``):
+
+* ``imap``: servers, ports, security / username, password
+* ``gmail``: api_root, token_uri, client_id / refresh and access token
+* ``graph`` (Microsoft 365): authority, graph_root, client_id / refresh and access token
+* ``ews`` (Exchange Web Services): ews_url, auth (ntlm, basic or oauth2), ca_file; with
+  oauth2 also authority and client_id / username and password, or the OAuth tokens
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,7 +42,8 @@ from providers.transport import is_loopback
 from sync.store import default_org
 
 SECURITY_MODES = ("ssl", "starttls", "none")
-GMAIL = "gmail"
+EWS_AUTH = ("ntlm", "basic", "oauth2")
+GMAIL, GRAPH, EWS = "gmail", "graph", "ews"
 log = logging.getLogger("postroom.accounts")
 
 
@@ -143,37 +155,142 @@ def add_gmail_account(
     """Store a Gmail mailbox with its OAuth grant (sealed). An existing Gmail account for
     the address is refused, unless ``reconnect``: then its tokens are replaced and it is
     ``active`` again and due at once (the consent flow's "connect again")."""
-    address = normalise_address(email)
-    if not address or "@" not in address:
-        raise AccountError(f"{email!r} is not an email address.")
+    address = _address(email)
     google = config.google
     if not (google.client_id and google.client_secret):
         raise AccountError(
             "Settings google.client_id and google.client_secret must be set to connect Gmail accounts "
             "(see docs/gmail.md)."
         )
-    if not refresh_token.strip():
-        raise AccountError("The Gmail refresh token is empty.")
     settings = {"api_root": google.api_root, "token_uri": google.token_uri, "client_id": google.client_id}
+    secret = _oauth_secret("Gmail", refresh_token, access_token, token_expiry)
+    return _store(session, config, GMAIL, "A Gmail", address, settings, secret, reconnect)
+
+
+def add_graph_account(
+    session: Session,
+    config: Config,
+    email: str,
+    refresh_token: str,
+    *,
+    access_token: str | None = None,
+    token_expiry: datetime | None = None,
+    reconnect: bool = False,
+) -> MailAccount:
+    """Store a Microsoft 365 mailbox (Microsoft Graph) with its OAuth grant (sealed); the
+    Entra ID app and endpoints come from ``[microsoft]``. A second account for the address
+    is refused unless ``reconnect``, which replaces the grant as :func:`add_gmail_account` does."""
+    address = _address(email)
+    settings = _microsoft_settings(config, "Microsoft 365")
+    secret = _oauth_secret("Microsoft", refresh_token, access_token, token_expiry)
+    return _store(session, config, GRAPH, "A Microsoft 365", address, settings, secret, reconnect)
+
+
+@dataclass(frozen=True)
+class EwsAccountRequest:
+    """An Exchange mailbox reached through EWS: a username and password (``ntlm``, ``basic``)
+    or an OAuth refresh token (``oauth2``) issued to the ``[microsoft]`` app."""
+
+    email: str
+    ews_url: str
+    auth: str
+    username: str | None = None
+    password: str | None = None
+    refresh_token: str | None = None
+    ca_file: str | None = None
+
+
+def add_ews_account(session: Session, config: Config, req: EwsAccountRequest) -> MailAccount:
+    address = _address(req.email)
+    parts = urlsplit(req.ews_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise AccountError(
+            f"--ews-url must be an https URL such as https://mail.example.com/EWS/Exchange.asmx, not {req.ews_url!r}."
+        )
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise AccountError(
+            f"Refusing to send credentials unencrypted to {parts.hostname}; --ews-url must use https "
+            "(plain http only for this machine)."
+        )
+    if req.auth not in EWS_AUTH:
+        raise AccountError(f"--auth must be one of {', '.join(EWS_AUTH)}, not {req.auth!r}.")
+    settings: dict[str, Any] = {"ews_url": req.ews_url, "auth": req.auth}
+    if req.auth == "oauth2":
+        if req.password is not None or req.username:
+            raise AccountError("--auth oauth2 signs in with --refresh-token-env, not a username and password.")
+        settings |= _microsoft_settings(config, "Exchange OAuth", graph=False)
+        secret = _oauth_secret("Microsoft", req.refresh_token or "", None, None)
+    else:
+        if req.refresh_token is not None:
+            raise AccountError(f"--auth {req.auth} signs in with --username and --password-env, not a refresh token.")
+        if not req.username or not req.password:
+            raise AccountError(f"--auth {req.auth} needs --username and --password-env.")
+        secret = {"username": req.username, "password": req.password}
+    if req.ca_file:
+        settings["ca_file"] = req.ca_file
+    return _store(session, config, EWS, "An EWS", address, settings, secret, reconnect=False)
+
+
+def _address(email: str) -> str:
+    address = normalise_address(email)
+    if not address or "@" not in address:
+        raise AccountError(f"{email!r} is not an email address.")
+    return address
+
+
+def _microsoft_settings(config: Config, what: str, *, graph: bool = True) -> dict[str, Any]:
+    """What a Microsoft grant belongs to: the app and the endpoints (never the client secret)."""
+    ms = config.microsoft
+    if not (ms.client_id and ms.client_secret):
+        raise AccountError(
+            f"Settings microsoft.client_id and microsoft.client_secret must be set to connect {what} accounts "
+            "(see docs/microsoft.md)."
+        )
+    settings: dict[str, Any] = {"authority": ms.authority, "client_id": ms.client_id}
+    if graph:
+        settings["graph_root"] = ms.graph_root
+    if not ms.instance_discovery:
+        settings["instance_discovery"] = False
+    return settings
+
+
+def _oauth_secret(issuer: str, refresh_token: str, access_token: str | None, expiry: datetime | None) -> dict[str, Any]:
+    if not refresh_token.strip():
+        raise AccountError(f"The {issuer} refresh token is empty.")
     secret: dict[str, Any] = {"refresh_token": refresh_token.strip()}
     if access_token:
-        secret.update(access_token=access_token, token_expiry=_iso(token_expiry))
+        secret.update(access_token=access_token, token_expiry=_iso(expiry))
+    return secret
+
+
+def _store(
+    session: Session,
+    config: Config,
+    provider: str,
+    label: str,
+    address: str,
+    settings: dict[str, Any],
+    secret: dict[str, Any],
+    reconnect: bool,
+) -> MailAccount:
+    """Insert the account, or with ``reconnect`` give the existing one its new grant: ``active``
+    again, due at once, its failures forgotten."""
     sealed = SecretBox(config.security.secret_key).seal(secret)
     org = default_org(session)
     account = session.scalar(
         select(MailAccount).where(
-            MailAccount.org_id == org.id, MailAccount.provider == GMAIL, MailAccount.email == address
+            MailAccount.org_id == org.id, MailAccount.provider == provider, MailAccount.email == address
         )
     )
     if account is not None:
         if not reconnect:
-            raise AccountError(f"A Gmail account for {address} already exists (id {account.id}).")
+            raise AccountError(f"{label} account for {address} already exists (id {account.id}).")
         account.settings, account.secret = settings, sealed
         account.status, account.next_sync_at, account.failure_count = "active", utcnow(), 0
         account.last_error = account.last_error_class = None
     else:
         account = MailAccount(
-            org_id=org.id, email=address, provider=GMAIL, settings=settings, secret=sealed, status="active"
+            org_id=org.id, email=address, provider=provider, settings=settings, secret=sealed, status="active"
         )
         session.add(account)
     session.flush()
@@ -207,9 +324,9 @@ class StoredAccount(Protocol):
 def provider_settings(
     account: StoredAccount, config: Config, sessions: sessionmaker[Session] | None = None
 ) -> ProviderSettings:
-    """What the account's backend needs. For OAuth backends that refresh their own access
-    token (Gmail), each refresh is persisted through ``sessions`` (default: a short-lived
-    engine of its own for each refresh)."""
+    """What the account's backend needs. For OAuth backends that refresh their own tokens
+    (Gmail, Microsoft Graph, EWS with oauth2), new tokens are persisted through ``sessions``
+    (default: a short-lived engine of its own for each save)."""
     secret = SecretBox(config.security.secret_key).open(account.secret)
     expiry = secret.get("token_expiry")
     creds = Credentials(
@@ -221,18 +338,26 @@ def provider_settings(
         token_expiry=datetime.fromisoformat(expiry) if expiry else None,
     )
     options = dict(account.settings or {})
-    on_refresh = None
+    saver = None
     if creds.refresh_token:
-        if account.provider == GMAIL:  # the client secret lives in [google] only
+        # the client secret lives in [google] / [microsoft] only, never with the account
+        if account.provider == GMAIL:
             options.setdefault("client_id", config.google.client_id)
             options["client_secret"] = config.google.client_secret
-        on_refresh = TokenSaver(config, account.id, creds.refresh_token, sessions)
+        elif account.provider in (GRAPH, EWS):
+            options.setdefault("client_id", config.microsoft.client_id)
+            options.setdefault("authority", config.microsoft.authority)
+            options["client_secret"] = config.microsoft.client_secret
+        saver = TokenSaver(config, account.id, creds.refresh_token, sessions)
+    if account.provider == GRAPH and config.microsoft.ca_file:
+        options.setdefault("ca_bundle", config.microsoft.ca_file)
     return ProviderSettings(
         email=account.email,
         credentials=creds,
         options=options,
         timeout=config.sync.connect_timeout,
-        on_token_refresh=on_refresh,
+        on_token_refresh=saver,
+        on_refresh_token_rotated=saver.rotated if saver else None,
     )
 
 
@@ -241,11 +366,17 @@ def open_account(account: StoredAccount, config: Config, sessions: sessionmaker[
 
 
 class TokenSaver:
-    """``on_token_refresh`` for one account: seals the new access token into the account's
-    secret in one short transaction, called between network calls (never inside a
-    transaction of the sync). If the account was reconnected meanwhile (another refresh
-    token), its new grant is left alone. A database failure is logged, not raised: the
-    provider goes on with the token in memory and refreshes again next time."""
+    """Persists one account's refreshed OAuth tokens, sealed, each in one short transaction,
+    called between network calls (never inside a transaction of the sync):
+
+    * as ``on_token_refresh(access_token, expiry)``: the new access token;
+    * as ``on_refresh_token_rotated(refresh_token)`` (:meth:`rotated`): the new refresh
+      token Microsoft issues on every refresh; later refreshes must use it.
+
+    A save happens only while the account still holds the refresh token this saver knows:
+    if the account was reconnected meanwhile (another grant), the new grant is left alone.
+    A database failure is logged, not raised: the provider goes on with the tokens in
+    memory (Microsoft's previous refresh token stays valid) and refreshes again next time."""
 
     def __init__(
         self, config: Config, account_id: int, refresh_token: str, sessions: sessionmaker[Session] | None
@@ -254,36 +385,44 @@ class TokenSaver:
         self._sessions = sessions
 
     def __call__(self, access_token: str, expiry: datetime | None) -> None:
+        self._save("access token", {"access_token": access_token, "token_expiry": _iso(expiry)})
+
+    def rotated(self, refresh_token: str) -> None:
+        if self._save("rotated refresh token", {"refresh_token": refresh_token}):
+            self._refresh_token = refresh_token
+
+    def _save(self, what: str, changes: dict[str, Any]) -> bool:
         try:
             if self._sessions is not None:
-                self._save(self._sessions, access_token, expiry)
-                return
+                return self._update(self._sessions, changes)
             from postroom import db
 
             engine = db.make_engine(self._config.database)
             try:
-                self._save(db.make_sessionmaker(engine), access_token, expiry)
+                return self._update(db.make_sessionmaker(engine), changes)
             finally:
                 engine.dispose()
         except SQLAlchemyError as exc:
-            log.warning("could not store the refreshed access token: %s", exc, extra={"account_id": self._account_id})
+            log.warning("could not store the %s: %s", what, exc, extra={"account_id": self._account_id})
+            return False
 
-    def _save(self, sessions: sessionmaker[Session], access_token: str, expiry: datetime | None) -> None:
+    def _update(self, sessions: sessionmaker[Session], changes: dict[str, Any]) -> bool:
         box = SecretBox(self._config.security.secret_key)
         with sessions.begin() as s:
             sealed = s.scalar(select(MailAccount.secret).where(MailAccount.id == self._account_id).with_for_update())
             if sealed is None:
-                return
+                return False
             secret = box.open(sealed)
             if secret.get("refresh_token") != self._refresh_token:
-                return  # reconnected meanwhile: the new grant wins
-            secret.update(access_token=access_token, token_expiry=_iso(expiry))
+                return False  # reconnected meanwhile: the new grant wins
+            secret.update(changes)
             s.execute(
                 update(MailAccount)
                 .where(MailAccount.id == self._account_id)
                 .values(secret=box.seal(secret))
                 .execution_options(synchronize_session=False)
             )
+            return True
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The Flask web layer: app factory and blueprints.
 
 It serves a health endpoint, Prometheus metrics read from the database, and
-the Gmail connect flow (:mod:`web.blueprints.google_connect`); the recruiter UI
+the Gmail and Microsoft 365 connect flows (:mod:`web.blueprints.google_connect`,
+:mod:`web.blueprints.microsoft_connect`); the recruiter UI
 and the JSON API arrive with later issues and use the same services as the CLI.
 """
 
@@ -24,7 +25,7 @@ def create_app(config: Config) -> Flask:
     app = Flask(__name__)
     app.config["SECRET_KEY"] = session_key(config.security.secret_key)
     app.config["SESSION_COOKIE_HTTPONLY"] = True
-    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"  # sent on the top-level redirect back from Google
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"  # sent on the top-level redirect back from Google/Microsoft
     engine = db.make_engine(config.database)
     sessions = db.make_sessionmaker(engine)
     # What background work borrows through the app context (web.celery_app, Flask's Celery pattern).
@@ -48,8 +49,10 @@ def create_app(config: Config) -> Flask:
         return Response(generate_latest(metrics_registry), mimetype=CONTENT_TYPE_LATEST)
 
     from web.blueprints.google_connect import bp as google_connect
+    from web.blueprints.microsoft_connect import bp as microsoft_connect
 
     app.register_blueprint(google_connect)
+    app.register_blueprint(microsoft_connect)
     return app
 
 

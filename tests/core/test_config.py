@@ -79,6 +79,18 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("[google]\napi_root = 'gmail.googleapis.com'\n", {}, "google.api_root must be an https URL"),
         ("[google]\nclient_id = 42\n", {}, "google.client_id must be a str"),
         ("[google]\nclient_secret = 's'\n", {}, "google.client_secret is set but google.client_id is not"),
+        (
+            "[microsoft]\nauthority = 'http://127.0.0.1:8443/organizations'\n",
+            {},
+            "microsoft.authority must be an https URL such as https://login.microsoftonline.com/organizations",
+        ),
+        ("[microsoft]\nauthority = 'https://login.example.com/'\n", {}, "microsoft.authority must end in a tenant"),
+        ("[microsoft]\ngraph_root = 'graph.microsoft.com'\n", {}, "microsoft.graph_root must be an https URL"),
+        ("[microsoft]\ntenant = 'my tenant'\n", {}, "microsoft.tenant must be a tenant id, a domain"),
+        ("", {"POSTROOM_MICROSOFT_TENANT": "../x"}, "microsoft.tenant must be a tenant id"),
+        ("[microsoft]\nclient_secret = 's'\n", {}, "microsoft.client_secret is set but microsoft.client_id is not"),
+        ("[microsoft]\nca_file = '/no/such/ca.pem'\n", {}, "microsoft.ca_file names /no/such/ca.pem"),
+        ("[microsoft]\ninstance_discovery = 'no'\n", {}, "microsoft.instance_discovery must be a bool"),
     ],
 )
 def test_bad_settings_get_one_sentence_naming_the_setting(
@@ -109,6 +121,42 @@ def test_google_defaults_are_googles_endpoints_and_loopback_http_is_allowed(tmp_
     assert (google.client_id, google.client_secret) == ("cid", "from-env")
     assert google.api_root == "http://127.0.0.1:8025/" and google.token_uri == "http://localhost:1/t"
     assert "from-env" not in repr(google)
+
+
+def test_microsoft_defaults_are_microsofts_endpoints_and_the_tenant_shapes_the_authority(tmp_path: Path) -> None:
+    ms = load_config(env={"HOME": str(tmp_path)}).microsoft
+    assert (ms.client_id, ms.tenant, ms.authority, ms.graph_root, ms.ca_file, ms.instance_discovery) == (
+        "",
+        "organizations",
+        "https://login.microsoftonline.com/organizations",
+        "https://graph.microsoft.com/v1.0",
+        None,
+        True,
+    )
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    f = tmp_path / "c.toml"
+    f.write_text(
+        f'[microsoft]\nclient_id = "cid"\ntenant = "contoso.com"\nca_file = "{ca}"\ninstance_discovery = false\n'
+    )
+    env = {"HOME": str(tmp_path), "POSTROOM_MICROSOFT_CLIENT_SECRET": "from-env"}
+    ms = load_config(f, env=env).microsoft
+    assert (ms.client_id, ms.client_secret, ms.authority) == (
+        "cid",
+        "from-env",
+        "https://login.microsoftonline.com/contoso.com",
+    )
+    assert (ms.ca_file, ms.instance_discovery) == (str(ca), False)
+    assert "from-env" not in repr(ms)
+    env |= {
+        "POSTROOM_MICROSOFT_AUTHORITY": "https://login.microsoftonline.us/contoso.com/",
+        "POSTROOM_MICROSOFT_GRAPH_ROOT": "https://graph.microsoft.us/v1.0/",
+    }
+    ms = load_config(f, env=env).microsoft  # an explicit authority wins over the tenant
+    assert (ms.authority, ms.graph_root) == (
+        "https://login.microsoftonline.us/contoso.com",
+        "https://graph.microsoft.us/v1.0",
+    )
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:

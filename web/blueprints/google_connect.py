@@ -17,11 +17,11 @@ from __future__ import annotations
 import hmac
 import logging
 
-from flask import Blueprint, Response, current_app, jsonify, make_response, redirect, request, session, url_for
-from markupsafe import escape
+from flask import Blueprint, Response, current_app, redirect, request, session, url_for
 
 from sync.accounts import AccountError, add_gmail_account
 from web import google_consent
+from web.answers import answer
 
 bp = Blueprint("google_connect", __name__)
 log = logging.getLogger("postroom.web")
@@ -30,23 +30,8 @@ DENIED = "You declined access in Google's consent screen, so no mailbox was conn
 STALE = "This sign-in has expired or was started in another browser; please start again from Connect Gmail."
 
 
-def _wants_json() -> bool:
-    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
-
-
-def _answer(status: int, title: str, sentence: str, data: dict[str, object]) -> Response:
-    if _wants_json():
-        response = jsonify(data)
-    else:
-        body = f"<!doctype html><title>{escape(title)}</title><h1>{escape(title)}</h1><p>{escape(sentence)}</p>"
-        response = make_response(body)
-    response.status_code = status
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 def _fail(sentence: str, status: int = 400) -> Response:
-    return _answer(status, "Gmail was not connected", sentence, {"error": sentence})
+    return answer(status, "Gmail was not connected", sentence, {"error": sentence})
 
 
 def _redirect_uri() -> str:
@@ -99,4 +84,4 @@ def callback() -> Response:
         return _fail(str(exc))
     log.info("connected Gmail mailbox %s", email, extra={"account_id": account_id})
     sentence = f"{email} is connected; Postroom starts syncing it now."
-    return _answer(200, "Gmail connected", sentence, {"id": account_id, "email": email})
+    return answer(200, "Gmail connected", sentence, {"id": account_id, "email": email})

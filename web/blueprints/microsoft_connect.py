@@ -1,0 +1,112 @@
+"""Connect a Microsoft 365 mailbox: ``GET /connect/microsoft`` → Microsoft's sign-in and consent →
+``GET /connect/microsoft/callback``.
+
+The connect flow chooses Microsoft Graph for Microsoft 365 accounts; Exchange mailboxes
+reached through EWS (on-premises Exchange Server) are added with their server URL and
+credentials instead (``postroom accounts add-ews``).
+
+The views are thin: :mod:`web.microsoft_consent` talks to Microsoft through msal,
+:func:`sync.accounts.add_graph_account` stores the account (tokens sealed). msal's flow
+dict — state, PKCE code verifier, nonce — waits in a cookie of its own, signed with the
+app's key and valid for ten minutes, sent only to the callback and used once. Microsoft
+posts its answer to the callback (``form_post``), a cross-site POST, so that cookie is
+``SameSite=None; Secure`` (the Flask session cookie is ``Lax`` and would not come
+along); the state msal checks is what ties the answer to this browser's sign-in.
+Every failure answers 400 (503 when Microsoft connect is not set up or the sign-in
+service is unreachable) with one sentence, as HTML for a browser or ``{"error": "..."}``
+for a client that asks for JSON; success answers ``{"id": N, "email": "..."}`` or a
+small page saying the same.
+
+Connecting an address that already has a Microsoft 365 account reconnects it: the new
+refresh token replaces the old one and the account is ``active`` and due at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, redirect, request, url_for
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from sync.accounts import AccountError, add_graph_account
+from web import microsoft_consent
+from web.answers import answer
+
+bp = Blueprint("microsoft_connect", __name__)
+log = logging.getLogger("postroom.web")
+PENDING_COOKIE = "postroom_microsoft_connect"
+PENDING_SECONDS = 600  # time to sign in and consent
+
+
+def _fail(sentence: str, status: int = 400) -> Response:
+    return answer(status, "Microsoft 365 was not connected", sentence, {"error": sentence})
+
+
+def _signer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt="postroom microsoft connect")  # type: ignore[arg-type]
+
+
+def _callback_path() -> str:
+    return url_for("microsoft_connect.callback")
+
+
+@bp.get("/connect/microsoft")
+def start() -> Response:
+    config = current_app.extensions["postroom"]["config"]
+    redirect_uri = url_for("microsoft_connect.callback", _external=True)
+    try:
+        consent = microsoft_consent.start(config.microsoft, redirect_uri, config.sync.connect_timeout)
+    except microsoft_consent.ConnectError as exc:
+        return _fail(str(exc), 503)
+    response = redirect(consent.url)
+    response.set_cookie(
+        PENDING_COOKIE,
+        _signer().dumps(consent.flow),
+        max_age=PENDING_SECONDS,
+        path=_callback_path(),
+        secure=True,
+        httponly=True,
+        samesite="None",
+    )
+    return response  # type: ignore[return-value]
+
+
+def _pending_flow() -> dict[str, object] | None:
+    try:
+        flow = _signer().loads(request.cookies.get(PENDING_COOKIE, ""), max_age=PENDING_SECONDS)
+    except BadSignature:  # missing, forged or expired
+        return None
+    return flow if isinstance(flow, dict) else None
+
+
+@bp.post("/connect/microsoft/callback")
+def callback() -> Response:
+    response = _connect()
+    response.delete_cookie(PENDING_COOKIE, path=_callback_path(), secure=True, httponly=True, samesite="None")
+    return response
+
+
+def _connect() -> Response:
+    ext = current_app.extensions["postroom"]
+    config, sessions = ext["config"], ext["sessions"]
+    flow = _pending_flow()
+    if flow is None:
+        return _fail(microsoft_consent.STALE)
+    try:
+        grant = microsoft_consent.finish(config.microsoft, flow, request.form.to_dict(), config.sync.connect_timeout)
+        with sessions.begin() as s:
+            account = add_graph_account(
+                s,
+                config,
+                grant.email,
+                grant.refresh_token,
+                access_token=grant.access_token,
+                token_expiry=grant.expiry,
+                reconnect=True,
+            )
+            account_id, email = account.id, account.email
+    except (microsoft_consent.ConnectError, AccountError) as exc:
+        return _fail(str(exc))
+    log.info("connected Microsoft 365 mailbox %s", email, extra={"account_id": account_id})
+    sentence = f"{email} is connected; Postroom starts syncing it now."
+    return answer(200, "Microsoft 365 connected", sentence, {"id": account_id, "email": email})

@@ -1,0 +1,173 @@
+"""Microsoft's consent for connecting a Microsoft 365 mailbox, on the real msal.
+
+Two steps, one per request of the connect flow (:mod:`web.blueprints.microsoft_connect`):
+
+1. :func:`start` asks msal's ``ConfidentialClientApplication.initiate_auth_code_flow``
+   for the sign-in URL: authorization code with PKCE (S256) and an OpenID nonce, both
+   made by msal. The flow dict msal hands back (state, code verifier, nonce, redirect
+   URI, scopes) is what must survive the round trip. Microsoft answers with
+   ``response_mode=form_post`` (msal's recommendation, RFC 9700 §4.3.1: the code never
+   appears in a URL, so not in browser history, proxy logs or Referer headers); that
+   answer is a cross-site POST, which browsers send without ``SameSite=Lax`` cookies, so
+   the blueprint keeps the flow in a cookie of its own (see there).
+2. :func:`finish` hands msal the flow and the posted answer. msal checks the state
+   (a mismatch raises ``ValueError``) and the nonce, redeems the code with the PKCE
+   verifier, and Postroom then asks Graph ``/me`` for the mailbox's address.
+
+Scopes (delegated permissions on Microsoft Graph), the fewest that let Postroom work:
+
+* ``Mail.ReadWrite`` — read messages and folders (sync: delta queries, ``$value``),
+  create the one canonical Sent copy and move messages;
+* ``Mail.Send`` — send as the recruiter (``sendMail``);
+* ``User.Read`` — read the signed-in user's profile: ``mail`` is the address of the
+  mailbox, which may differ from the sign-in name (``preferred_username`` is the UPN).
+* ``offline_access`` (a refresh token, so workers sync while nobody is signed in),
+  ``openid`` and ``profile`` are added by msal itself, which refuses them as input.
+
+Not ``Mail.ReadWrite.Shared``/``Mail.Send.Shared`` (other people's mailboxes) and no
+application permissions: Postroom acts only for the recruiter who connected.
+
+msal speaks https only and reads ``REQUESTS_CA_BUNDLE`` over ``Session.verify``; with
+``microsoft.ca_file`` set, :class:`_Http` passes the CA on every request instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+
+from postroom.config import MicrosoftConfig
+
+GRAPH = "https://graph.microsoft.com/"
+SCOPES = (GRAPH + "Mail.ReadWrite", GRAPH + "Mail.Send", GRAPH + "User.Read")
+NEEDED = {"mail.readwrite", "mail.send"}  # without these there is nothing to sync or send
+DENIED = "You declined access in Microsoft's consent screen, so no mailbox was connected."
+STALE = "This sign-in has expired or was started in another browser; please start again from Connect Microsoft 365."
+
+
+class ConnectError(Exception):
+    """The consent flow cannot go on; the message says why in one sentence."""
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Where to send the browser, and what to keep in the session until it comes back."""
+
+    url: str
+    flow: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MicrosoftGrant:
+    email: str
+    refresh_token: str
+    access_token: str
+    expiry: datetime
+
+
+class _Http(requests.Session):
+    """msal's ``http_client``: requests with the configured CA passed per request (the
+    ``REQUESTS_CA_BUNDLE`` environment variable would otherwise win over ``Session.verify``)."""
+
+    def __init__(self, ca_file: str | None, timeout: float) -> None:
+        super().__init__()
+        self._ca_file, self._timeout = ca_file, timeout
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs.setdefault("timeout", self._timeout)
+        if self._ca_file:
+            kwargs["verify"] = self._ca_file
+        return super().request(method, url, *args, **kwargs)
+
+
+def _app(ms: MicrosoftConfig, http: _Http) -> Any:
+    import msal
+
+    if not (ms.client_id and ms.client_secret):
+        raise ConnectError(
+            "Connecting Microsoft 365 is not set up: set microsoft.client_id and microsoft.client_secret "
+            "(see docs/microsoft.md)."
+        )
+    try:  # msal reads the authority's OpenID configuration here
+        return msal.ConfidentialClientApplication(
+            ms.client_id,
+            client_credential=ms.client_secret,
+            authority=ms.authority,
+            http_client=http,
+            instance_discovery=None if ms.instance_discovery else False,
+        )
+    except requests.RequestException as exc:
+        raise ConnectError(f"Microsoft's sign-in service could not be reached: {exc.__class__.__name__}.") from None
+    except ValueError:
+        raise ConnectError(f"Microsoft's sign-in service does not know the authority {ms.authority}.") from None
+
+
+def start(ms: MicrosoftConfig, redirect_uri: str, timeout: float) -> Consent:
+    with _Http(ms.ca_file, timeout) as http:
+        app = _app(ms, http)
+        flow = dict(
+            app.initiate_auth_code_flow(
+                list(SCOPES), redirect_uri=redirect_uri, response_mode="form_post", prompt="select_account"
+            )
+        )
+    url = str(flow.pop("auth_uri"))  # the rest is what acquire_token_by_auth_code_flow needs back
+    return Consent(url, flow)
+
+
+def finish(ms: MicrosoftConfig, flow: dict[str, Any], response: dict[str, str], timeout: float) -> MicrosoftGrant:
+    """Redeem the code msal checked the state of, check the permissions, learn the address."""
+    with _Http(ms.ca_file, timeout) as http:
+        app = _app(ms, http)
+        try:
+            result = app.acquire_token_by_auth_code_flow(flow, response)
+        except (ValueError, RuntimeError):  # state or nonce mismatch, or neither code nor error
+            raise ConnectError(STALE) from None
+        except requests.RequestException as exc:
+            raise ConnectError(f"Microsoft's token endpoint could not be reached: {exc.__class__.__name__}.") from None
+        if "error" in result:
+            raise ConnectError(_refusal(result))
+        scope = result.get("scope") or ""
+        granted = {s.rsplit("/", 1)[-1].lower() for s in (scope.split() if isinstance(scope, str) else scope)}
+        if NEEDED - granted:
+            raise ConnectError(
+                "Postroom needs permission to read and send the mailbox's mail; "
+                "connect again and accept every permission it asks for."
+            )
+        if not result.get("refresh_token"):
+            raise ConnectError("Microsoft issued no refresh token, so Postroom could not sync later; connect again.")
+        access_token = str(result["access_token"])
+        email = mailbox_address(ms, http, access_token)
+    expiry = datetime.now(UTC) + timedelta(seconds=int(result.get("expires_in", 3600)))
+    return MicrosoftGrant(email, str(result["refresh_token"]), access_token, expiry)
+
+
+def _refusal(result: dict[str, Any]) -> str:
+    error = str(result.get("error"))
+    if error == "access_denied":
+        return DENIED
+    codes = result.get("error_codes") or []
+    description = str(result.get("error_description") or "")
+    code = f"AADSTS{codes[0]}" if codes else description.split(":", 1)[0] if description.startswith("AADSTS") else ""
+    return f"Microsoft did not accept the sign-in ({error}{', ' + code if code else ''}); please connect again."
+
+
+def mailbox_address(ms: MicrosoftConfig, http: requests.Session, access_token: str) -> str:
+    """The primary SMTP address of the signed-in user's mailbox (Graph ``/me``, ``User.Read``)."""
+    try:
+        resp = http.get(
+            f"{ms.graph_root}/me",
+            params={"$select": "mail,userPrincipalName"},
+            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+        )
+    except requests.RequestException as exc:
+        raise ConnectError(f"Microsoft Graph could not be reached: {exc.__class__.__name__}.") from None
+    if resp.status_code != 200:
+        raise ConnectError(f"Microsoft Graph did not tell Postroom the mailbox's address ({resp.status_code}).")
+    me = resp.json()
+    if not me.get("mail"):
+        who = me.get("userPrincipalName") or "This account"
+        raise ConnectError(f"{who} has no Exchange Online mailbox, so there is nothing for Postroom to sync.")
+    return str(me["mail"])
