@@ -16,6 +16,7 @@ BACKENDS: dict[str, str] = {
     "imap": "providers.imap:ImapProvider",
     "gmail": "providers.gmail:GmailProvider",
     "graph": "providers.graph:GraphProvider",
+    "ews": "providers.ews:EwsProvider",
 }
 
 
