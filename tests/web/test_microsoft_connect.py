@@ -23,22 +23,10 @@ from postroom.models import MailAccount
 from sync.scheduler import sync_account
 from tests.rig.messages import make_message
 from tests.standins.graph_rig import ADDRESS, GraphRig, graph_rig
+from tests.web.microsoft_rig import microsoft_config
 from web import create_app
 
 CALLBACK = "http://localhost/connect/microsoft/callback"  # the Flask test client's host
-
-
-def microsoft_config(rig: GraphRig) -> MicrosoftConfig:
-    """[microsoft] pointing at the stand-ins: their authority and Graph root, their test CA."""
-    return MicrosoftConfig(
-        client_id=rig.identity.client_id,
-        client_secret=rig.identity.client_secret,
-        tenant=rig.identity.tenant,
-        authority=f"{rig.idp_server.url}/{rig.identity.tenant}",
-        graph_root=f"{rig.graph_server.url}/v1.0",
-        ca_file=rig.ca_file,
-        instance_discovery=False,
-    )
 
 
 @dataclass
