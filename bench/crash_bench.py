@@ -52,9 +52,10 @@ from sqlalchemy import func, select, update  # noqa: E402
 
 from postroom import db  # noqa: E402
 from postroom.config import load_config  # noqa: E402
-from postroom.models import Email, Folder, HistoryEntry, MailAccount, MessageCopy  # noqa: E402
+from postroom.models import Email, MailAccount, MessageCopy  # noqa: E402
 from tests.rig.corpus import generate  # noqa: E402
 from tests.rig.mailrig import MailRig  # noqa: E402
+from tests.sync.helpers import database_snapshot  # noqa: E402
 
 POSTROOM = [sys.executable, "-m", "postroom.cli"]
 SECRET = "bench-secret-key-0123456789abcdef"
@@ -96,7 +97,9 @@ def indexed(env: dict[str, str]) -> int:
     try:
         with engine.connect() as conn:
             copies = conn.execute(select(func.count()).select_from(MessageCopy)).scalar_one()
-            bodies = conn.execute(select(func.count()).select_from(Email).where(Email.body_id.is_not(None))).scalar_one()
+            bodies = conn.execute(
+                select(func.count()).select_from(Email).where(Email.body_id.is_not(None))
+            ).scalar_one()
             return int(copies) + int(bodies)
     finally:
         engine.dispose()
@@ -108,31 +111,18 @@ def expire_leases(env: dict[str, str]) -> int:
     try:
         with engine.begin() as conn:
             past = datetime.now(UTC) - timedelta(seconds=1)
-            res = conn.execute(update(MailAccount.__table__).where(MailAccount.__table__.c.lease_owner.is_not(None)).values(lease_expires_at=past))
+            res = conn.execute(
+                update(MailAccount.__table__)
+                .where(MailAccount.__table__.c.lease_owner.is_not(None))
+                .values(lease_expires_at=past)
+            )
             return int(res.rowcount)
     finally:
         engine.dispose()
 
 
 def snapshot(env: dict[str, str]) -> dict[str, Any]:
-    engine = db.make_engine(load_config(env=env).database)
-    sessions = db.make_sessionmaker(engine)
-    with sessions() as s:
-        copies = s.execute(select(Folder.name, MessageCopy.remote_id, Email.message_id).outerjoin(Email, MessageCopy.email_id == Email.id).join(Folder, MessageCopy.folder_id == Folder.id)).all()
-        emails = s.execute(select(Email.message_id, Email.thread_id)).all()
-        history = sorted(s.scalars(select(Email.message_id).join(HistoryEntry)))
-        bodies = sorted(s.scalars(select(Email.message_id).where(Email.body_id.is_not(None))))
-    engine.dispose()
-    groups: dict[int, set[str]] = {}
-    for mid, tid in emails:
-        groups.setdefault(tid, set()).add(mid)
-    return {
-        "copies": sorted((f, u, m or "") for f, u, m in copies),
-        "emails": sorted(m for m, _ in emails),
-        "threads": sorted(sorted(g) for g in groups.values()),
-        "history": history,
-        "bodies": bodies,
-    }
+    return database_snapshot(load_config(env=env))
 
 
 def server_uids(rig: MailRig) -> list[str]:
@@ -148,10 +138,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=100, help="sync.batch_size: smaller = more commits to land between")
+    ap.add_argument(
+        "--batch-size", type=int, default=100, help="sync.batch_size: smaller = more commits to land between"
+    )
     ap.add_argument("--max-delay", type=float, default=0.4, help="random delay after the first new commit, seconds")
-    ap.add_argument("--no-expire-leases", dest="expire_leases", action="store_false",
-                    help="do not expire the killed process's lease by hand (then the next runs skip the account for sync.lease_seconds)")
+    ap.add_argument(
+        "--no-expire-leases",
+        dest="expire_leases",
+        action="store_false",
+        help="do not expire the killed process's lease by hand (then the next runs skip the account for sync.lease_seconds)",
+    )
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
@@ -182,7 +178,9 @@ def main() -> int:
         for k in range(args.kills):
             before = indexed(env)
             t0 = time.monotonic()
-            proc = subprocess.Popen([*POSTROOM, "sync", "--once"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [*POSTROOM, "sync", "--once"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             deadline = time.monotonic() + 60
             while proc.poll() is None and indexed(env) == before and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -195,15 +193,30 @@ def main() -> int:
             code = proc.wait()
             after = indexed(env)
             expired = expire_leases(env) if args.expire_leases else 0
-            out["kills"].append({"n": k + 1, "progress_before": before, "progress_after": after, "delay_s": round(delay, 3), "killed_mid_sync": landed, "exit": code, "leases_expired_by_hand": expired, "run_s": round(time.monotonic() - t0, 2)})
-            log(f"kill {k + 1}: {before} -> {after} copies+bodies, {'SIGKILL mid-sync' if landed else f'finished first (exit {code})'}")
+            out["kills"].append(
+                {
+                    "n": k + 1,
+                    "progress_before": before,
+                    "progress_after": after,
+                    "delay_s": round(delay, 3),
+                    "killed_mid_sync": landed,
+                    "exit": code,
+                    "leases_expired_by_hand": expired,
+                    "run_s": round(time.monotonic() - t0, 2),
+                }
+            )
+            log(
+                f"kill {k + 1}: {before} -> {after} copies+bodies, {'SIGKILL mid-sync' if landed else f'finished first (exit {code})'}"
+            )
         t0 = time.monotonic()
         final = subprocess.run([*POSTROOM, "sync", "--once"], env=env, cwd=ROOT, capture_output=True, text=True)
         out["final_run_s"] = time.monotonic() - t0
         out["final_exit"] = final.returncode
         out["crashed_total_s"] = time.monotonic() - t_all
         out["interrupted"] = interrupted
-        log(f"final clean run: exit {final.returncode} in {out['final_run_s']:.1f}s; {interrupted} kills landed mid-sync")
+        log(
+            f"final clean run: exit {final.returncode} in {out['final_run_s']:.1f}s; {interrupted} kills landed mid-sync"
+        )
 
         ref_env = make_env(base, "reference", rig, cfg)
         setup(ref_env, rig, applicant)
@@ -238,7 +251,10 @@ def main() -> int:
         out["ok"] = (
             final.returncode == 0
             and checks["lost_uids"] == checks["extra_uids"] == checks["duplicated_uids"] == 0
-            and checks["lost_message_ids"] == checks["duplicated_emails_by_message_id"] == checks["duplicated_copies_by_message_id"] == 0
+            and checks["lost_message_ids"]
+            == checks["duplicated_emails_by_message_id"]
+            == checks["duplicated_copies_by_message_id"]
+            == 0
             and all(v for k, v in checks.items() if k.startswith("equal_to_reference"))
         )
         out["loadavg_end"] = os.getloadavg()
@@ -248,7 +264,15 @@ def main() -> int:
     res = ROOT / "bench" / "results"
     res.mkdir(exist_ok=True)
     (res / f"{name}.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps({k: out.get(k) for k in ("ok", "interrupted", "checks", "crashed_total_s", "final_run_s", "reference_run_s")}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: out.get(k)
+                for k in ("ok", "interrupted", "checks", "crashed_total_s", "final_run_s", "reference_run_s")
+            },
+            indent=1,
+        )
+    )
     return 0 if out["ok"] else 1
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from postroom import db
 from postroom.config import Config
-from postroom.models import Email, HistoryEntry, MessageCopy
+from postroom.models import Email, Folder, HistoryEntry, MessageCopy
 from sync.accounts import ImapAccountRequest, add_imap_account
 from sync.engine import AccountResult
 from sync.scheduler import sync_account
@@ -70,3 +71,31 @@ def history_ids(sessions: sessionmaker[Session], applicant_id: int) -> list[str]
                 .where(HistoryEntry.applicant_id == applicant_id)
             )
         )
+
+
+def database_snapshot(config: Config) -> dict[str, object]:
+    """Everything a sync produced, in a comparable form: copies (folder, remote id,
+    Message-ID), emails, threads (as sets of Message-IDs), history and stored bodies.
+    Two syncs of one mailbox that lost and doubled nothing have equal snapshots."""
+    engine = db.make_engine(config.database)
+    sessions = db.make_sessionmaker(engine)
+    with sessions() as s:
+        copies = s.execute(
+            select(Folder.name, MessageCopy.remote_id, Email.message_id)
+            .outerjoin(Email, MessageCopy.email_id == Email.id)
+            .join(Folder, MessageCopy.folder_id == Folder.id)
+        ).all()
+        emails = s.execute(select(Email.message_id, Email.thread_id)).all()
+        history = sorted(s.scalars(select(Email.message_id).join(HistoryEntry)))
+        bodies = sorted(s.scalars(select(Email.message_id).where(Email.body_id.is_not(None))))
+    engine.dispose()
+    groups: dict[int, set[str]] = {}
+    for mid, tid in emails:
+        groups.setdefault(tid, set()).add(mid)
+    return {
+        "copies": sorted((f, u, m or "") for f, u, m in copies),
+        "emails": sorted(m for m, _ in emails),
+        "threads": sorted(sorted(g) for g in groups.values()),
+        "history": history,
+        "bodies": bodies,
+    }

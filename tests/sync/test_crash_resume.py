@@ -21,33 +21,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from postroom import db
-from postroom.config import Config, load_config
-from postroom.models import Email, HistoryEntry, MessageCopy
+from postroom.config import load_config
+from postroom.models import MessageCopy
 from tests.rig.corpus import generate
 from tests.rig.fixtures import Mailbox
+from tests.sync.helpers import database_snapshot
 
 POSTROOM = [sys.executable, "-m", "postroom.cli"]
-
-
-def _snapshot(config: Config) -> dict[str, object]:
-    engine = db.make_engine(config.database)
-    sessions = db.make_sessionmaker(engine)
-    with sessions() as s:
-        copies = s.execute(select(MessageCopy.remote_id, Email.message_id).join(Email)).all()
-        emails = s.execute(select(Email.message_id, Email.thread_id)).all()
-        history = sorted(s.scalars(select(Email.message_id).join(HistoryEntry)))
-        bodies = sorted(s.scalars(select(Email.message_id).where(Email.body_id.is_not(None))))
-    engine.dispose()
-    groups: dict[int, set[str]] = {}
-    for mid, tid in emails:
-        groups.setdefault(tid, set()).add(mid)
-    return {
-        "copies": sorted(copies),
-        "emails": sorted(m for m, _ in emails),
-        "threads": sorted(sorted(g) for g in groups.values()),
-        "history": history,
-        "bodies": bodies,
-    }
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
@@ -121,10 +101,10 @@ def test_kill_minus_nine_during_initial_and_incremental_sync_loses_and_doubles_n
     _setup(ref_env, box, applicant)
     assert subprocess.run([*POSTROOM, "sync", "--once"], env=ref_env, capture_output=True).returncode == 0
 
-    crashed = _snapshot(load_config(env=crash_env))
-    reference = _snapshot(load_config(env=ref_env))
+    crashed = database_snapshot(load_config(env=crash_env))
+    reference = database_snapshot(load_config(env=ref_env))
     server_uids = sorted(str(u) for u in box.uids("INBOX"))
-    assert sorted(uid for uid, _ in crashed["copies"]) == server_uids  # type: ignore[union-attr]
+    assert sorted(uid for _, uid, _ in crashed["copies"]) == server_uids  # type: ignore[union-attr]
     assert len(crashed["emails"]) == len(set(crashed["emails"])) == 2000  # type: ignore[arg-type]
     assert crashed == reference
     assert len(crashed["history"]) > 0 and crashed["bodies"] == crashed["history"]  # type: ignore[arg-type]
