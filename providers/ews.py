@@ -244,7 +244,7 @@ class EwsProvider:
             retry = min(wait, self._backoff_cap) if wait is not None else None
             raise TransientError(f"{who}: server busy ({exc})", retry_after=retry) from exc
         except ews_errors.ErrorInvalidSyncStateData as exc:
-            raise CursorInvalidError(f"{who}: {exc}") from exc
+            raise CursorInvalidError(f"{who}: ErrorInvalidSyncStateData: {exc}") from exc
         except ews_errors.ErrorFolderNotFound as exc:
             raise FolderNotFound(f"{who}: {exc}") from exc
         except (ews_errors.UnauthorizedError, ews_errors.ErrorAccessDenied, ews_errors.ErrorNonExistentMailbox) as exc:

@@ -235,10 +235,11 @@ class EwsStandIn:
     def _SyncFolderHierarchy(self, box: EwsMailbox, op: etree._Element, out: etree._Element, name: str) -> None:
         refs = x.folder_refs(op.find(x.m("SyncFolderId")))
         state = op.findtext(x.m("SyncState"))
-        if state:
-            x.error(
-                out, name, "ErrorInvalidSyncStateData", "Synchronization state data is corrupt or otherwise invalid."
-            )
+        if state:  # the stand-in hands out no hierarchy states it could honour later
+            text = "Synchronization state data is corrupt or otherwise invalid."
+            failed = x.error(out, name, "ErrorInvalidSyncStateData", text)
+            x.sub(failed, x.m("SyncState"))
+            x.sub(failed, x.m("IncludesLastFolderInRange"), "true")
             return
         folders = box.subfolders(refs[0] if refs else "root")
         msg = x.success(out, name)
@@ -262,7 +263,10 @@ class EwsStandIn:
         try:
             state, last, changes = box.sync_items(refs[0], op.findtext(x.m("SyncState")), limit)
         except EwsFault as exc:
-            x.error(out, name, exc.code, exc.text)
+            # Exchange answers a refused sync with an empty SyncState too (exchangelib reads it first)
+            failed = x.error(out, name, exc.code, exc.text)
+            x.sub(failed, x.m("SyncState"))
+            x.sub(failed, x.m("IncludesLastItemInRange"), "true")
             return
         msg = x.success(out, name)
         x.sub(msg, x.m("SyncState"), state)
