@@ -16,150 +16,16 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
-from postroom.config import LOG_LEVELS, Config, ConfigError, load_config
+from postroom.cli_parser import build_parser
+from postroom.config import Config, ConfigError, load_config
 
 log = logging.getLogger("postroom")
 
 
 class CommandError(Exception):
     """A command cannot be carried out; the message is shown as is."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        msg = message[0].upper() + message[1:] if message else message
-        self.exit(2, f"{self.prog}: error: {msg.rstrip('.')}. See '{self.prog} --help'.\n")
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="TOML config file (default: $POSTROOM_CONFIG, else the embedded defaults)",
-    )
-
-
-def _json_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-
-def build_parser() -> Parser:
-    root = Parser(prog="postroom", description="Sync recruiters' mailboxes and keep applicants' email history.")
-    _common(root)
-    sub = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
-
-    db = sub.add_parser("db", help="database schema")
-    _common(db)
-    dbsub = db.add_subparsers(dest="db_command", metavar="COMMAND", parser_class=Parser)
-    dbsub.required = True
-    up = dbsub.add_parser("upgrade", help="create or upgrade the schema to the newest version")
-    _common(up)
-
-    acc = sub.add_parser("accounts", help="connected mailboxes")
-    _common(acc)
-    accsub = acc.add_subparsers(dest="accounts_command", metavar="COMMAND", parser_class=Parser)
-    accsub.required = True
-    imap = accsub.add_parser("add-imap", help="connect an IMAP/SMTP mailbox")
-    _common(imap)
-    imap.add_argument("--email", required=True, help="the mailbox's address")
-    imap.add_argument("--username", required=True, help="login name (often the address)")
-    imap.add_argument(
-        "--password-env", required=True, metavar="VAR", help="name of the environment variable that holds the password"
-    )
-    imap.add_argument("--imap-host", required=True)
-    imap.add_argument("--imap-port", required=True, type=int)
-    imap.add_argument("--imap-security", required=True, choices=("ssl", "starttls", "none"))
-    imap.add_argument("--smtp-host", required=True)
-    imap.add_argument("--smtp-port", required=True, type=int)
-    imap.add_argument("--smtp-security", required=True, choices=("ssl", "starttls", "none"))
-    imap.add_argument("--ca-file", help="PEM file of CA certificates to trust for this server")
-    imap.add_argument(
-        "--allow-plaintext", action="store_true", help="allow --*-security none to a host that is not this machine"
-    )
-    imap.add_argument("--proxy", metavar="URL", help="HTTP CONNECT proxy for IMAP, e.g. http://proxy:3128")
-    _json_flag(imap)
-    gm = accsub.add_parser(
-        "add-gmail", help="import an existing Google grant for a Gmail mailbox (client from [google])"
-    )
-    _common(gm)
-    gm.add_argument("--email", required=True, help="the mailbox's address")
-    gm.add_argument(
-        "--refresh-token-env",
-        required=True,
-        metavar="VAR",
-        help="name of the environment variable that holds the OAuth refresh token",
-    )
-    _json_flag(gm)
-    lst = accsub.add_parser("list", help="list accounts with their sync status")
-    _common(lst)
-    _json_flag(lst)
-
-    app = sub.add_parser("applicants", help="applicants whose email history is kept")
-    _common(app)
-    appsub = app.add_subparsers(dest="applicants_command", metavar="COMMAND", parser_class=Parser)
-    appsub.required = True
-    add = appsub.add_parser("add", help="add an applicant and backfill their history")
-    _common(add)
-    add.add_argument("--name", required=True)
-    add.add_argument("--email", required=True, action="append", help="an address (repeat for several)")
-    _json_flag(add)
-
-    sy = sub.add_parser("sync", help="sync mailboxes once")
-    _common(sy)
-    sy.add_argument("--once", action="store_true", required=True, help="one pass, then exit")
-    sy.add_argument("--account", type=int, metavar="ID", help="only this account")
-    _json_flag(sy)
-
-    th = sub.add_parser("threads", help="conversation threads in one account")
-    _common(th)
-    th.add_argument("--account", type=int, required=True, metavar="ID")
-    _json_flag(th)
-
-    hi = sub.add_parser("history", help="an applicant's email history, oldest first")
-    _common(hi)
-    hi.add_argument("--applicant", type=int, required=True, metavar="ID")
-    _json_flag(hi)
-
-    se = sub.add_parser("send", help="send a message through an account and keep it in Sent")
-    _common(se)
-    se.add_argument("--account", type=int, required=True, metavar="ID")
-    se.add_argument("--to", required=True, action="append", help="a recipient (repeat for several)")
-    se.add_argument("--subject", required=True)
-    se.add_argument("--body-file", required=True, metavar="FILE", help="UTF-8 text of the body ('-' for stdin)")
-    se.add_argument("--in-reply-to", metavar="MSGID", help="Message-ID of the message answered")
-    _json_flag(se)
-
-    wk = sub.add_parser("worker", help="sync every account every sync.interval until stopped")
-    _common(wk)
-
-    cel = sub.add_parser("celery", help="scale-out mode on PostgreSQL: Celery workers and the beat that dispatches")
-    _common(cel)
-    celsub = cel.add_subparsers(dest="celery_command", metavar="COMMAND", parser_class=Parser)
-    celsub.required = True
-    cw = celsub.add_parser("worker", help="sync the accounts beat dispatches until SIGTERM (finishing those in hand)")
-    _common(cw)
-    cw.add_argument(
-        "--concurrency",
-        "-c",
-        type=int,
-        metavar="N",
-        help="accounts synced at once, in threads (default: sync.concurrency)",
-    )
-    cw.add_argument("--loglevel", "-l", type=str.upper, choices=LOG_LEVELS, help="log level (default: logging.level)")
-    cw.add_argument("--queue", "-Q", default="postroom", help="broker queue to consume (default: postroom)")
-    cb = celsub.add_parser("beat", help="dispatch due accounts every celery.dispatch_interval until SIGTERM")
-    _common(cb)
-    cb.add_argument("--loglevel", "-l", type=str.upper, choices=LOG_LEVELS, help="log level (default: logging.level)")
-    cb.add_argument("--queue", "-Q", default="postroom", help="broker queue to send to (default: postroom)")
-
-    st = sub.add_parser("status", help="per-account state, last successful sync, lag and last error")
-    _common(st)
-    _json_flag(st)
-    return root
 
 
 class App:
@@ -199,9 +65,7 @@ def cmd_db_upgrade(app: App, args: argparse.Namespace) -> int:
 def cmd_accounts_add_imap(app: App, args: argparse.Namespace) -> int:
     from sync.accounts import ImapAccountRequest, add_imap_account
 
-    password = os.environ.get(args.password_env)
-    if password is None:
-        raise CommandError(f"Environment variable {args.password_env} (named by --password-env) is not set.")
+    password = _env_secret(args.password_env, "--password-env")
     req = ImapAccountRequest(
         email=args.email,
         username=args.username,
@@ -228,11 +92,52 @@ def cmd_accounts_add_imap(app: App, args: argparse.Namespace) -> int:
 def cmd_accounts_add_gmail(app: App, args: argparse.Namespace) -> int:
     from sync.accounts import add_gmail_account
 
-    token = os.environ.get(args.refresh_token_env)
-    if token is None:
-        raise CommandError(f"Environment variable {args.refresh_token_env} (named by --refresh-token-env) is not set.")
+    token = _env_secret(args.refresh_token_env, "--refresh-token-env")
     with app.sessions.begin() as s:
         account_id = add_gmail_account(s, app.config, args.email, token).id
+    _print(args, {"id": account_id}, str(account_id))
+    return 0
+
+
+def _env_secret(var: str, flag: str) -> str:
+    value = os.environ.get(var)
+    if value is None:
+        raise CommandError(f"Environment variable {var} (named by {flag}) is not set.")
+    return value
+
+
+def cmd_accounts_add_graph(app: App, args: argparse.Namespace) -> int:
+    from sync.accounts import add_graph_account
+
+    token = _env_secret(args.refresh_token_env, "--refresh-token-env")
+    with app.sessions.begin() as s:
+        account_id = add_graph_account(s, app.config, args.email, token).id
+    _print(args, {"id": account_id}, str(account_id))
+    return 0
+
+
+def cmd_accounts_add_ews(app: App, args: argparse.Namespace) -> int:
+    from sync.accounts import EwsAccountRequest, add_ews_account
+
+    if args.password_env and args.refresh_token_env:
+        raise CommandError("Give either --password-env or --refresh-token-env, not both.")
+    if not (args.password_env or args.refresh_token_env):
+        raise CommandError("Give --username and --password-env, or --refresh-token-env, to sign in to Exchange.")
+    password = _env_secret(args.password_env, "--password-env") if args.password_env else None
+    token = _env_secret(args.refresh_token_env, "--refresh-token-env") if args.refresh_token_env else None
+    if args.ca_file and not os.path.isfile(args.ca_file):
+        raise CommandError(f"--ca-file {args.ca_file} is not a file.")
+    req = EwsAccountRequest(
+        email=args.email,
+        ews_url=args.ews_url,
+        auth=args.auth or ("oauth2" if token is not None else "ntlm"),
+        username=args.username,
+        password=password,
+        refresh_token=token,
+        ca_file=args.ca_file,
+    )
+    with app.sessions.begin() as s:
+        account_id = add_ews_account(s, app.config, req).id
     _print(args, {"id": account_id}, str(account_id))
     return 0
 
@@ -246,7 +151,7 @@ def cmd_accounts_list(app: App, args: argparse.Namespace) -> int:
         _print(args, [a.as_json() for a in accounts], "")
         return 0
     if not accounts:
-        print("No accounts yet; add one with 'postroom accounts add-imap' or 'add-gmail'.")
+        print("No accounts yet; add one with 'postroom accounts add-imap' (or add-gmail, add-graph, add-ews).")
     for a in accounts:
         last = a.last_sync_at.strftime("%Y-%m-%d %H:%M:%S") if a.last_sync_at else "never"
         line = f"{a.id:>4}  {a.email:<32} {a.provider:<6} {a.status:<17} last sync {last}"
@@ -286,7 +191,7 @@ def cmd_sync(app: App, args: argparse.Namespace) -> int:
         )
     else:
         if not results:
-            print("No accounts to sync; add one with 'postroom accounts add-imap' or 'add-gmail'.")
+            print("No accounts to sync; add one with 'postroom accounts add-imap' (or add-gmail, add-graph, add-ews).")
         for r in results:
             print(r.summary())
     failed = [r for r in results if not r.ok]
@@ -442,7 +347,7 @@ def cmd_status(app: App, args: argparse.Namespace) -> int:
         _print(args, [r.as_json() for r in rows], "")
         return 0
     if not rows:
-        print("No accounts yet; add one with 'postroom accounts add-imap' or 'add-gmail'.")
+        print("No accounts yet; add one with 'postroom accounts add-imap' (or add-gmail, add-graph, add-ews).")
     for r in rows:
         last = r.last_success_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_success_at else "never"
         line = f"{r.id:>4}  {r.email:<32} {r.status:<17} last ok {last} (lag {_age(r.lag_seconds)})"
@@ -458,6 +363,8 @@ COMMANDS: dict[tuple[str, ...], Callable[[App, argparse.Namespace], int]] = {
     ("db", "upgrade"): cmd_db_upgrade,
     ("accounts", "add-imap"): cmd_accounts_add_imap,
     ("accounts", "add-gmail"): cmd_accounts_add_gmail,
+    ("accounts", "add-graph"): cmd_accounts_add_graph,
+    ("accounts", "add-ews"): cmd_accounts_add_ews,
     ("accounts", "list"): cmd_accounts_list,
     ("applicants", "add"): cmd_applicants_add,
     ("sync",): cmd_sync,
