@@ -24,7 +24,6 @@ shared history window) is in :mod:`providers.gmail_sync`.
 from __future__ import annotations
 
 import base64
-import copy
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -47,7 +46,7 @@ from providers.base import (
     SendResult,
 )
 from providers.errors import CursorInvalidError, FolderNotFound, ProtocolError, SendError
-from providers.gmail_calls import GmailCalls, load_discovery
+from providers.gmail_calls import GmailCalls, fresh_discovery
 from providers.transport import ConfigurationError
 
 DEFAULT_API_ROOT = "https://gmail.googleapis.com/"
@@ -159,7 +158,7 @@ class GmailProvider:
             )
             self._credentials.on_refresh = self._settings.on_token_refresh
             self._http = google_auth_httplib2.AuthorizedHttp(self._credentials, http=self._http_factory())
-            doc = copy.deepcopy(load_discovery())
+            doc = fresh_discovery()
             doc["rootUrl"] = doc["mtlsRootUrl"] = self._api_root
             service = discovery.build_from_document(doc, http=self._http)
             self._calls = GmailCalls(
@@ -185,7 +184,7 @@ class GmailProvider:
         """Labels that hold mail as folders; UNREAD, STARRED, IMPORTANT and categories are flags."""
         api = self._api()
         self._window = None  # a new sync pass: history is fetched afresh
-        answer = api.execute(api.users.labels().list(userId="me"), "labels.list")
+        answer = api.execute(api.labels.list(userId="me"), "labels.list")
         folders: dict[str, RemoteFolder] = {}
         for label in answer.get("labels", []):
             label_id = label["id"]
@@ -212,7 +211,7 @@ class GmailProvider:
         profile = api.execute(api.users.getProfile(userId="me"), "getProfile")
         history_id = int(profile["historyId"])
         ids: list[str] = []
-        request = api.users.messages().list(
+        request = api.messages.list(
             userId="me", labelIds=[folder.name], includeSpamTrash=folder.name in gmail_sync.HIDDEN, maxResults=500
         )
         while request is not None:
@@ -223,7 +222,7 @@ class GmailProvider:
                     raise FolderNotFound(f"Gmail {self._settings.email}: label {folder.name} is gone") from exc
                 raise
             ids.extend(m["id"] for m in page.get("messages", []))
-            request = api.users.messages().list_next(request, page)
+            request = api.messages.list_next(request, page)
         ordered = list(dict.fromkeys(reversed(ids)))  # Gmail lists newest first
         return ChangeSet(new=tuple(ordered), present=frozenset(ordered), cursor=gmail_sync.Cursor(history_id).dump())
 
@@ -231,7 +230,7 @@ class GmailProvider:
         api = self._api()
         records: list[Mapping[str, Any]] = []
         end = start
-        request = api.users.history().list(userId="me", startHistoryId=str(start), maxResults=500)
+        request = api.history.list(userId="me", startHistoryId=str(start), maxResults=500)
         while request is not None:
             try:
                 page = api.execute(request, "history.list", not_found=CursorInvalidError)
@@ -243,7 +242,7 @@ class GmailProvider:
             records.extend(history)
             # the last page's historyId is where the next pass starts (Gmail's guidance)
             end = max([end, int(page["historyId"]), *(int(r["id"]) for r in history)])
-            request = api.users.history().list_next(request, page)
+            request = api.history.list_next(request, page)
         return gmail_sync.HistoryWindow(start, end, records)
 
     # ------------------------------------------------------------ messages
@@ -251,7 +250,7 @@ class GmailProvider:
         api = self._api()
         for chunk in _chunks(list(remote_ids), HEADER_BATCH):
             requests = {
-                rid: api.users.messages().get(userId="me", id=rid, format="metadata", metadataHeaders=HEADER_NAMES)
+                rid: api.messages.get(userId="me", id=rid, format="metadata", metadataHeaders=HEADER_NAMES)
                 for rid in chunk
             }
             answers = api.batch(requests, "messages.get")
@@ -263,7 +262,7 @@ class GmailProvider:
         api = self._api()
         bodies: dict[str, bytes] = {}
         for chunk in _chunks(list(remote_ids), BODY_BATCH):
-            requests = {rid: api.users.messages().get(userId="me", id=rid, format="raw") for rid in chunk}
+            requests = {rid: api.messages.get(userId="me", id=rid, format="raw") for rid in chunk}
             for rid, answer in api.batch(requests, "messages.get").items():
                 bodies[rid] = _unb64url(answer.get("raw", ""))
         return bodies
@@ -276,7 +275,7 @@ class GmailProvider:
         if message.thread_hint:
             body["threadId"] = message.thread_hint
         try:
-            answer = api.execute(api.users.messages().send(userId="me", body=body), "messages.send", idempotent=False)
+            answer = api.execute(api.messages.send(userId="me", body=body), "messages.send", idempotent=False)
         except ProtocolError as exc:
             raise SendError(f"Gmail {self._settings.email} refused the message: {exc}") from exc
         return SendResult(message_id=message.message_id, provider_id=answer.get("id"), sent_copy_stored=True)
@@ -289,7 +288,7 @@ class GmailProvider:
             labels.append("UNREAD")
         if "\\Flagged" in flags:
             labels.append("STARRED")
-        request = api.users.messages().insert(
+        request = api.messages.insert(
             userId="me", body={"raw": _b64url(raw), "labelIds": labels}, internalDateSource="dateHeader"
         )
         answer = api.execute(request, "messages.insert", idempotent=False)
@@ -303,20 +302,20 @@ class GmailProvider:
         api = self._api()
         body = {"addLabelIds": [target.name], "removeLabelIds": [folder.name]}
         for chunk in _chunks(list(remote_ids), HEADER_BATCH):
-            requests = {rid: api.users.messages().modify(userId="me", id=rid, body=body) for rid in chunk}
+            requests = {rid: api.messages.modify(userId="me", id=rid, body=body) for rid in chunk}
             api.batch(requests, "messages.modify")
 
     def trash(self, remote_ids: Sequence[str]) -> None:
         """Move messages to TRASH (Gmail empties it after 30 days). Vanished ids are skipped."""
         api = self._api()
         for chunk in _chunks(list(remote_ids), HEADER_BATCH):
-            api.batch({rid: api.users.messages().trash(userId="me", id=rid) for rid in chunk}, "messages.trash")
+            api.batch({rid: api.messages.trash(userId="me", id=rid) for rid in chunk}, "messages.trash")
 
     def delete(self, remote_ids: Sequence[str]) -> None:
         """Delete messages for good (needs the https://mail.google.com/ scope)."""
         api = self._api()
         for chunk in _chunks(list(remote_ids), HEADER_BATCH):
-            api.batch({rid: api.users.messages().delete(userId="me", id=rid) for rid in chunk}, "messages.delete")
+            api.batch({rid: api.messages.delete(userId="me", id=rid) for rid in chunk}, "messages.delete")
 
 
 def message_from_metadata(answer: dict[str, Any]) -> RemoteMessage:
