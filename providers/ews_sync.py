@@ -28,6 +28,7 @@ import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from typing import Any
@@ -174,6 +175,12 @@ def header_block(item: Any) -> bytes:
     return "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape")
 
 
+def plain_datetime(value: datetime | None) -> datetime | None:
+    """An aware stdlib datetime in UTC for exchangelib's EWSDateTime, whose ``astimezone`` accepts
+    only exchangelib's own time zones (so the database layer could not store it)."""
+    return None if value is None else datetime.fromtimestamp(value.timestamp(), tz=UTC)
+
+
 def remote_message(item: Any) -> RemoteMessage:
     """A :class:`RemoteMessage` from an item fetched with :data:`HEADER_FIELD_NAMES`."""
     conversation = getattr(item.conversation_id, "id", None)
@@ -182,7 +189,7 @@ def remote_message(item: Any) -> RemoteMessage:
         headers=header_block(item),
         flags=flags_of(item),
         size=item.size,
-        internal_date=item.datetime_received,
+        internal_date=plain_datetime(item.datetime_received),
         thread_hint=conversation,
         provider_message_id=str(item.id),
     )

@@ -217,11 +217,6 @@ def test_microsoft_commands_have_help(command: list[str], cli: Cli) -> None:
     assert "usage: postroom accounts" in out and "--refresh-token-env VAR" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="providers/ews_sync.py hands the engine exchangelib's EWSDateTime as internal_date, which "
-    "the database layer cannot store (InvalidTypeError on astimezone); remove this mark once it is a datetime",
-)
 def test_add_ews_mailbox_syncs_through_the_exchange_stand_in(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     with ews_rig(https=True) as rig:
         assert rig.ca_file is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -159,6 +160,8 @@ def test_replies_share_the_conversation_id_as_thread_hint(rig: EwsRig, provider:
     incoming = {m.remote_id: m.thread_hint for m in provider.fetch_headers(folders[FolderRole.INBOX], [reply, other])}
     assert sent.thread_hint and incoming[reply] == sent.thread_hint != incoming[other]
     assert f"Message-ID: {first_mid}".encode() in sent.headers and sent.flags == {"\\Seen"}
+    assert type(sent.internal_date) is datetime  # not exchangelib's EWSDateTime, which the database cannot store
+    assert sent.internal_date.astimezone(timezone(timedelta(hours=2))).utcoffset() == timedelta(hours=2)
 
 
 def test_send_without_copy_then_one_canonical_sent_copy(rig: EwsRig, provider: EwsProvider) -> None:
