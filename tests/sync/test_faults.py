@@ -42,7 +42,7 @@ from tests.rig.chaos import ChaosProxy
 from tests.rig.corpus import generate
 from tests.rig.fixtures import Mailbox, make_message
 from tests.sync import test_crash_resume as crash
-from tests.sync.helpers import connect, copies
+from tests.sync.helpers import connect, copies, database_snapshot
 
 POSTROOM = [sys.executable, "-m", "postroom.cli"]
 
@@ -447,7 +447,7 @@ def test_kill_minus_nine_of_a_worker_mid_initial_and_incremental_sync_then_resta
     env: dict[str, str], new_mailbox, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     box: Mailbox = new_mailbox()
-    items = list(generate(1200, seed=17))
+    items = list(generate(1500, seed=17))
     box.seed(items[:1000])
     senders = Counter(parseaddr(message_from_bytes(i.raw)["From"])[1] for i in items)
     applicant = senders.most_common(1)[0][0]  # so bodies and history are compared too
@@ -468,10 +468,10 @@ def test_kill_minus_nine_of_a_worker_mid_initial_and_incremental_sync_then_resta
 
     box.seed(items[1000:])  # new mail: the next pass is incremental
     assert _kill_mid_sync(wenv, cfg, log), "the kill did not land during the incremental sync"
-    assert 1000 <= _index_size(cfg) < 1200
+    assert 1000 <= _index_size(cfg) < 1500
     restarted = _start_worker(wenv, log)
     try:
-        _wait(lambda: _settled(cfg, 1200), 40, "resume of the incremental sync")
+        _wait(lambda: _settled(cfg, 1500), 40, "resume of the incremental sync")
     finally:
         assert _stop(restarted) == 0
     assert "Traceback" not in log.read_text()
@@ -483,8 +483,9 @@ def test_kill_minus_nine_of_a_worker_mid_initial_and_incremental_sync_then_resta
     }
     crash._setup(ref_env, box, applicant)
     assert subprocess.run([*POSTROOM, "sync", "--once"], env=ref_env, capture_output=True).returncode == 0
-    killed, reference = crash._snapshot(cfg), crash._snapshot(load_config(env=ref_env))
-    killed_copies, killed_emails = cast(list[tuple[str, str]], killed["copies"]), cast(list[str], killed["emails"])
-    assert sorted(int(uid) for uid, _ in killed_copies) == box.uids("INBOX")
-    assert len(killed_emails) == len(set(killed_emails)) == 1200
+    killed, reference = database_snapshot(cfg), database_snapshot(load_config(env=ref_env))
+    killed_copies = cast(list[tuple[str, str, str]], killed["copies"])
+    killed_emails = cast(list[str], killed["emails"])
+    assert sorted(int(uid) for _, uid, _ in killed_copies) == box.uids("INBOX")
+    assert len(killed_emails) == len(set(killed_emails)) == 1500
     assert killed == reference
