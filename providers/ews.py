@@ -4,12 +4,27 @@ Options (``ProviderSettings.options``)::
 
     ews_url        the EWS endpoint, e.g. "https://mail.contoso.com/EWS/Exchange.asmx" (required
                    unless autodiscover is true)
-    auth           "ntlm" (default), "basic" or "oauth2" (the credentials' access_token as a bearer token)
+    auth           "ntlm" (default), "basic" or "oauth2" (bearer tokens; see "OAuth2" below)
     version        the Exchange build to speak, "15.1.2507.6" by default (pinned: no version probe)
     ca_file        a PEM file to trust for this endpoint instead of the system store
     autodiscover   true to find the endpoint by autodiscover instead of ews_url (off by default)
     page_size      SyncFolderItems MaxChangesReturned (default and maximum 512)
     backoff_cap    the longest BackOffMilliseconds honoured, in seconds (default 900)
+
+OAuth2 (Exchange Online, allow-listed tenants). Credentials: a ``refresh_token`` (and
+optionally a stored ``access_token`` with its ``token_expiry``, used while valid), with
+options ``client_id``, ``client_secret``, ``authority`` (default
+"https://login.microsoftonline.com/organizations"), ``instance_discovery`` and
+``ca_bundle`` (a PEM file to trust for the authority; ``ca_file`` is the EWS endpoint's
+only). Tokens come from msal (:mod:`providers.microsoft_tokens`) for the delegated scope
+``https://outlook.office365.com/EWS.AccessAsUser.All``; rotated refresh tokens and new
+access tokens go to ``settings.on_refresh_token_rotated`` / ``on_token_refresh``.
+exchangelib only sends the bearer: it is given no client id, secret or expiry, so it never
+tries its own refresh against its hard-coded ``login.microsoftonline.com/common`` token URL.
+The provider refreshes before a call when the token expires within five minutes, and on a
+401 (a token revoked or expired early) it refreshes once and resends the request; a second
+401, or ``invalid_grant`` from the identity platform, is :class:`~providers.errors.AuthError`.
+An access token alone (no refresh token) is used until it is refused.
 
 Request counts: ``list_folders`` is two requests (GetFolder for the distinguished folders
 that give roles, SyncFolderHierarchy for the tree); a no-change ``fetch_changes`` is one
@@ -33,7 +48,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import requests
@@ -49,13 +64,12 @@ from exchangelib import (
     Credentials,
     FailFast,
     Message,
-    OAuth2AuthorizationCodeCredentials,
     Version,
 )
 from exchangelib import errors as ews_errors
 from exchangelib.folders import DeletedItems, Drafts, Inbox, JunkEmail, MsgFolderRoot, Outbox, Root, SentItems
 from exchangelib.properties import FolderId, ItemId
-from exchangelib.protocol import BaseProtocol
+from exchangelib.protocol import BaseProtocol, Protocol
 from exchangelib.services import (
     CreateItem,
     DeleteItem,
@@ -87,8 +101,11 @@ from providers.errors import (
     SendError,
     TransientError,
 )
+from providers.ews_oauth import EWS_SCOPES, BearerCredentials, RefreshOn401
+from providers.microsoft_tokens import MicrosoftTokens
 from providers.transport import ConfigurationError
 
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com/organizations"
 DEFAULT_BUILD = "15.1.2507.6"  # Exchange 2016 CU: SyncFolderItems, MIME sends in one CreateItem
 AUTH_TYPES = {"ntlm": NTLM, "basic": BASIC, "oauth2": OAUTH2}
 ROLE_FOLDERS = {
@@ -158,8 +175,10 @@ class EwsProvider:
         auth = str(opts.get("auth") or "ntlm").lower()
         if auth not in AUTH_TYPES:
             raise ConfigurationError(f"EWS setting auth must be one of {', '.join(AUTH_TYPES)}, not {auth!r}.")
-        if auth == "oauth2" and not creds.access_token:
-            raise ConfigurationError("An EWS account with auth oauth2 needs an access token.")
+        if auth == "oauth2" and not (creds.access_token or creds.refresh_token):
+            raise ConfigurationError("An EWS account with auth oauth2 needs a refresh token (or an access token).")
+        if auth == "oauth2" and creds.refresh_token and not (opts.get("client_id") and opts.get("client_secret")):
+            raise ConfigurationError("EWS oauth2 settings need client_id and client_secret for the Entra ID app.")
         if auth != "oauth2" and creds.password is None:
             raise ConfigurationError(f"An EWS account with auth {auth} needs a password.")
         self._url = str(opts.get("ews_url") or "")
@@ -177,6 +196,21 @@ class EwsProvider:
             _EndpointTrustAdapter.trust(self._url, str(opts["ca_file"]))
         ews_sync.register_properties()
         self._account: Account | None = None
+        self._tokens: MicrosoftTokens | None = None
+        self._token_session: requests.Session | None = None
+        if auth == "oauth2":
+            authority = str(opts.get("authority") or DEFAULT_AUTHORITY).rstrip("/")
+            if not authority.startswith("https://"):
+                raise ConfigurationError(f"EWS setting authority must be an https URL, not {authority!r}.")
+            self._token_session = requests.Session()
+            self._tokens = MicrosoftTokens(
+                settings,
+                self._token_session,
+                authority=authority,
+                scopes=opts.get("scopes") or EWS_SCOPES,
+                verify=opts.get("ca_bundle"),
+                where=f"EWS {settings.email}",
+            )
 
     @classmethod
     def open(cls, settings: ProviderSettings) -> EwsProvider:
@@ -194,22 +228,24 @@ class EwsProvider:
         return frozenset({Capability.SERVER_THREAD_IDS, Capability.MOVE, Capability.SEND, Capability.STORE_SENT_COPY})
 
     def _acc(self) -> Account:
+        if self._tokens is not None:
+            self._bearer()
         if self._account is None:
             creds = self._settings.credentials
             credentials: Any
-            if self._auth == "oauth2":
-                token: dict[str, Any] = {"access_token": creds.access_token, "token_type": "Bearer"}
-                if creds.token_expiry is not None:
-                    token["expires_at"] = creds.token_expiry.timestamp()
-                credentials = OAuth2AuthorizationCodeCredentials(access_token=token)
+            policy: FailFast
+            if self._tokens is not None:
+                credentials = BearerCredentials(self._tokens.token())
+                policy = RefreshOn401(credentials, self._tokens)
             else:
                 credentials = Credentials(creds.username, creds.password)
+                policy = FailFast()  # never sleep in the Protocol shared by accounts (module docstring)
             config = Configuration(
                 service_endpoint=self._url or None,
                 credentials=credentials,
                 auth_type=AUTH_TYPES[self._auth],
                 version=Version(build=self._build),
-                retry_policy=FailFast(),  # never sleep in the Protocol shared by accounts (module docstring)
+                retry_policy=policy,
                 max_connections=1,
             )
             with self._translate("connect"):
@@ -225,11 +261,29 @@ class EwsProvider:
             self._account = account
         return self._account
 
+    def _bearer(self) -> None:
+        """Before a call: a token that expires within five minutes is refreshed, and the
+        connection (which carries the old one) replaced."""
+        assert self._tokens is not None
+        account, before = self._account, self._tokens.access_token
+        token = self._tokens.token()
+        if account is not None and token != before:
+            credentials = account.protocol.credentials
+            assert isinstance(credentials, BearerCredentials)
+            credentials.use(token)
+            account.protocol.close()  # the next request opens a session with the new token
+
     def close(self) -> None:
         """Drop idle connections. Safe to call twice; the next call reconnects."""
         account, self._account = self._account, None
         if account is not None:
             account.protocol.close()
+            if isinstance(account.protocol.credentials, BearerCredentials):
+                # one Protocol per provider (see BearerCredentials): forget it with the provider
+                with suppress(KeyError):
+                    del Protocol[account.protocol.config]
+        if self._token_session is not None:
+            self._token_session.close()
 
     @contextmanager
     def _translate(self, what: str) -> Iterator[None]:

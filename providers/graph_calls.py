@@ -1,4 +1,4 @@
-"""Talking to Microsoft Graph: bearer tokens from msal, retries, JSON batching, error translation.
+"""Talking to Microsoft Graph: bearer tokens (from :mod:`providers.microsoft_tokens`), retries, batching.
 
 Every failure leaves here as a :mod:`providers.errors` class:
 
@@ -26,42 +26,17 @@ only on 429, which Graph answers before doing anything.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msal
 import requests
 
 from providers.base import ProviderSettings
 from providers.errors import AuthError, CursorInvalidError, ProtocolError, ProviderError, TransientError
+from providers.microsoft_tokens import MicrosoftTokens
 
 GRAPH_SCOPES = ("https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send")
 MAX_BATCH = 20  # Graph's limit for JSON batching
 RETRYABLE = {429, 500, 502, 503, 504}
-EXPIRY_SKEW = timedelta(minutes=5)
-
-
-class _MsalHttp:
-    """msal's ``http_client``: the provider's session, with the CA bundle passed per request
-    (``REQUESTS_CA_BUNDLE`` in the environment would otherwise override ``Session.verify``)."""
-
-    def __init__(self, session: requests.Session, verify: str | bool | None, timeout: float) -> None:
-        self._session, self._verify, self._timeout = session, verify, timeout
-
-    def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        kwargs.setdefault("timeout", self._timeout)
-        if self._verify is not None:
-            kwargs["verify"] = self._verify
-        return kwargs
-
-    def get(self, url: str, **kwargs: Any) -> requests.Response:
-        return self._session.get(url, **self._kwargs(kwargs))
-
-    def post(self, url: str, **kwargs: Any) -> requests.Response:
-        return self._session.post(url, **self._kwargs(kwargs))
-
-    def close(self) -> None:  # the provider closes the session
-        pass
 
 
 class GraphCalls:
@@ -81,70 +56,21 @@ class GraphCalls:
         cap: float,
         sleep: Callable[[float], None],
     ) -> None:
-        opts, creds = settings.options, settings.credentials
         self.root, self._session, self._verify = root, session, verify
         self._settings, self._where = settings, f"Graph {settings.email}"
-        self._authority = authority
         self._budget, self._max_retries, self._base, self._cap, self._sleep = budget, max_retries, base, cap, sleep
-        self._scopes = list(opts.get("scopes") or GRAPH_SCOPES)
-        self._instance_discovery = opts.get("instance_discovery")
-        self._refresh_token = creds.refresh_token
-        self._access = creds.access_token
-        self._expiry = creds.token_expiry
-        self._app: msal.ConfidentialClientApplication | None = None
+        scopes = settings.options.get("scopes") or GRAPH_SCOPES
+        self._tokens = MicrosoftTokens(
+            settings, session, authority=authority, scopes=scopes, verify=verify, where=self._where
+        )
 
     # ------------------------------------------------------------ tokens
     def _token(self) -> str:
-        now = datetime.now(UTC)
-        expiry = self._expiry if self._expiry is None or self._expiry.tzinfo else self._expiry.replace(tzinfo=UTC)
-        if self._access and (expiry is None or expiry - EXPIRY_SKEW > now):
-            return self._access
-        return self.refresh()
-
-    def _msal(self) -> msal.ConfidentialClientApplication:
-        if self._app is None:
-            opts = self._settings.options
-            try:
-                self._app = msal.ConfidentialClientApplication(
-                    str(opts["client_id"]),
-                    client_credential=str(opts["client_secret"]),
-                    authority=self._authority,
-                    http_client=_MsalHttp(self._session, self._verify, self._settings.timeout),
-                    instance_discovery=self._instance_discovery,
-                )
-            except requests.RequestException as exc:
-                raise TransientError(f"{self._where}: the identity platform is unreachable: {exc!r}") from exc
-            except ValueError as exc:  # msal: the authority's OpenID configuration could not be read
-                if "HTTP status: 4" in str(exc) or "invalid_instance" in str(exc):
-                    raise AuthError(f"{self._where}: the authority {self._authority} refused us: {exc}") from exc
-                raise TransientError(f"{self._where}: the authority {self._authority} failed: {exc}") from exc
-        return self._app
+        return self._tokens.token()
 
     def refresh(self) -> str:
         """A fresh access token from the refresh token; rotated refresh tokens are reported."""
-        if not self._refresh_token:
-            raise AuthError(f"{self._where}: the access token expired and there is no refresh token.")
-        try:
-            result = self._msal().acquire_token_by_refresh_token(self._refresh_token, scopes=self._scopes)
-        except requests.RequestException as exc:
-            raise TransientError(f"{self._where}: token refresh failed: {exc!r}") from exc
-        if "access_token" not in result:
-            error = str(result.get("error", "unknown_error"))
-            description = str(result.get("error_description", "")).split(" Trace ID:")[0]
-            text = f"{self._where}: Microsoft refused the grant: {error}: {description}"
-            if error in ("temporarily_unavailable", "server_error"):
-                raise TransientError(text)
-            raise AuthError(text)
-        self._access = str(result["access_token"])
-        self._expiry = datetime.now(UTC) + timedelta(seconds=int(result.get("expires_in", 3600)))
-        rotated = result.get("refresh_token")
-        if rotated and rotated != self._refresh_token:
-            self._refresh_token = str(rotated)
-            if self._settings.on_refresh_token_rotated is not None:
-                self._settings.on_refresh_token_rotated(self._refresh_token)
-        if self._settings.on_token_refresh is not None:
-            self._settings.on_token_refresh(self._access, self._expiry)
-        return self._access
+        return self._tokens.refresh()
 
     # ------------------------------------------------------------ errors
     def translate(

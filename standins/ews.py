@@ -13,8 +13,13 @@ SaveOnly / SendOnly / SendAndSaveCopy, MIME or plain properties), ``MoveItem`` a
 ``DeleteItem``. Mail sent to another user of the stand-in lands in their inbox; mail
 to anyone else is kept in :attr:`EwsStandIn.outbound`.
 
-Authentication: HTTP Basic (``add_user(password=...)``) and OAuth bearer tokens
-(``add_token``); anything else is a 401 with ``WWW-Authenticate`` challenges. NTLM
+Authentication: HTTP Basic (``add_user(password=...)``) and OAuth bearer tokens: ones
+registered with ``add_token``, and, when built with ``EwsStandIn(identity)``, access
+tokens issued by that :class:`~standins.microsoft_identity.IdentityStandIn` (the token
+store it shares with the Graph stand-in) for a grant that consented to
+``https://outlook.office365.com/EWS.AccessAsUser.All`` -- expired or revoked ones, or a
+Graph-only grant's, are refused. Anything else is a 401 with ``WWW-Authenticate``
+challenges (for a refused bearer, ``error="invalid_token"`` as Exchange Online says). NTLM
 is not offered (see ``tests/standins/test_ews_standin.py``). A caller may open
 another user's mailbox (``X-AnchorMailbox``/the ``Mailbox`` of a distinguished
 folder id) only after :meth:`grant_delegate`.
@@ -47,8 +52,10 @@ from standins.ews_schema import check
 from standins.ews_store import MSGFLAG_READ, MSGFLAG_UNSENT, EwsFault, EwsMailbox
 from standins.graph_https import HttpsServerThread
 from standins.httpserver import ServerThread
+from standins.microsoft_identity import IdentityStandIn
 
 PATH = "/EWS/Exchange.asmx"
+EWS_SCOPE = "https://outlook.office365.com/EWS.AccessAsUser.All"
 MAX_SYNC_CHANGES = 512
 Answer = tuple[int, list[tuple[str, str]], bytes]
 XML = [("Content-Type", "text/xml; charset=utf-8")]
@@ -77,7 +84,8 @@ class _Busy:
 class EwsStandIn:
     """Exchange mailboxes in memory, thread-safe, spoken to over EWS."""
 
-    def __init__(self) -> None:
+    def __init__(self, identity: IdentityStandIn | None = None) -> None:
+        self.identity = identity
         self._lock = threading.Lock()
         self.mailboxes: dict[str, EwsMailbox] = {}
         self._passwords: dict[str, tuple[str, str]] = {}  # username -> (password, address)
@@ -148,7 +156,12 @@ class EwsStandIn:
             return 405, [("Content-Type", "text/plain"), ("Allow", "POST")], b"Method Not Allowed"
         user = self._authenticate(headers.get("authorization", ""))
         if user is None:
-            challenges = [("WWW-Authenticate", 'Basic realm="ews.contoso.test"'), ("WWW-Authenticate", "Bearer")]
+            bearer = (
+                'Bearer error="invalid_token"'
+                if headers.get("authorization", "")[:7].lower() == "bearer "
+                else "Bearer"
+            )
+            challenges = [("WWW-Authenticate", 'Basic realm="ews.contoso.test"'), ("WWW-Authenticate", bearer)]
             self._log(Call("", None, None, (), 401, body))
             return 401, [("Content-Type", "text/plain"), *challenges], b"401 - Unauthorized: Access is denied."
         try:
@@ -207,8 +220,24 @@ class EwsStandIn:
             known = self._passwords.get(username.lower())
             return known[1] if known and known[0] == password else None
         if scheme.lower() == "bearer":
-            return self._tokens.get(value.strip())
+            token = value.strip()
+            if token in self._tokens:
+                return self._tokens[token]
+            return self._identity_user(token)
         return None
+
+    def _identity_user(self, token: str) -> str | None:
+        """The user of an access token from the identity stand-in, if it is valid for EWS."""
+        if self.identity is None:
+            return None
+        user, _reason = self.identity.user_for(token)
+        if user is None:
+            return None
+        # The audience check Exchange Online makes: the grant behind the token must include
+        # the EWS permission. IdentityStandIn keeps no per-token scopes, so the grant's are read.
+        with self.identity._lock:
+            grant = self.identity._access.get(token, (None, 0.0))[0]
+        return user if grant is not None and EWS_SCOPE in grant.scopes else None
 
     def _log(self, call: Call) -> None:
         with self._lock:

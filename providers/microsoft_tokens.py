@@ -1,0 +1,122 @@
+"""Access tokens from a Microsoft refresh token, with msal: shared by the Graph and EWS backends.
+
+``invalid_grant`` (AADSTS50173 revoked, 700082 expired, 65001 never consented...) and
+``invalid_client`` become :class:`~providers.errors.AuthError`; an unreachable identity
+platform, ``temporarily_unavailable`` or ``server_error`` become
+:class:`~providers.errors.TransientError`. Microsoft rotates refresh tokens on every
+refresh: ``settings.on_refresh_token_rotated(new_refresh_token)`` is called, then
+``settings.on_token_refresh(access_token, expiry)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msal
+import requests
+
+from providers.base import ProviderSettings
+from providers.errors import AuthError, TransientError
+
+EXPIRY_SKEW = timedelta(minutes=5)  # refresh this long before the stored expiry
+
+
+class MsalHttp:
+    """msal's ``http_client``: a requests session, with the CA bundle passed per request
+    (``REQUESTS_CA_BUNDLE`` in the environment would otherwise override ``Session.verify``)."""
+
+    def __init__(self, session: requests.Session, verify: str | bool | None, timeout: float) -> None:
+        self._session, self._verify, self._timeout = session, verify, timeout
+
+    def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs.setdefault("timeout", self._timeout)
+        if self._verify is not None:
+            kwargs["verify"] = self._verify
+        return kwargs
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self._session.get(url, **self._kwargs(kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        return self._session.post(url, **self._kwargs(kwargs))
+
+    def close(self) -> None:  # the owner closes the session
+        pass
+
+
+class MicrosoftTokens:
+    """One account's access token for ``scopes``: the stored one while it is valid, else
+    a fresh one from the refresh token (msal ``acquire_token_by_refresh_token``)."""
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        session: requests.Session,
+        *,
+        authority: str,
+        scopes: Sequence[str],
+        verify: str | bool | None,
+        where: str,
+    ) -> None:
+        creds = settings.credentials
+        self._settings, self._session, self._verify, self._where = settings, session, verify, where
+        self._authority, self._scopes = authority, list(scopes)
+        self._refresh_token = creds.refresh_token
+        self.access_token = creds.access_token
+        expiry = creds.token_expiry
+        self.expiry = expiry if expiry is None or expiry.tzinfo else expiry.replace(tzinfo=UTC)
+        self._app: msal.ConfidentialClientApplication | None = None
+
+    def token(self) -> str:
+        """The access token, refreshed first when it is missing or expires within five minutes."""
+        now = datetime.now(UTC)
+        if self.access_token and (self.expiry is None or self.expiry - EXPIRY_SKEW > now):
+            return self.access_token
+        return self.refresh()
+
+    def _msal(self) -> msal.ConfidentialClientApplication:
+        if self._app is None:
+            opts = self._settings.options
+            try:
+                self._app = msal.ConfidentialClientApplication(
+                    str(opts["client_id"]),
+                    client_credential=str(opts["client_secret"]),
+                    authority=self._authority,
+                    http_client=MsalHttp(self._session, self._verify, self._settings.timeout),
+                    instance_discovery=opts.get("instance_discovery"),
+                )
+            except requests.RequestException as exc:
+                raise TransientError(f"{self._where}: the identity platform is unreachable: {exc!r}") from exc
+            except ValueError as exc:  # msal: the authority's OpenID configuration could not be read
+                if "HTTP status: 4" in str(exc) or "invalid_instance" in str(exc):
+                    raise AuthError(f"{self._where}: the authority {self._authority} refused us: {exc}") from exc
+                raise TransientError(f"{self._where}: the authority {self._authority} failed: {exc}") from exc
+        return self._app
+
+    def refresh(self) -> str:
+        """A fresh access token from the refresh token; rotated refresh tokens are reported."""
+        if not self._refresh_token:
+            raise AuthError(f"{self._where}: the access token expired and there is no refresh token.")
+        try:
+            result = self._msal().acquire_token_by_refresh_token(self._refresh_token, scopes=self._scopes)
+        except requests.RequestException as exc:
+            raise TransientError(f"{self._where}: token refresh failed: {exc!r}") from exc
+        if "access_token" not in result:
+            error = str(result.get("error", "unknown_error"))
+            description = str(result.get("error_description", "")).split(" Trace ID:")[0]
+            text = f"{self._where}: Microsoft refused the grant: {error}: {description}"
+            if error in ("temporarily_unavailable", "server_error"):
+                raise TransientError(text)
+            raise AuthError(text)
+        self.access_token = str(result["access_token"])
+        self.expiry = datetime.now(UTC) + timedelta(seconds=int(result.get("expires_in", 3600)))
+        rotated = result.get("refresh_token")
+        if rotated and rotated != self._refresh_token:
+            self._refresh_token = str(rotated)
+            if self._settings.on_refresh_token_rotated is not None:
+                self._settings.on_refresh_token_rotated(self._refresh_token)
+        if self._settings.on_token_refresh is not None:
+            self._settings.on_token_refresh(self.access_token, self.expiry)
+        return self.access_token
