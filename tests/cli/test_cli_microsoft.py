@@ -10,6 +10,7 @@ from postroom.config import Config
 from postroom.crypto import SecretBox
 from postroom.models import MailAccount
 from tests.cli.harness import Cli
+from tests.providers.test_ews_oauth import ews_oauth_rig
 from tests.rig.fixtures import make_message
 from tests.standins.ews_rig import ADDRESS as EWS_ADDRESS
 from tests.standins.ews_rig import PASSWORD as EWS_PASSWORD
@@ -243,3 +244,35 @@ def test_add_ews_mailbox_syncs_through_the_exchange_stand_in(cli: Cli, monkeypat
         assert "1 new" in out
         threads = cli.json("threads", "--account", str(added["id"]))
         assert [t["message_ids"] for t in threads] == [["<apply@ews.test>"]]  # type: ignore[union-attr]
+
+
+def test_add_ews_with_oauth_syncs_and_keeps_the_rotated_refresh_token(
+    cli: Cli,
+    config: Config,
+    sessions,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    with ews_oauth_rig() as rig:
+        rig.ews.mailbox(EWS_ADDRESS).add(make_message(message_id="<oauth@ews.test>", subject="Application"), "inbox")
+        toml = tmp_path / "postroom.toml"
+        toml.write_text(
+            f'[microsoft]\nclient_id = "{rig.identity.client_id}"\nauthority = "{rig.authority}"\n'
+            "instance_discovery = false\n"
+        )
+        monkeypatch.setenv("POSTROOM_CONFIG", str(toml))
+        monkeypatch.setenv("POSTROOM_MICROSOFT_CLIENT_SECRET", rig.identity.client_secret)
+        monkeypatch.setenv("RITA_REFRESH_TOKEN", rig.refresh_token)
+        # one CA signs both stand-ins; the EWS account trusts it with --ca-file, msal through the environment
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", rig.ca_file)
+        args = ["--email", EWS_ADDRESS, "--ews-url", rig.endpoint, "--refresh-token-env", "RITA_REFRESH_TOKEN"]
+        added = cli.json("accounts", "add-ews", *args, "--auth", "oauth2", "--ca-file", rig.ca_file)
+        assert isinstance(added, dict)
+        _, out, _ = cli("sync", "--once")
+        assert "1 new" in out
+        threads = cli.json("threads", "--account", str(added["id"]))
+        assert [t["message_ids"] for t in threads] == [["<oauth@ews.test>"]]  # type: ignore[union-attr]
+        _, secret = _stored(config, sessions, int(added["id"]))
+        assert rig.refresh_calls() == [rig.refresh_token]
+        assert secret["refresh_token"] != rig.refresh_token  # the rotated one, sealed
+        assert rig.identity.user_for(secret["access_token"]) == (EWS_ADDRESS, "")
