@@ -40,6 +40,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from accounts_bench import Db, tiny_messages, tree_cpu, users_for  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
+from sync.history import add_applicant  # noqa: E402
 from sync.scheduler import Scheduler  # noqa: E402
 from tests.rig.mailrig import MailRig  # noqa: E402
 
@@ -73,6 +74,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--passes", type=int, default=200)
     ap.add_argument("--accounts", type=int, default=20)
+    ap.add_argument("--messages", type=int, default=3, help="messages in each account's INBOX")
+    ap.add_argument("--applicant", action="store_true", help="make the first sender an applicant (history + bodies)")
     ap.add_argument("--postgres", default=None)
     ap.add_argument("--no-tuning", action="store_true", help="Dovecot with the rig's default config")
     ap.add_argument("--json", default=None, help="write the results here")
@@ -87,9 +90,12 @@ def main() -> int:
     try:
         rig.start()
         for i, user in enumerate(rig.users):
-            rig.seed_maildir(user, tiny_messages(user, i, 3))
+            rig.seed_maildir(user, tiny_messages(user, i, args.messages))
         db = Db(base, args.postgres)
         ids = db.add_accounts(rig)
+        if args.applicant:
+            with db.sessions.begin() as s:
+                add_applicant(s, "Sender Zero", ["sender0@example.org"])
         scheduler = Scheduler(db.config, db.sessions, owner="bench:0:idle")
         for i in ids:
             assert scheduler.sync(i, force=True).ok
@@ -120,6 +126,7 @@ def main() -> int:
         out = {
             "passes": args.passes,
             "accounts": args.accounts,
+            "messages_per_account": args.messages,
             "folders_per_account": len(result.folders),
             "database": "postgresql" if args.postgres else "sqlite",
             **{f"{k}_median": statistics.median(v) for k, v in samples.items()},

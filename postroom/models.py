@@ -38,6 +38,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -177,7 +179,10 @@ class Email(Base):
     """One distinct message per organisation, however many mailboxes hold it."""
 
     __tablename__ = "emails"
-    __table_args__ = (UniqueConstraint("org_id", "message_id"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "message_id"),
+        Index("ix_emails_body_wanted", "id", sqlite_where=text("body_wanted = 1"), postgresql_where=text("body_wanted")),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
     message_id: Mapped[str] = mapped_column(String(1000))
@@ -192,6 +197,10 @@ class Email(Base):
     cc_addrs: Mapped[list[str]] = mapped_column(JSON, default=list)
     body_id: Mapped[int | None] = mapped_column(ForeignKey("bodies.id", ondelete="SET NULL"))
     body_error: Mapped[str | None] = mapped_column(Text)  # quarantine reason for an unparseable body
+    # in some applicant's history and its body not stored yet: what the "applicants" body policy
+    # fetches. Kept by sync.history (set) and sync.bodies (cleared), so an idle pass finds the
+    # wanted bodies through a tiny partial index instead of scanning the mailbox.
+    body_wanted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -2,9 +2,12 @@
 
 Policies (``sync.body_policy``): ``applicants`` (default) keeps the raw MIME of
 messages that involve a known applicant, so private mail is not hoarded;
-``all`` keeps every message; ``none`` keeps no bodies. The wanted set is a
-query over the header index, so bodies for an applicant added later are
-fetched by the next pass, and an interrupted pass simply resumes.
+``all`` keeps every message; ``none`` keeps no bodies. For ``applicants`` the
+wanted set is marked on the emails (``emails.body_wanted``): set when a history
+entry is recorded (while indexing, or when an applicant added later is
+backfilled) and cleared when the body is stored, so the next pass fetches them,
+an interrupted pass simply resumes, and an idle pass reads a partial index that
+holds only the waiting emails instead of scanning the mailbox.
 
 Raw MIME is written to the blob directory (content-addressed by SHA-256,
 written to a temporary name and renamed) before its row is committed, so a
@@ -22,12 +25,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Table, bindparam, exists, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
 from postroom.mime import MalformedMessage, check_message
-from postroom.models import Body, Email, HistoryEntry, MessageCopy
+from postroom.models import Body, Email, MessageCopy
 from providers.base import MailProvider, RemoteFolder
 from sync.store import chunks, insert_ignore
 
@@ -68,23 +71,32 @@ class BodyFetcher:
         self.account_id = account_id
 
     def wanted_by_folder(self) -> dict[int, list[tuple[str, int]]]:
-        """Bodies the policy wants and we lack, for the whole account in one query:
-        folder id -> [(remote id, email id)], one copy per email (the first one met)."""
+        """Bodies the policy wants and we lack, for the whole account:
+        folder id -> [(remote id, email id)], one copy per email (the first one met).
+
+        With ``applicants`` this costs one read of a partial index that holds only the
+        emails waiting for a body (usually none), whatever the size of the mailbox; only
+        when there are some are their copies in this account looked up.
+        """
         if self.policy == "none":
             return {}
-        q = (
-            select(MessageCopy.folder_id, MessageCopy.remote_id, MessageCopy.email_id)
-            .join(Email, Email.id == MessageCopy.email_id)
-            .where(MessageCopy.account_id == self.account_id, Email.body_id.is_(None), Email.body_error.is_(None))
-            .order_by(MessageCopy.id)
-        )
-        if self.policy == "applicants":
-            q = q.where(exists().where(HistoryEntry.email_id == Email.id))
+        copies = select(MessageCopy.id, MessageCopy.folder_id, MessageCopy.remote_id, MessageCopy.email_id)
+        rows: list[tuple[int, int, str, int | None]] = []
         with self.sessions() as s:
-            rows = s.execute(q).tuples().all()
+            if self.policy == "applicants":
+                marked = list(s.scalars(select(Email.id).where(Email.body_wanted)))
+                for part in chunks(marked):
+                    q = copies.where(MessageCopy.email_id.in_(part), MessageCopy.account_id == self.account_id)
+                    rows += s.execute(q).tuples().all()
+            else:  # "all": every email of the account still without a body
+                q = copies.join(Email, Email.id == MessageCopy.email_id).where(
+                    MessageCopy.account_id == self.account_id, Email.body_id.is_(None), Email.body_error.is_(None)
+                )
+                rows = list(s.execute(q).tuples().all())
+        rows.sort()  # by copy id: the order the messages were indexed in
         seen: set[int] = set()
         out: dict[int, list[tuple[str, int]]] = {}
-        for folder_id, remote_id, email_id in rows:
+        for _, folder_id, remote_id, email_id in rows:
             if email_id is not None and email_id not in seen:
                 seen.add(email_id)
                 out.setdefault(folder_id, []).append((remote_id, email_id))
@@ -130,7 +142,7 @@ class BodyFetcher:
             s.execute(
                 update(emails)
                 .where(emails.c.id == bindparam("eid"))
-                .values(body_id=bindparam("bid"), body_error=bindparam("err")),
+                .values(body_id=bindparam("bid"), body_error=bindparam("err"), body_wanted=False),
                 [{"eid": eid, "bid": ids[sha], "err": err} for eid, sha, err in links],
             )
             bad = [{"eid": eid, "err": err} for eid, _, err in links if err]

@@ -176,6 +176,7 @@ class AccountSync:
         self._provider = provider
         self.heartbeat = heartbeat or (lambda: None)
         self.log = logging.LoggerAdapter(log, {"account_id": account_id})
+        self._moved_cursors: list[dict[str, Any]] = []  # folders whose cursor alone moved this pass
 
     def run(self, *, record: bool = True) -> AccountResult:
         """Sync every folder once. With ``record`` (the default) the outcome is written to
@@ -232,11 +233,15 @@ class AccountSync:
             body_policy=self.config.sync.body_policy,
         )
         results: dict[int, FolderResult] = {}
+        self._moved_cursors = []
         for folder in folders:
             self.heartbeat()
             fres = results[folder.id] = FolderResult(folder.remote.name)
             result.folders.append(fres)
             self._guarded(folder, fres, functools.partial(self._sync_folder, provider, indexer, folder))
+        if self._moved_cursors:  # one transaction for every folder whose cursor alone moved
+            with self.sessions.begin() as s:
+                s.execute(update(_FOLDERS).where(_FOLDERS.c.id == bindparam("fid")), self._moved_cursors)
         bodies = BodyFetcher(self.sessions, self.config, self.account_id)
         wanted = bodies.wanted_by_folder()
         for folder in folders:
@@ -329,6 +334,12 @@ class AccountSync:
             self.heartbeat()
         if (changes.cursor, folder.state, folder.last_error) == (folder.cursor, "incremental", None):
             return  # nothing changed: a no-change pass writes nothing for this folder
+        if changes.empty and (folder.state, folder.last_error) == ("incremental", None):
+            # nothing changed but the server issued a new cursor (Graph and EWS do, every time):
+            # written with the others at the end of the pass. Losing it in a crash only means
+            # asking again from the old cursor, which covers no changes.
+            self._moved_cursors.append({"fid": folder_id, "cursor": changes.cursor})
+            return
         with self.sessions.begin() as s:
             s.execute(
                 update(_FOLDERS)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from postroom.addresses import canonical_address, normalise_address
@@ -70,6 +70,14 @@ class HistoryWriter:
                     {"applicant_id": applicant_id, "email_id": email_id, "direction": direction, "occurred_at": date}
                 )
         insert_ignore(self.s, HistoryEntry.__table__, rows, ("applicant_id", "email_id"))
+        wanted = sorted({r["email_id"] for r in rows})
+        for part in chunks(wanted):  # the "applicants" body policy fetches these (sync.bodies)
+            self.s.execute(
+                update(Email)
+                .where(Email.id.in_(part), Email.body_id.is_(None), Email.body_error.is_(None))
+                .values(body_wanted=True)
+                .execution_options(synchronize_session=False)
+            )
         return len(rows)
 
 
