@@ -349,7 +349,7 @@ def provider_settings(
             options.setdefault("authority", config.microsoft.authority)
             options["client_secret"] = config.microsoft.client_secret
         saver = TokenSaver(config, account.id, creds.refresh_token, sessions)
-    if account.provider == GRAPH and config.microsoft.ca_file:
+    if account.provider in (GRAPH, EWS) and config.microsoft.ca_file:  # the identity platform's (and Graph's) CA
         options.setdefault("ca_bundle", config.microsoft.ca_file)
     return ProviderSettings(
         email=account.email,
