@@ -18,7 +18,8 @@ with its ``rootUrl`` set to ``api_root``, so requests, batches and uploads all g
 to the configured root (``api_endpoint`` alone would leave batches on Google's
 host). One ``httplib2.Http`` per provider instance: a provider is used by one
 thread at a time, and httplib2 is not thread-safe. Folder sync (cursors, the
-shared history window) is in :mod:`providers.gmail_sync`.
+shared history window, the virtual ALL folder, the per-pass metadata cache) is
+in :mod:`providers.gmail_sync`.
 """
 
 from __future__ import annotations
@@ -80,12 +81,14 @@ class _ReportingCredentials(GoogleCredentials):  # type: ignore[misc]
 class GmailProvider:
     """A :class:`providers.base.MailProvider` for one Gmail mailbox, over the REST API.
 
-    Folders are labels, named by label id::
+    Folders are labels, named by label id, plus ``ALL`` (All Mail: every message
+    not in TRASH or SPAM, so archived mail is synced too)::
 
         >>> provider.list_folders()                              # doctest: +SKIP
         [RemoteFolder(name='INBOX', role=<FolderRole.INBOX: 'inbox'>, ...),
          RemoteFolder(name='SENT', role=<FolderRole.SENT: 'sent'>, ...),
-         RemoteFolder(name='Label_7', role=None, ...)]
+         RemoteFolder(name='Label_7', role=None, ...),
+         RemoteFolder(name='ALL', role=<FolderRole.ALL: 'all'>, ...)]
         >>> provider.fetch_changes(inbox, None)                  # doctest: +SKIP
         ChangeSet(new=('18c1f0a2b3c4d5e6', ...), present=frozenset({...}), cursor='{"historyId": "4242", "v": 1}')
         >>> next(provider.fetch_headers(inbox, ["18c1f0a2b3c4d5e6"]))    # doctest: +SKIP
@@ -121,6 +124,7 @@ class GmailProvider:
         self._calls: GmailCalls | None = None
         self._labels: dict[str, RemoteFolder] | None = None
         self._window: gmail_sync.HistoryWindow | None = None
+        self._metadata = gmail_sync.MetadataCache()
 
     @classmethod
     def open(cls, settings: ProviderSettings, **kwargs: Any) -> GmailProvider:
@@ -181,9 +185,10 @@ class GmailProvider:
 
     # ------------------------------------------------------------ folders
     def list_folders(self) -> list[RemoteFolder]:
-        """Labels that hold mail as folders; UNREAD, STARRED, IMPORTANT and categories are flags."""
+        """Labels that hold mail as folders, then ALL (All Mail); UNREAD, STARRED,
+        IMPORTANT and categories are flags."""
         api = self._api()
-        self._window = None  # a new sync pass: history is fetched afresh
+        self._window = None  # a new sync pass: history and metadata are fetched afresh
         answer = api.execute(api.labels.list(userId="me"), "labels.list")
         folders: dict[str, RemoteFolder] = {}
         for label in answer.get("labels", []):
@@ -192,7 +197,9 @@ class GmailProvider:
                 folders[label_id] = RemoteFolder(label_id, ROLES[label_id])
             elif label.get("type") == "user":
                 folders[label_id] = RemoteFolder(label_id, None)
+        folders[gmail_sync.ALL_MAIL] = RemoteFolder(gmail_sync.ALL_MAIL, FolderRole.ALL)
         self._labels = folders
+        self._metadata.clear(folders)
         return list(folders.values())
 
     # ------------------------------------------------------------ sync
@@ -211,8 +218,10 @@ class GmailProvider:
         profile = api.execute(api.users.getProfile(userId="me"), "getProfile")
         history_id = int(profile["historyId"])
         ids: list[str] = []
+        # ALL: no labelIds, and (includeSpamTrash false) Gmail leaves out TRASH and SPAM
+        labels = {} if folder.name == gmail_sync.ALL_MAIL else {"labelIds": [folder.name]}
         request = api.messages.list(
-            userId="me", labelIds=[folder.name], includeSpamTrash=folder.name in gmail_sync.HIDDEN, maxResults=500
+            userId="me", **labels, includeSpamTrash=folder.name in gmail_sync.HIDDEN, maxResults=500
         )
         while request is not None:
             try:
@@ -247,16 +256,20 @@ class GmailProvider:
 
     # ------------------------------------------------------------ messages
     def fetch_headers(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> Iterator[RemoteMessage]:
+        """messages.get(format=metadata), batched; a message already fetched this pass for
+        another folder (INBOX, then ALL) comes from the pass's cache."""
         api = self._api()
         for chunk in _chunks(list(remote_ids), HEADER_BATCH):
+            found = {rid: m for rid in chunk if (m := self._metadata.take(folder.name, rid)) is not None}
             requests = {
                 rid: api.messages.get(userId="me", id=rid, format="metadata", metadataHeaders=HEADER_NAMES)
                 for rid in chunk
+                if rid not in found
             }
-            answers = api.batch(requests, "messages.get")
-            for rid in chunk:
-                if rid in answers:
-                    yield message_from_metadata(answers[rid])
+            for rid, answer in (api.batch(requests, "messages.get") if requests else {}).items():
+                found[rid] = message = message_from_metadata(answer)
+                self._metadata.put(folder.name, message)
+            yield from (found[rid] for rid in chunk if rid in found)
 
     def fetch_bodies(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> dict[str, bytes]:
         api = self._api()
@@ -295,12 +308,17 @@ class GmailProvider:
         return str(answer["id"]) if answer.get("id") else None
 
     def move(self, folder: RemoteFolder, remote_ids: Sequence[str], target: RemoteFolder) -> None:
-        """Relabel: messages.trash into TRASH, else messages.modify (add target, remove source)."""
+        """Relabel: messages.trash into TRASH, else messages.modify (add target, remove source).
+        ALL is no label: moving out of it only adds the target, into it archives (removes the source)."""
         if target.name == "TRASH":
             self.trash(remote_ids)
             return
+        add = [] if target.name == gmail_sync.ALL_MAIL else [target.name]
+        remove = [] if folder.name == gmail_sync.ALL_MAIL else [folder.name]
+        if not (add or remove):
+            return
         api = self._api()
-        body = {"addLabelIds": [target.name], "removeLabelIds": [folder.name]}
+        body = {"addLabelIds": add, "removeLabelIds": remove}
         for chunk in _chunks(list(remote_ids), HEADER_BATCH):
             requests = {rid: api.messages.modify(userId="me", id=rid, body=body) for rid in chunk}
             api.batch(requests, "messages.modify")

@@ -36,7 +36,7 @@ def initial_pass(provider: GmailProvider) -> dict[str, str]:
     return {name: provider.fetch_changes(f, None).cursor for name, f in folders(provider).items()}
 
 
-def test_registered_and_folders_are_labels(rig: GmailRig, provider: GmailProvider) -> None:
+def test_registered_and_folders_are_labels_and_all_mail(rig: GmailRig, provider: GmailProvider) -> None:
     assert backend_class("gmail") is GmailProvider
     label = rig.standin.mailbox(ADDRESS).add_label("Candidates")
     found = folders(provider)
@@ -47,6 +47,7 @@ def test_registered_and_folders_are_labels(rig: GmailRig, provider: GmailProvide
         "SPAM": FolderRole.JUNK,
         "DRAFT": FolderRole.DRAFTS,
         label: None,
+        "ALL": FolderRole.ALL,
     }
 
 
@@ -71,16 +72,16 @@ def test_no_change_pass_over_all_folders_costs_one_history_call(rig: GmailRig) -
         rig.deliver(make_message(), role)
     with rig.provider() as first:
         cursors = initial_pass(first)
-    assert len(cursors) == 6
+    assert len(cursors) == 7  # five system labels, the user label, ALL
     for _ in range(2):  # a fresh provider per pass, as the engine opens one
         with rig.provider() as provider:
-            found = folders(provider)
             rig.standin.reset_calls()
+            found = folders(provider)
             changes = {name: provider.fetch_changes(found[name], cursor) for name, cursor in cursors.items()}
             assert all(c.empty for c in changes.values()), changes
-            assert [c.method for c in rig.standin.api_calls()] == ["users.history.list"]
+            assert [c.method for c in rig.standin.api_calls()] == ["users.labels.list", "users.history.list"]
             cursors = {name: c.cursor for name, c in changes.items()}
-    assert rig.standin.quota_units() == 2
+    assert "ALL" in cursors and rig.standin.quota_units() == 1 + 2
 
 
 def test_one_history_window_serves_every_folder_correctly(rig: GmailRig, provider: GmailProvider) -> None:
@@ -102,6 +103,85 @@ def test_one_history_window_serves_every_folder_correctly(rig: GmailRig, provide
     # asking about a folder again is a new pass: fresh history, nothing new since
     assert provider.fetch_changes(found["INBOX"], inbox.cursor).empty
     assert len(rig.standin.api_calls()) == 2
+
+
+def archive(rig: GmailRig, message_id: str) -> None:
+    """What Gmail's Archive button does: the message loses INBOX and keeps its other labels."""
+    rig.standin.mailbox(ADDRESS).modify(message_id, remove=["INBOX"])
+
+
+def test_archived_mail_is_listed_by_the_initial_sync_of_all_mail(rig: GmailRig, provider: GmailProvider) -> None:
+    box = rig.standin.mailbox(ADDRESS)
+    kept, archived = rig.deliver(make_message(subject="kept")), rig.deliver(make_message(subject="archived"))
+    sent = rig.deliver(make_message(subject="sent"), FolderRole.SENT)
+    trashed, spam = rig.deliver(make_message()), rig.deliver(make_message())
+    archive(rig, archived)
+    box.trash(trashed)
+    box.modify(spam, add=["SPAM"], remove=["INBOX"])
+    found = folders(provider)
+    assert provider.fetch_changes(found["INBOX"], None).new == (kept,)
+    everything = provider.fetch_changes(found["ALL"], None)
+    assert everything.new == (kept, archived, sent)  # oldest first; TRASH and SPAM left out
+    assert everything.present == {kept, archived, sent}
+
+
+def test_archiving_removes_from_inbox_but_not_from_all_mail(rig: GmailRig, provider: GmailProvider) -> None:
+    box = rig.standin.mailbox(ADDRESS)
+    reply, other = rig.deliver(make_message(subject="Re: Application")), rig.deliver(make_message())
+    cursors = initial_pass(provider)
+    archive(rig, reply)
+    box.set_flags(other, {"\\Seen"})
+    found = folders(provider)
+    inbox = provider.fetch_changes(found["INBOX"], cursors["INBOX"])
+    everything = provider.fetch_changes(found["ALL"], cursors["ALL"])
+    assert inbox.removed == (reply,) and not inbox.new
+    assert not everything.new and not everything.removed  # still in All Mail: nothing to re-fetch
+    assert [(u.remote_id, u.flags) for u in everything.changed] == [(other, {"\\Seen"})]
+
+
+def test_trash_spam_and_delete_leave_all_mail_untrash_returns(rig: GmailRig, provider: GmailProvider) -> None:
+    box = rig.standin.mailbox(ADDRESS)
+    trashed, spam, deleted = (rig.deliver(make_message()) for _ in range(3))
+    archived = rig.deliver(make_message())
+    archive(rig, archived)
+    cursors = initial_pass(provider)
+    box.trash(trashed)
+    box.modify(spam, add=["SPAM"])
+    box.delete(deleted)
+    box.trash(archived)
+    fresh = rig.deliver(make_message())
+    found = folders(provider)
+    everything = provider.fetch_changes(found["ALL"], cursors["ALL"])
+    assert everything.new == (fresh,)
+    assert set(everything.removed) == {trashed, spam, deleted, archived}
+    assert set(provider.fetch_changes(found["TRASH"], cursors["TRASH"]).new) == {trashed, archived}
+    box.untrash(archived)  # back to All Mail (not to the inbox it had already left)
+    found = folders(provider)
+    again = provider.fetch_changes(found["ALL"], everything.cursor)
+    assert again.new == (archived,) and not again.removed
+
+
+def test_a_message_in_inbox_and_all_mail_is_fetched_once_per_pass(rig: GmailRig, provider: GmailProvider) -> None:
+    box = rig.standin.mailbox(ADDRESS)
+    inbox_ids = [rig.deliver(make_message(subject=f"inbox {i}")) for i in range(10)]
+    archived = rig.deliver(make_message(subject="archived"))
+    archive(rig, archived)
+    found = folders(provider)
+    rig.standin.reset_calls()
+    inbox = list(provider.fetch_headers(found["INBOX"], provider.fetch_changes(found["INBOX"], None).new))
+    everything = list(provider.fetch_headers(found["ALL"], provider.fetch_changes(found["ALL"], None).new))
+    assert [m.remote_id for m in everything] == [*inbox_ids, archived]
+    assert everything[:10] == inbox  # the same headers, labels and flags
+    assert len(rig.standin.api_calls("users.messages.get")) == 11  # not 21
+    # the next pass (list_folders) fetches afresh: a message read meanwhile shows as read
+    waiting = rig.deliver(make_message(subject="later"))
+    found = folders(provider)
+    (first,) = provider.fetch_headers(found["INBOX"], [waiting])
+    box.set_flags(waiting, {"\\Seen"})
+    found = folders(provider)
+    (second,) = provider.fetch_headers(found["ALL"], [waiting])
+    assert "\\Seen" not in first.flags and "\\Seen" in second.flags
+    assert len(rig.standin.api_calls("users.messages.get")) == 11 + 2
 
 
 def test_rate_limit_honours_retry_after_then_succeeds(rig: GmailRig, provider: GmailProvider) -> None:

@@ -15,6 +15,7 @@ from google.oauth2.credentials import Credentials
 from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 
+from providers.base import FolderRole
 from standins import gmail_api
 from standins.discovery import load_document
 from tests.rig.messages import make_message, new_message_id
@@ -106,6 +107,30 @@ def test_trash_hides_from_listings_unless_asked(rig: GmailRig) -> None:
     assert {m["id"] for m in everything["messages"]} == {keep, gone}
     in_trash = svc.users().messages().list(userId="me", labelIds=["TRASH"]).execute()
     assert [m["id"] for m in in_trash["messages"]] == [gone]
+
+
+def test_listing_without_labels_is_all_mail_paged(rig: GmailRig) -> None:
+    """messages.list without labelIds: archived mail included, SPAM and TRASH only when asked."""
+    svc = service(rig)
+    box = rig.standin.mailbox(ADDRESS)
+    inbox, archived, spam, trashed = (rig.deliver(make_message()) for _ in range(4))
+    sent = rig.deliver(make_message(), FolderRole.SENT)
+    box.modify(archived, remove=["INBOX", "UNREAD"])  # no labels at all
+    box.modify(spam, add=["SPAM"], remove=["INBOX"])
+    box.trash(trashed)
+    assert box.get(archived).labels == set()
+
+    def listed(**params: object) -> list[str]:
+        ids, request = [], svc.users().messages().list(userId="me", maxResults=2, **params)
+        while request is not None:
+            page = request.execute()
+            ids += [m["id"] for m in page.get("messages", [])]
+            request = svc.users().messages().list_next(request, page)
+        return ids
+
+    assert listed() == [sent, archived, inbox]  # newest first, in pages of two
+    assert listed(includeSpamTrash=False) == [sent, archived, inbox]
+    assert set(listed(includeSpamTrash=True)) == {inbox, archived, spam, trashed, sent}
 
 
 def test_reply_joins_thread_only_with_matching_subject(rig: GmailRig) -> None:

@@ -83,7 +83,8 @@ def test_threads_and_applicant_history_across_inbox_and_sent(
         applicant, _ = add_applicant(s, "Jane Doe", ["janedoe@gmail.com"])  # Gmail ignores dots
 
     result = sync_ok(gconfig, sessions, account_id)
-    assert result.new == 3
+    assert {f.name: f.new for f in result.folders if f.new} == {"INBOX": 2, "SENT": 1, "ALL": 3}
+    assert count(sessions, Email) == 3  # a message in INBOX and ALL is one email with two copies
     with sessions() as s:
         threads = sorted(t["message_ids"] for t in account_threads(s, account_id))  # type: ignore[type-var]
         history = applicant_history(s, applicant.id)
@@ -108,7 +109,7 @@ def test_incremental_pass_picks_up_new_mail_with_one_history_call(
 
     rig.deliver(make_message(message_id="<m1@x.test>"))
     later = sync_ok(gconfig, sessions, account_id)
-    assert later.new == 1
+    assert {f.name: f.new for f in later.folders if f.new} == {"INBOX": 1, "ALL": 1}
     assert copies(sessions, account_id) == ["<m0@x.test>", "<m1@x.test>"]
 
 
@@ -200,3 +201,39 @@ def test_reply_sent_through_the_outbox_reaches_the_applicant_once_in_sent(
         (thread,) = account_threads(s, account_id)
         assert s.scalar(select(OutboxMessage.status).where(OutboxMessage.id == row.id)) == "sent"
     assert thread["message_ids"] == ["<ask@x.test>", row.message_id]
+
+
+def test_an_archived_reply_reaches_the_applicant_history_once(
+    gconfig: Config, sessions, rig: GmailRig, account_id: int
+) -> None:
+    box = rig.standin.mailbox(ADDRESS)
+    rig.deliver(make_message(message_id="<apply@x.test>", subject="Application", from_=JANE, date=_at(0)))
+    answer = make_message(message_id="<answer@x.test>", subject="Re: Application", from_=ADDRESS, to=JANE, date=_at(1))
+    rig.deliver(answer, FolderRole.SENT)
+    reply = rig.deliver(
+        make_message(
+            message_id="<reply@x.test>",
+            subject="Re: Application",
+            from_=JANE,
+            in_reply_to="<answer@x.test>",
+            references=["<apply@x.test>", "<answer@x.test>"],
+            date=_at(2),
+        )
+    )
+    box.modify(reply, remove=["INBOX"])  # the recruiter archived it before Postroom first synced
+    with sessions.begin() as s:
+        applicant, _ = add_applicant(s, "Jane Doe", [JANE])
+
+    sync_ok(gconfig, sessions, account_id)
+    expected = ["<answer@x.test>", "<apply@x.test>", "<reply@x.test>"]
+    assert history_ids(sessions, applicant.id) == expected  # each once, though two are also in INBOX/SENT
+    assert copies(sessions, account_id, "inbox") == ["<apply@x.test>"]
+    assert copies(sessions, account_id, "all") == expected
+    assert count(sessions, Email) == 3
+
+    # archiving the application later takes it out of INBOX only: it stays in the history
+    box.modify(rig.standin.mailbox(ADDRESS).by_label("INBOX")[0].id, remove=["INBOX"])
+    later = sync_ok(gconfig, sessions, account_id)
+    assert {f.name: (f.new, f.removed) for f in later.folders if f.new or f.removed} == {"INBOX": (0, 1)}
+    assert copies(sessions, account_id, "inbox") == []
+    assert history_ids(sessions, applicant.id) == expected
