@@ -48,61 +48,13 @@ from providers.errors import (
     ProviderError,
     TransientError,
 )
+from providers.imap_connection import ImapFactory, close_quietly, connect_imap
 from providers.smtp import SmtpFactory, connect_smtp, send_message, xoauth2_bytes
-from providers.transport import ConfigurationError, Endpoint, check_endpoint, open_socket
+from providers.transport import ConfigurationError, Endpoint, check_endpoint
 
 HEADER_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES FROM TO CC BCC REPLY-TO SENDER SUBJECT DATE"
 DEFAULT_BATCH = 500
 LISTED_STATUS_MAX_AGE = 10.0  # seconds a LIST-STATUS answer may stand in for a STATUS command
-ImapFactory = Callable[[Endpoint, float], imaplib.IMAP4]
-
-
-class _GreetingCapabilities(imaplib.IMAP4):
-    """imaplib asks CAPABILITY right after the greeting; most servers (Dovecot, Cyrus,
-    Exchange) already list them in it (``* OK [CAPABILITY ...]``), which saves a round
-    trip. After STARTTLS the capabilities are asked for again, as RFC 3501 requires."""
-
-    _greeted = False
-
-    def _get_capabilities(self) -> None:
-        if not self._greeted:
-            self._greeted = True
-            caps = proto.response_code(self.welcome, "CAPABILITY")
-            if caps:
-                self.capabilities = tuple(c.upper() for c in caps)
-                return
-        super()._get_capabilities()  # type: ignore[misc]
-
-
-class _IMAP4(_GreetingCapabilities):
-    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
-        self._endpoint = endpoint
-        super().__init__(endpoint.host, endpoint.port, timeout)
-
-    def _create_socket(self, timeout: float | None) -> Any:
-        return open_socket(self.host, self.port, timeout, self._endpoint.proxy)
-
-
-class _IMAP4_SSL(_GreetingCapabilities, imaplib.IMAP4_SSL):
-    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
-        self._endpoint = endpoint
-        imaplib.IMAP4_SSL.__init__(
-            self, endpoint.host, endpoint.port, ssl_context=endpoint.ssl_context(), timeout=timeout
-        )
-
-    def _create_socket(self, timeout: float | None) -> Any:
-        sock = open_socket(self.host, self.port, timeout, self._endpoint.proxy)
-        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-
-
-def connect_imap(endpoint: Endpoint, timeout: float) -> imaplib.IMAP4:
-    """The default factory: a greeted connection, upgraded to TLS when configured."""
-    if endpoint.security == "ssl":
-        return _IMAP4_SSL(endpoint, timeout)
-    conn = _IMAP4(endpoint, timeout)
-    if endpoint.security == "starttls":
-        conn.starttls(endpoint.ssl_context())
-    return conn
 
 
 @dataclass
@@ -244,7 +196,7 @@ class ImapProvider:
             raise TransientError(f"{self._where()}: connection lost while logging in: {exc}") from exc
         except imaplib.IMAP4.error as exc:
             text = str(exc)
-            _close_quietly(conn)
+            close_quietly(conn)
             if "[UNAVAILABLE]" in text or "[INUSE]" in text:
                 raise TransientError(f"{self._where()}: login temporarily refused: {text}") from exc
             raise AuthError(f"{self._where()} refused the credentials for {creds.username}: {text}") from exc
@@ -301,7 +253,7 @@ class ImapProvider:
     def _drop(self) -> None:
         conn, self._conn, self._selected = self._conn, None, None
         if conn is not None:
-            _close_quietly(conn)
+            close_quietly(conn)
 
     def close(self) -> None:
         """Log out and release the connection. Safe to call twice."""
@@ -310,7 +262,7 @@ class ImapProvider:
             try:
                 conn.logout()
             except (OSError, imaplib.IMAP4.error, EOFError):
-                _close_quietly(conn)
+                close_quietly(conn)
 
     def _command(self, name: str, *args: str) -> tuple[str, dict[str, list[Any]]]:
         """Send one command; returns the tagged text and the untagged responses."""
@@ -536,10 +488,3 @@ def message_from_fetch(item: dict[str, Any], gmail: bool = False) -> RemoteMessa
         provider_message_id=item.get("X-GM-MSGID") if gmail else None,
         labels=frozenset(item.get("X-GM-LABELS", ())) if gmail else frozenset(),
     )
-
-
-def _close_quietly(conn: imaplib.IMAP4) -> None:
-    try:
-        conn.shutdown()
-    except (OSError, AttributeError):
-        pass
