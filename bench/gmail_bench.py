@@ -61,13 +61,11 @@ import platform
 import pstats
 import random
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.headerregistry import Address
 from multiprocessing.connection import Connection
@@ -75,9 +73,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
+from provider_bench_common import Timer, log, med, spread, uptime  # noqa: E402
 from sqlalchemy import event, func, select  # noqa: E402
 
 import providers.gmail as gmail_provider  # noqa: E402
@@ -100,10 +100,6 @@ ADDRESS = "alice@example.test"
 SECRET = "bench-secret-key-0123456789abcdef"
 SYNCED_LABELS = ("INBOX", "SENT", "TRASH", "SPAM", "DRAFT")  # + user labels: what list_folders keeps
 HIDDEN = {"TRASH", "SPAM"}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # ================================================================== the stand-in process
@@ -263,6 +259,8 @@ def standin_main(conn: Connection, n: int, extra: int, nagle: bool) -> None:
                             synced = label in SYNCED_LABELS or label.startswith("Label_")
                             if synced and (label in HIDDEN or not m.labels & HIDDEN):
                                 folders.setdefault(label, []).append(m.id)
+                        if not m.labels & HIDDEN:  # the virtual All Mail folder: all but trash and spam
+                            folders.setdefault("ALL", []).append(m.id)
                     msgids = {m.id: m.message_id for m in box.messages.values()}
                 conn.send({"folders": folders, "message_ids": msgids, "violations": list(standin.schema_violations)})
             else:
@@ -297,11 +295,6 @@ class StandInProcess:
 
 
 # ================================================================== provider instrumentation
-@dataclass
-class Timer:
-    wall: float = 0.0
-    cpu: float = 0.0
-    calls: int = 0
 
 
 PROVIDER_TIME: dict[str, Timer] = {}  # provider methods, nested provider parts, engine parts
@@ -551,21 +544,6 @@ def pick_applicants(per_msg: list[set[str]], owner: str, share: float) -> tuple[
 
 
 # ================================================================== main
-def med(xs: Iterable[float]) -> float | None:
-    xs = list(xs)
-    return statistics.median(xs) if xs else None
-
-
-def spread(xs: Iterable[float]) -> list[float]:
-    xs = sorted(xs)
-    return [round(xs[0], 4), round(xs[-1], 4)] if xs else []
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> int:

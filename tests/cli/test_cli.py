@@ -333,7 +333,7 @@ def test_add_gmail_imports_a_grant_that_syncs_and_refuses_a_duplicate(
         (listed,) = cli.json("accounts", "list")  # type: ignore[misc]
         assert (listed["id"], listed["provider"], listed["status"]) == (added["id"], "gmail", "active")
         _, out, _ = cli("sync", "--once")
-        assert "1 new" in out
+        assert "2 new" in out  # one message, two copies: INBOX and All Mail
         threads = cli.json("threads", "--account", str(added["id"]))
         assert [t["message_ids"] for t in threads] == [["<apply@gm.test>"]]  # type: ignore[union-attr]
 
