@@ -17,10 +17,11 @@ $(STAMP):
 
 setup: $(STAMP)
 
-## Sync every connected mailbox every sync.interval on the embedded SQLite database (Ctrl-C stops).
+## The web app on http://127.0.0.1:8000/ and the worker syncing every mailbox every sync.interval,
+## in one process on the embedded SQLite database (Ctrl-C finishes the accounts in hand and stops).
 run: $(STAMP)
 	$(VENV)/bin/postroom db upgrade
-	$(VENV)/bin/postroom worker
+	$(VENV)/bin/postroom serve
 
 ## Install Dovecot + Postfix if missing (as root), then run the whole suite on SQLite and PostgreSQL.
 test: $(STAMP) mail-servers

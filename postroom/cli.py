@@ -262,6 +262,50 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(app: App, args: argparse.Namespace) -> int:
+    """The embedded default in one process: the web app on waitress, the worker beside it.
+
+    SIGTERM or Ctrl-C stops claiming accounts, lets the accounts in hand finish, then
+    closes the web server."""
+    import threading
+
+    from waitress.server import create_server
+
+    from sync.metrics import SyncMetrics
+    from sync.worker import Worker
+    from web import create_app
+
+    if not 0 < args.port < 65536:
+        raise CommandError(f"--port must be a TCP port between 1 and 65535, not {args.port}.")
+    flask_app = create_app(app.config)
+    try:
+        server = create_server(flask_app, host=args.host, port=args.port, threads=8)
+    except OSError as exc:
+        raise CommandError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}.") from None
+    web = threading.Thread(target=server.run, name="postroom-web", daemon=True)
+    web.start()
+    url = f"http://{args.host}:{server.effective_port}/"
+    log.info("web app on %s (mailboxes connect at /connect/google and /connect/microsoft)", url)
+    stopped = threading.Event()
+    worker = None if args.no_worker else Worker(app.config, app.sessions, sink=SyncMetrics())
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s; finishing the accounts in hand", signal.Signals(signum).name)
+        stopped.set()
+        if worker is not None:
+            worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if worker is not None:
+        worker.run()
+    else:
+        stopped.wait()
+    server.close()
+    log.info("web app stopped")
+    return 0
+
+
 def _celery_app(app: App, args: argparse.Namespace) -> Any:
     """The Flask app and its Celery app, as Flask's Celery pattern builds them (PostgreSQL only)."""
     from dataclasses import replace
@@ -372,6 +416,7 @@ COMMANDS: dict[tuple[str, ...], Callable[[App, argparse.Namespace], int]] = {
     ("history",): cmd_history,
     ("send",): cmd_send,
     ("worker",): cmd_worker,
+    ("serve",): cmd_serve,
     ("celery", "worker"): cmd_celery_worker,
     ("celery", "beat"): cmd_celery_beat,
     ("status",): cmd_status,

@@ -147,6 +147,12 @@ def build_parser() -> Parser:
     wk = sub.add_parser("worker", help="sync every account every sync.interval until stopped")
     _common(wk)
 
+    sv = sub.add_parser("serve", help="the web app (OAuth connect, health, metrics) with the worker in-process")
+    _common(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    sv.add_argument("--no-worker", action="store_true", help="serve the web app only (a worker runs elsewhere)")
+
     cel = sub.add_parser("celery", help="scale-out mode on PostgreSQL: Celery workers and the beat that dispatches")
     _common(cel)
     celsub = cel.add_subparsers(dest="celery_command", metavar="COMMAND", parser_class=Parser)

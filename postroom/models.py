@@ -181,7 +181,9 @@ class Email(Base):
     __tablename__ = "emails"
     __table_args__ = (
         UniqueConstraint("org_id", "message_id"),
-        Index("ix_emails_body_wanted", "id", sqlite_where=text("body_wanted = 1"), postgresql_where=text("body_wanted")),
+        Index(
+            "ix_emails_body_wanted", "id", sqlite_where=text("body_wanted = 1"), postgresql_where=text("body_wanted")
+        ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
