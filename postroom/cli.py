@@ -271,6 +271,7 @@ def cmd_serve(app: App, args: argparse.Namespace) -> int:
 
     from waitress.server import create_server
 
+    from providers.transport import is_loopback
     from sync.metrics import SyncMetrics
     from sync.worker import Worker
     from web import create_app
@@ -284,6 +285,12 @@ def cmd_serve(app: App, args: argparse.Namespace) -> int:
         raise CommandError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}.") from None
     web = threading.Thread(target=server.run, name="postroom-web", daemon=True)
     web.start()
+    if not is_loopback(args.host):
+        log.warning(
+            "serving on %s: the connect flows have no recruiter sign-in yet, so anyone who reaches this port "
+            "can add a mailbox; put it behind your own authentication and HTTPS",
+            args.host,
+        )
     url = f"http://{args.host}:{server.effective_port}/"
     log.info("web app on %s (mailboxes connect at /connect/google and /connect/microsoft)", url)
     stopped = threading.Event()
