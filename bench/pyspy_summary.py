@@ -24,8 +24,10 @@ def main() -> None:
     selfc: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     total = idle = 0
-    for line in open(args.path):
-        stack, _, n = line.rstrip("\n").rpartition(" ")
+    with open(args.path) as fh:
+        lines = fh.read().splitlines()
+    for line in lines:
+        stack, _, n = line.rpartition(" ")
         if not stack:
             continue
         count = int(n)
