@@ -146,7 +146,9 @@ class Db:
         self.pg_db = None
         self.url = f"sqlite:///{self.dir}/postroom.db"
         if pg_url:
-            self.pg_admin = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+            self.pg_admin = create_engine(
+                pg_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+            )
             self.pg_db = f"bench_{uuid.uuid4().hex[:10]}"
             with self.pg_admin.connect() as c:
                 c.execute(text(f'CREATE DATABASE "{self.pg_db}"'))
@@ -205,14 +207,29 @@ def to_epoch(v: Any) -> float | None:
     return float(v.timestamp())
 
 
-def start_workers(db: Db, count: int, concurrency: int, interval: float, tag: str) -> list[tuple[subprocess.Popen[bytes], Any]]:
+def start_workers(
+    db: Db, count: int, concurrency: int, interval: float, tag: str
+) -> list[tuple[subprocess.Popen[bytes], Any]]:
     cfg = Path(db.dir, f"worker-{tag}.toml")
     cfg.write_text(f"[sync]\nconcurrency = {concurrency}\n")
-    env = {**os.environ, **db.env, "POSTROOM_SYNC_INTERVAL": str(interval), "POSTROOM_CONFIG": str(cfg), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        **db.env,
+        "POSTROOM_SYNC_INTERVAL": str(interval),
+        "POSTROOM_CONFIG": str(cfg),
+        "PYTHONPATH": str(ROOT),
+    }
     procs = []
     for k in range(count):
         logf = open(Path(db.dir, f"worker-{tag}-{k}.log"), "ab")  # noqa: SIM115 (closed in stop_workers)
-        p = subprocess.Popen([sys.executable, "-m", "postroom.cli", "worker"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "postroom.cli", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
         procs.append((p, logf))
     return procs
 
@@ -261,7 +278,17 @@ def pct(hist: dict[int, int], q: float) -> float:
     return float("nan")
 
 
-def measure(db: Db, rig: MailRig, ids: list[int], workers: int, concurrency: int, interval: float, window: float, rng: random.Random, py_spy: str | None = None) -> dict[str, Any]:
+def measure(
+    db: Db,
+    rig: MailRig,
+    ids: list[int],
+    workers: int,
+    concurrency: int,
+    interval: float,
+    window: float,
+    rng: random.Random,
+    py_spy: str | None = None,
+) -> dict[str, Any]:
     n = len(ids)
     start = time.time() + 2.0  # a worker process needs ~1 s to import and start
     db.spread(ids, start, interval, rng)
@@ -292,13 +319,36 @@ def measure(db: Db, rig: MailRig, ids: list[int], workers: int, concurrency: int
             if not measuring and now >= warm_end:
                 table = proc_table()
                 busy, tot = machine_cpu()
-                cpu0 = {"worker": sum(tree_cpu(p.pid, table) for p, _ in procs), "dovecot": tree_cpu(dovecot, table), "busy": busy, "total": tot, "t": now}
+                cpu0 = {
+                    "worker": sum(tree_cpu(p.pid, table) for p, _ in procs),
+                    "dovecot": tree_cpu(dovecot, table),
+                    "busy": busy,
+                    "total": tot,
+                    "t": now,
+                }
                 self0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
                 measuring = True
                 if py_spy:  # sample every thread of the first worker during the window (adds ~5 % CPU)
-                    spy = subprocess.Popen(["py-spy", "record", "-p", str(procs[0][0].pid), "-d", str(int(window * interval)), "-r", "50",
-                                            "-f", "raw", "-o", f"{py_spy}-w{workers}c{concurrency}.txt", "--nonblocking"],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+                    spy = subprocess.Popen(
+                        [
+                            "py-spy",
+                            "record",
+                            "-p",
+                            str(procs[0][0].pid),
+                            "-d",
+                            str(int(window * interval)),
+                            "-r",
+                            "50",
+                            "-f",
+                            "raw",
+                            "-o",
+                            f"{py_spy}-w{workers}c{concurrency}.txt",
+                            "--nonblocking",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+                    )
             if now >= end:
                 break
             t_s = time.perf_counter()
@@ -324,7 +374,13 @@ def measure(db: Db, rig: MailRig, ids: list[int], workers: int, concurrency: int
         table = proc_table()
         busy, tot = machine_cpu()
         now = time.time()
-        cpu1 = {"worker": sum(tree_cpu(p.pid, table) for p, _ in procs), "dovecot": tree_cpu(dovecot, table), "busy": busy, "total": tot, "t": now}
+        cpu1 = {
+            "worker": sum(tree_cpu(p.pid, table) for p, _ in procs),
+            "dovecot": tree_cpu(dovecot, table),
+            "busy": busy,
+            "total": tot,
+            "t": now,
+        }
         self1 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     finally:
         if spy is not None:
@@ -338,7 +394,9 @@ def measure(db: Db, rig: MailRig, ids: list[int], workers: int, concurrency: int
     for k in range(workers):
         path = Path(db.dir, f"worker-w{workers}c{concurrency}-{k}.log")
         if path.exists():
-            log_errors += sum(1 for line in path.read_text(errors="replace").splitlines() if "WARNING" in line or "ERROR" in line)
+            log_errors += sum(
+                1 for line in path.read_text(errors="replace").splitlines() if "WARNING" in line or "ERROR" in line
+            )
     res = {
         "accounts": n,
         "interval_s": interval,
@@ -371,7 +429,6 @@ def measure(db: Db, rig: MailRig, ids: list[int], workers: int, concurrency: int
     return res
 
 
-
 def table_md(runs: list[dict[str, Any]]) -> str:
     lines = [
         "| workers | conc. | accounts | interval | needed/s | syncs/s | kept up | staleness p50 | p99 | max | p99/interval | worker CPU ms/sync | worker cores | Dovecot CPU ms/sync | machine busy cores |",
@@ -389,7 +446,12 @@ def table_md(runs: list[dict[str, Any]]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--accounts", type=int, default=1000)
-    ap.add_argument("--interval", type=float, default=12.0, help="sync.interval, seconds (scale with --accounts: same N/interval = same rate)")
+    ap.add_argument(
+        "--interval",
+        type=float,
+        default=12.0,
+        help="sync.interval, seconds (scale with --accounts: same N/interval = same rate)",
+    )
     ap.add_argument("--window", type=float, default=3.0, help="measured intervals after one interval of warm-up")
     ap.add_argument("--concurrency", default="8", help="comma-separated sync.concurrency values to try")
     ap.add_argument("--workers", default="1,2", help="comma-separated worker-process counts")
@@ -398,7 +460,11 @@ def main() -> int:
     ap.add_argument("--initial-concurrency", type=int, default=8)
     ap.add_argument("--postgres", default=None, help="admin URL; a scratch database is created and dropped")
     ap.add_argument("--no-tuning", action="store_true", help="Dovecot with the rig's default config")
-    ap.add_argument("--py-spy", action="store_true", help="py-spy record the first worker (raw stacks: bench/results/<name>-pyspy-*.txt)")
+    ap.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="py-spy record the first worker (raw stacks: bench/results/<name>-pyspy-*.txt)",
+    )
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
     n = args.accounts
@@ -411,8 +477,13 @@ def main() -> int:
     out: dict[str, Any] = {
         "name": name,
         "args": vars(args),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "kernel": platform.release(),
-                    "sqlite": sqlite3.sqlite_version, "loadavg_start": os.getloadavg()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "sqlite": sqlite3.sqlite_version,
+            "loadavg_start": os.getloadavg(),
+        },
         "equivalence": f"{n} accounts at {args.interval:g} s = {n / args.interval:.1f} syncs/s = {round(n / args.interval * 120)} accounts at 120 s",
         "runs": [],
     }
@@ -437,7 +508,9 @@ def main() -> int:
             if rnd % 2:
                 order.reverse()
             for w, c in order:
-                log(f"round {rnd + 1}: {w} worker(s), concurrency {c}, {n} accounts at {args.interval:g}s, window {args.window:g} intervals")
+                log(
+                    f"round {rnd + 1}: {w} worker(s), concurrency {c}, {n} accounts at {args.interval:g}s, window {args.window:g} intervals"
+                )
                 spy_out = str(ROOT / "bench" / "results" / f"{name}-pyspy") if args.py_spy and rnd == 0 else None
                 r = measure(db, rig, ids, w, c, args.interval, args.window, rng, spy_out)
                 r["round"] = rnd + 1
@@ -465,7 +538,16 @@ def main() -> int:
     if args.rounds > 1:
         print("\nmedians:")
         for (w, c), rs in sorted(groups.items()):
-            med = {k: statistics.median(r[k] for r in rs) for k in ("syncs_per_s", "staleness_p50_s", "staleness_p99_s", "worker_cpu_ms_per_sync", "dovecot_cpu_ms_per_sync")}
+            med = {
+                k: statistics.median(r[k] for r in rs)
+                for k in (
+                    "syncs_per_s",
+                    "staleness_p50_s",
+                    "staleness_p99_s",
+                    "worker_cpu_ms_per_sync",
+                    "dovecot_cpu_ms_per_sync",
+                )
+            }
             print(f"  {w} worker(s) c={c}: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
     return 0
 
