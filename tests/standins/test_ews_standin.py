@@ -16,8 +16,9 @@ from standins.ews_schema import check
 from tests.rig.messages import make_message
 from tests.standins.ews_rig import ADDRESS, PASSWORD, EwsRig, ews_rig
 
-CAPTURE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "ews-capture"
-needs_capture = pytest.mark.skipif(not CAPTURE.is_dir(), reason="shared/reference/ews-capture is not beside the repo")
+# what exchangelib 5.6 really sent and parsed (copied from shared/reference/ews-capture)
+CAPTURE = Path(__file__).resolve().parents[1] / "data" / "ews-capture"
+needs_capture = pytest.mark.skipif(not CAPTURE.is_dir(), reason="tests/data/ews-capture is missing")
 
 
 @pytest.fixture
