@@ -59,7 +59,6 @@ import multiprocessing as mp
 import os
 import platform
 import pstats
-import random
 import shutil
 import sys
 import tempfile
@@ -77,7 +76,7 @@ for _p in (ROOT, ROOT / "bench"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from provider_bench_common import Timer, log, med, spread, uptime  # noqa: E402
+from provider_bench_common import Timer, log, med, pick_applicants, spread, uptime  # noqa: E402
 from sqlalchemy import event, func, select  # noqa: E402
 
 import providers.gmail as gmail_provider  # noqa: E402
@@ -517,30 +516,6 @@ def verify(inst: Instance, standin: StandInProcess) -> dict[str, Any]:
         emails == distinct
     )
     return out
-
-
-# ================================================================== applicants (as bench/sync_bench.py)
-def pick_applicants(per_msg: list[set[str]], owner: str, share: float) -> tuple[list[str], int]:
-    """Corpus participants whose messages cover ~share of all messages (greedy, deterministic);
-    the same procedure as bench/sync_bench.py."""
-    by_addr: dict[str, set[int]] = {}
-    for i, addrs in enumerate(per_msg):
-        for a in addrs - {owner}:
-            by_addr.setdefault(a, set()).add(i)
-    target = share * len(per_msg)
-    chosen: list[str] = []
-    covered: set[int] = set()
-    rng = random.Random(7)
-    pool = sorted(by_addr)
-    rng.shuffle(pool)
-    while len(covered) < target and pool:
-        best = min(pool, key=lambda a: abs(len(covered | by_addr[a]) - target))
-        if abs(len(covered | by_addr[best]) - target) >= abs(len(covered) - target):
-            break
-        chosen.append(best)
-        covered |= by_addr[best]
-        pool.remove(best)
-    return chosen, len(covered)
 
 
 # ================================================================== main

@@ -95,7 +95,7 @@ def sender(raw: bytes) -> str:
 
 def pick_applicants(per_msg: list[set[str]], owner: str, share: float) -> tuple[list[str], int]:
     """Corpus participants whose messages cover ~share of all messages (greedy, deterministic);
-    the procedure of bench/sync_bench.py."""
+    every sync benchmark (IMAP, Gmail, Microsoft) picks its applicants this way."""
     by_addr: dict[str, set[int]] = {}
     for i, addrs in enumerate(per_msg):
         for a in addrs - {owner}:

@@ -22,7 +22,7 @@ is also run through a counting TCP proxy (bench/imap_proxy.py, its own process) 
 count IMAP commands and bytes, at N and at --small messages.
 
 The time spent fetching and storing bodies is measured by wrapping
-``sync.bodies.BodyFetcher.fetch_wanted`` with a timer inside this process (no product
+``sync.bodies.BodyFetcher.wanted_by_folder`` and ``.fetch`` with a timer inside this process (no product
 file is changed); the proxied initial pass gives the wire time per command kind.
 
 Results: bench/results/<name>.json and a Markdown table on stdout.
@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import pstats
-import random
 import shutil
 import statistics
 import subprocess
@@ -63,6 +62,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 from imap_proxy import CountingProxy  # noqa: E402
+from provider_bench_common import pick_applicants  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
 import sync.bodies as sync_bodies  # noqa: E402
@@ -84,18 +84,22 @@ SMALL_USER, SMALL_PW = "carol@example.test", "carolpw"
 
 # ------------------------------------------------------------------ body-time instrumentation
 BODY_SECONDS = [0.0]
-_orig_fetch_wanted = sync_bodies.BodyFetcher.fetch_wanted
 
 
-def _timed_fetch_wanted(self: Any, *args: Any, **kwargs: Any) -> int:
-    t0 = time.perf_counter()
-    try:
-        return _orig_fetch_wanted(self, *args, **kwargs)
-    finally:
-        BODY_SECONDS[0] += time.perf_counter() - t0
+def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            BODY_SECONDS[0] += time.perf_counter() - t0
+
+    return timed
 
 
-sync_bodies.BodyFetcher.fetch_wanted = _timed_fetch_wanted  # type: ignore[method-assign]
+# finding the wanted bodies, then fetching and storing them, folder by folder
+for _name in ("wanted_by_folder", "fetch"):
+    setattr(sync_bodies.BodyFetcher, _name, _timed(getattr(sync_bodies.BodyFetcher, _name)))
 
 
 def log(msg: str) -> None:
@@ -122,29 +126,6 @@ def seed(rig: MailRig, user: str, n: int, owner: Address) -> tuple[list[set[str]
     count, size = rig.seed_maildir(user, items())
     assert count == n
     return per_msg, size
-
-
-def pick_applicants(per_msg: list[set[str]], owner: str, share: float) -> tuple[list[str], int]:
-    """Corpus participants whose messages cover ~share of all messages (greedy, deterministic)."""
-    by_addr: dict[str, set[int]] = {}
-    for i, addrs in enumerate(per_msg):
-        for a in addrs - {owner}:
-            by_addr.setdefault(a, set()).add(i)
-    target = share * len(per_msg)
-    chosen: list[str] = []
-    covered: set[int] = set()
-    rng = random.Random(7)
-    pool = sorted(by_addr)
-    rng.shuffle(pool)
-    while len(covered) < target and pool:
-        # the address that brings coverage closest to the target
-        best = min(pool, key=lambda a: abs(len(covered | by_addr[a]) - target))
-        if abs(len(covered | by_addr[best]) - target) >= abs(len(covered) - target):
-            break
-        chosen.append(best)
-        covered |= by_addr[best]
-        pool.remove(best)
-    return chosen, len(covered)
 
 
 # ------------------------------------------------------------------ cache control

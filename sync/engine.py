@@ -277,13 +277,13 @@ class AccountSync:
         with self.sessions() as s:
             rows = {r.name: r for r in s.execute(select(_FOLDERS).where(_FOLDERS.c.account_id == self.account_id))}
         out: list[_FolderState] = []
-        added: list[RemoteFolder] = []
+        added: list[tuple[RemoteFolder, str | None]] = []
         changed: list[dict[str, Any]] = []
         for remote in (f for f in remote_folders if f.selectable):
             role = remote.role.value if remote.role else None
             row = rows.pop(remote.name, None)
             if row is None:
-                added.append(remote)
+                added.append((remote, role))
                 continue
             if (row.role, row.delimiter, row.exists_remote) != (role, remote.delimiter, True):
                 changed.append({"fid": row.id, "role": role, "delimiter": remote.delimiter, "exists_remote": True})
@@ -291,9 +291,8 @@ class AccountSync:
         gone = [row.id for row in rows.values() if row.exists_remote]  # deleted on the server
         if added or changed or gone:
             with self.sessions.begin() as s:
-                for remote in added:
+                for remote, role in added:
                     values = {"account_id": self.account_id, "name": remote.name, "delimiter": remote.delimiter}
-                    role = remote.role.value if remote.role else None
                     new_id = s.execute(
                         insert(_FOLDERS)
                         .values(**values, role=role, state="initial", exists_remote=True)

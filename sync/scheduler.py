@@ -135,25 +135,13 @@ class Scheduler:
 
     def due(self, now: datetime, limit: int, exclude: Sequence[int] = ()) -> list[int]:
         """Accounts whose time has come and that nobody holds, most overdue first."""
-        q = (
-            select(MailAccount.id)
-            .where(
-                MailAccount.status.in_(SCHEDULED),
-                or_(MailAccount.next_sync_at.is_(None), MailAccount.next_sync_at <= now),
-                self._free_lease(now),
-            )
-            .order_by(MailAccount.next_sync_at.is_not(None), MailAccount.next_sync_at, MailAccount.id)
-            .limit(limit)
-        )
-        if exclude:
-            q = q.where(MailAccount.id.notin_(list(exclude)))
-        with self.sessions() as s:
-            return list(s.scalars(q))
+        return self.due_and_next(now, limit, exclude)[0]
 
     def due_and_next(self, now: datetime, limit: int, exclude: Sequence[int] = ()) -> tuple[list[int], float | None]:
         """The worker's one query per turn: up to ``limit`` accounts due now that nobody
-        holds, most overdue first, and the seconds until the next free one falls due
-        (None: none is scheduled). Walks the ``next_sync_at`` index; never sorts the table."""
+        holds, most overdue first, and the seconds until the first free one that is not due
+        yet (None: none among the ``limit + 1`` rows read). Walks the ``next_sync_at`` index;
+        never sorts the table."""
         q = (
             select(_ACCOUNTS.c.id, _ACCOUNTS.c.next_sync_at)
             .where(_ACCOUNTS.c.status.in_(SCHEDULED), self._free_lease(now))
@@ -166,8 +154,6 @@ class Scheduler:
             rows = s.execute(q).all()
         due = [r.id for r in rows if r.next_sync_at is None or r.next_sync_at <= now][:limit]
         later = [r.next_sync_at for r in rows if r.next_sync_at is not None and r.next_sync_at > now]
-        if len(due) == limit:
-            return due, 0.0
         return due, (later[0] - now).total_seconds() if later else None
 
     # -- leases ----------------------------------------------------------------
