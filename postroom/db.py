@@ -16,7 +16,18 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import DatabaseConfig
@@ -39,9 +50,35 @@ def unreachable(engine: Engine, exc: OperationalError) -> DatabaseError:
     return DatabaseError(f"Cannot reach the database at {url}: {driver_message(exc)}.")
 
 
+# PostgreSQL SQLSTATE classes that mean "this data", not "the database": data exceptions
+# (value too long, invalid text, NUL), integrity violations, program limits (index row size)
+_DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database could not be used at all (connection refused or
+    lost, server shutting down, file locked, schema missing) rather than that it refused
+    the data of this statement. The indexer quarantines a message for the second kind
+    only; the first stops the pass, to be retried later.
+    """
+    if not isinstance(exc, SQLAlchemyError):
+        return False  # e.g. UnicodeEncodeError while sqlite3 binds a value: the data
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, DataError | IntegrityError):
+            return False
+        state = getattr(exc.orig, "sqlstate", None)
+        if state:
+            return state[:2] not in _DATA_SQLSTATE_CLASSES
+        return isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, DisconnectionError | PoolTimeout)
+
+
 def make_engine(cfg: DatabaseConfig) -> Engine:
     url = cfg.url
-    kwargs: dict[str, Any] = {"echo": cfg.echo, "future": True}
+    # hide_parameters: errors and echoed statements never show bound values (message content)
+    kwargs: dict[str, Any] = {"echo": cfg.echo, "future": True, "hide_parameters": True}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":

@@ -1,4 +1,9 @@
-"""Logging setup: plain text or one JSON object per line, with the account id when known."""
+"""Logging setup: plain text or one JSON object per line, with the account id when known.
+
+Logs and stored error texts (``last_error``, quarantine reasons) never carry message
+content or SQL parameters: :func:`error_summary` is the one way an exception becomes a
+sentence for them, and the engine is created with ``hide_parameters`` (postroom.db).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,29 @@ import sys
 from datetime import UTC, datetime
 
 from postroom.config import LoggingConfig
+
+SUMMARY_LIMIT = 300
+
+
+def error_summary(exc: BaseException) -> str:
+    """``"ClassName: first line of the message"``, cut to a few hundred characters.
+
+    For a database error it is the driver's error and its first line only: never the SQL
+    statement, its parameters (which hold message content) or the DETAIL lines that
+    PostgreSQL fills with the offending values.
+
+    >>> error_summary(ValueError("bad value\\nsecond line with content"))
+    'ValueError: bad value'
+    """
+    inner = getattr(exc, "orig", None)
+    if isinstance(inner, BaseException):  # a DBAPI error wrapped by SQLAlchemy
+        exc = inner
+    lines = str(exc).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if len(text) > SUMMARY_LIMIT:
+        text = text[: SUMMARY_LIMIT - 1] + "…"
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
 
 
 class JsonFormatter(logging.Formatter):

@@ -20,6 +20,17 @@ Message-IDs are kept exactly as written apart from whitespace, comments and
 missing angle brackets: RFC 5322 makes them opaque, and lower-casing even the
 domain part would join ids that another system considers different.
 
+Anyone can email a recruiter, so every value :func:`parse_headers` returns is
+cleaned once, here, before it can reach a database or a page: no NUL or other
+control characters, text that round-trips through UTF-8 (lone surrogates from
+broken encoded-words become U+FFFD), Message-IDs only of the form ``<[!-~]+>``
+(anything else could smuggle a header line into a reply), ids longer than
+:data:`MAX_MSGID_LEN` replaced by a hash of themselves (deterministic, so two
+copies of one message still match), at most :data:`MAX_REFERENCES` References
+(the first and the nearest), addresses that fit their column, bounded subject,
+names and address lists, and dates only within :data:`DATE_RANGE`. What was
+dropped or changed is listed in ``defects``.
+
 >>> h = parse_headers(b"Message-ID: <A1@Example.COM>\\r\\nSubject: =?utf-8?q?Caf=C3=A9?=\\r\\n\\r\\nbody")
 >>> h.message_id, h.subject
 ('<A1@Example.COM>', 'Café')
@@ -41,12 +52,19 @@ from html.parser import HTMLParser
 from postroom.charsets import decode_bytes, decode_encoded_words
 
 __all__ = [
+    "DATE_RANGE",
+    "MAX_ADDRESSES",
+    "MAX_MSGID_LEN",
+    "MAX_REFERENCES",
     "Address",
     "MalformedMessage",
     "ParsedHeaders",
     "ParsedMessage",
+    "clean_text",
     "decode_bytes",
     "decode_encoded_words",
+    "fingerprint",
+    "is_msgid",
     "normalise_msgid",
     "parse_headers",
     "parse_message",
@@ -106,6 +124,67 @@ class ParsedMessage:
     defects: tuple[str, ...]
 
 
+# --------------------------------------------------------------------------- limits and cleaning
+
+MAX_MSGID_LEN = 250  # longer ids are replaced by a hash (real ones are < 100 characters)
+MAX_REFERENCES = 50  # References kept for threading: the first (the root) and the 49 nearest
+MAX_IN_REPLY_TO = 5
+MAX_ADDRESSES = 1000  # per address field; a bulk mailing's excess recipients are dropped
+MAX_ADDRESS_LEN = 320  # the longest address a column holds (RFC 5321 allows 254)
+MAX_SUBJECT_LEN = 1000
+MAX_NAME_LEN = 200
+DATE_RANGE = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
+
+_UNSAFE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_STRICT_MSGID_RE = re.compile(r"<[!-~]+>")
+
+
+def _unsafe(match: re.Match[str]) -> str:
+    return "\ufffd" if match.group() >= "\ud800" else ""
+
+
+def clean_text(value: str, limit: int | None = None) -> str:
+    """``value`` without control characters (tab, CR and LF kept) and with lone surrogates
+    (what a broken encoded-word can decode to) replaced by U+FFFD, cut to ``limit``
+    characters: text every database stores and every page can show.
+
+    >>> clean_text("a\\x00b\\ud800c") == "ab\\ufffdc"
+    True
+    """
+    if not (value.isascii() and value.isprintable()):
+        value = _UNSAFE_RE.sub(_unsafe, value)
+    return value[:limit] if limit is not None and len(value) > limit else value
+
+
+def is_msgid(value: str) -> bool:
+    """Whether ``value`` is a Message-ID Postroom accepts: ``<`` printable ASCII without
+    spaces ``>``, nothing that could end a header line."""
+    return _STRICT_MSGID_RE.fullmatch(value) is not None
+
+
+def _fit_msgid(value: str) -> str:
+    """An id that fits its columns: over-long ids become a hash of themselves."""
+    if len(value) <= MAX_MSGID_LEN:
+        return value
+    return f"<{hashlib.sha256(value.encode('ascii')).hexdigest()[:40]}.long@postroom.invalid>"
+
+
+def fingerprint(sender: str | None, date: datetime | None, subject: str) -> str:
+    """What tells two messages with the same Message-ID apart: the sender's address (as
+    :func:`postroom.addresses.normalise_address` gives it), the Date header to the second
+    and the subject, hashed. Every copy of one message has the same fingerprint.
+
+    >>> len(fingerprint("ann@example.org", None, "Hello"))
+    32
+    """
+    parts = (
+        (sender or "").lower(),
+        date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if date else "",
+        " ".join(subject.split()).casefold(),
+    )
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
+
+
 # --------------------------------------------------------------------------- msg-ids
 
 _MSGID_RE = re.compile(r"<[^<>]*>")
@@ -114,30 +193,46 @@ _WS_RE = re.compile(r"\s+")
 
 
 def _msgid_tokens(value: str) -> list[str]:
-    """All msg-ids in a header value, normalised to ``<...>`` form."""
+    """All acceptable msg-ids in a header value, normalised to ``<...>`` form and fitted
+    to their columns; anything that is not ``<[!-~]+>`` once whitespace is removed is
+    dropped."""
     found = _MSGID_RE.findall(value)
-    if found:
-        return [
-            _WS_RE.sub("", t) if (" " in t or "\t" in t) else t for t in found if len(t) > 2 and not t[1:-1].isspace()
-        ]
-    if "<" in value:
-        return []
-    # Garbage like "foo@bar" without brackets: keep words that look like ids.
-    while "(" in value and _COMMENT_RE.search(value):
-        value = _COMMENT_RE.sub(" ", value)
-    return [f"<{w}>" for w in (w.strip("\"'") for w in value.split() if "@" in w) if w]
+    if not found:
+        if "<" in value:
+            return []
+        # Garbage like "foo@bar" without brackets: keep words that look like ids.
+        while "(" in value and _COMMENT_RE.search(value):
+            value = _COMMENT_RE.sub(" ", value)
+        found = [f"<{w}>" for w in (w.strip("\"'") for w in value.split() if "@" in w) if w]
+    out = []
+    for t in found:
+        if not (t.isascii() and t.isprintable()):
+            t = _WS_RE.sub("", t)
+        elif " " in t:
+            t = t.replace(" ", "")
+        if _STRICT_MSGID_RE.fullmatch(t):
+            out.append(_fit_msgid(t))
+    return out
 
 
 def normalise_msgid(value: str | None) -> str | None:
     """``" <a@B> (comment)"`` -> ``"<a@B>"``; ``"foo@bar"`` -> ``"<foo@bar>"``;
-    no id at all -> None. Case is kept exactly (ids are opaque)."""
+    no acceptable id (see :func:`is_msgid`) -> None. Case is kept exactly (ids are opaque).
+
+    >>> normalise_msgid("<a@ example.org>")  # folded: unfolded
+    '<a@example.org>'
+    >>> normalise_msgid("<caf\u00e9@example.org>") is None  # not printable ASCII
+    True
+    """
     if not value:
         return None
     tokens = _msgid_tokens(value)
     if tokens:
         return tokens[0]
-    bare = _WS_RE.sub("", _COMMENT_RE.sub("", value).strip("<> \t\r\n"))
-    return f"<{bare}>" if bare and "<" not in bare and ">" not in bare else None
+    if "<" in value or ">" in value:
+        return None
+    bare = _WS_RE.sub("", _COMMENT_RE.sub("", value))
+    return _fit_msgid(f"<{bare}>") if bare and is_msgid(f"<{bare}>") else None
 
 
 # --------------------------------------------------------------------------- addresses
@@ -312,7 +407,7 @@ def parse_headers(raw: bytes) -> ParsedHeaders:
     in_reply_to: tuple[str, ...] = ()
     raw_irt = single.get("in-reply-to")
     if raw_irt:
-        in_reply_to = tuple(dict.fromkeys(_msgid_tokens(raw_irt)))
+        in_reply_to = tuple(dict.fromkeys(_msgid_tokens(raw_irt)))[:MAX_IN_REPLY_TO]
     references: tuple[str, ...] = ()
     raw_refs = single.get("references")
     if raw_refs:
@@ -321,11 +416,14 @@ def parse_headers(raw: bytes) -> ParsedHeaders:
             defects.append("References contains the message's own id")
             del refs[message_id]
         references = tuple(refs)
+        if len(references) > MAX_REFERENCES:  # the root and the nearest ancestors thread it
+            defects.append(f"{len(references) - MAX_REFERENCES} of {len(references)} References dropped")
+            references = references[:1] + references[1 - MAX_REFERENCES :]
 
     subject = single.get("subject", "")
     if "=?" in subject:
         subject = decode_encoded_words(subject)
-    subject = " ".join(subject.split())
+    subject = clean_text(" ".join(subject.split()), MAX_SUBJECT_LEN)
 
     date = None
     raw_date = single.get("date")
@@ -335,8 +433,14 @@ def parse_headers(raw: bytes) -> ParsedHeaders:
         date = _parse_date(raw_date)
         if date is None:
             defects.append("unparseable Date")
+        elif not DATE_RANGE[0] <= date < DATE_RANGE[1]:
+            defects.append("Date out of range")
+            date = None
 
-    addrs = [(_addresses(v[0] if len(v) == 1 else ", ".join(v)) if v else ()) for v in addr_values]
+    addrs = [
+        _clean_addresses(_addresses(v[0] if len(v) == 1 else ", ".join(v)), name, defects) if v else ()
+        for v, name in zip(addr_values, _ADDRESS_FIELDS, strict=True)
+    ]
     if not addrs[0]:
         defects.append("no From")
     return ParsedHeaders(
@@ -353,6 +457,28 @@ def parse_headers(raw: bytes) -> ParsedHeaders:
         date=date,
         defects=tuple(defects),
     )
+
+
+def _clean_addresses(found: tuple[Address, ...], field: str, defects: list[str]) -> tuple[Address, ...]:
+    """The addresses of one field as the database can hold them: names and addresses
+    cleaned (:func:`clean_text`), addresses too long for any mailbox dropped, and at most
+    :data:`MAX_ADDRESSES` of them."""
+    if len(found) > MAX_ADDRESSES:
+        defects.append(f"{len(found) - MAX_ADDRESSES} of {len(found)} {field} addresses dropped")
+        found = found[:MAX_ADDRESSES]
+    out = []
+    for a in found:
+        name, email = a.name, a.email
+        if not (email.isascii() and email.isprintable() and len(email) <= MAX_ADDRESS_LEN):
+            email = clean_text(email)
+            if len(email) > MAX_ADDRESS_LEN:
+                defects.append(f"{field} address longer than {MAX_ADDRESS_LEN} characters dropped")
+                continue
+        if not (name.isascii() and name.isprintable() and len(name) <= MAX_NAME_LEN):
+            name = clean_text(name, MAX_NAME_LEN)
+        if email:
+            out.append(a if (name, email) == (a.name, a.email) else Address(name, email))
+    return tuple(out)
 
 
 def synthetic_message_id(h: ParsedHeaders) -> str:

@@ -176,11 +176,16 @@ class Body(Base):
 
 
 class Email(Base):
-    """One distinct message per organisation, however many mailboxes hold it."""
+    """One distinct message per organisation, however many mailboxes hold it.
+
+    Keyed by Message-ID *and* a fingerprint of From, Date and Subject
+    (:func:`postroom.mime.fingerprint`): some mailers reuse Message-IDs, and a sender can
+    reuse one on purpose, so two different messages with one id stay two emails (both
+    marked ``id_reused``) and neither hides the other in an applicant's history."""
 
     __tablename__ = "emails"
     __table_args__ = (
-        UniqueConstraint("org_id", "message_id"),
+        UniqueConstraint("org_id", "message_id", "fingerprint"),
         Index(
             "ix_emails_body_wanted", "id", sqlite_where=text("body_wanted = 1"), postgresql_where=text("body_wanted")
         ),
@@ -188,6 +193,9 @@ class Email(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
     message_id: Mapped[str] = mapped_column(String(1000))
+    fingerprint: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    # another email of the organisation has the same Message-ID but a different fingerprint
+    id_reused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id", ondelete="SET NULL"), index=True)
     subject: Mapped[str] = mapped_column(Text, default="")
     from_addr: Mapped[str | None] = mapped_column(String(320))
@@ -236,6 +244,29 @@ class MessageCopy(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class QuarantinedMessage(Base):
+    """A message that could not be indexed (``stage`` "headers") or whose body could not be
+    stored (``stage`` "body"), with the reason. It never blocks its folder: a headers-stage
+    entry keeps a placeholder copy (no email) so the engine does not fetch the message again
+    every pass; a body-stage entry sets ``emails.body_error`` so the body is not fetched
+    again. ``retry_requested`` (``postroom quarantine retry``) makes the next pass try again.
+    The entry goes with its copy when the message leaves the folder."""
+
+    __tablename__ = "quarantine"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("mail_accounts.id", ondelete="CASCADE"), index=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
+    copy_id: Mapped[int] = mapped_column(ForeignKey("message_copies.id", ondelete="CASCADE"), unique=True)
+    remote_id: Mapped[str] = mapped_column(String(200))
+    message_id: Mapped[str | None] = mapped_column(String(1000))
+    stage: Mapped[str] = mapped_column(String(16))  # headers | body
+    reason: Mapped[str] = mapped_column(Text)
+    retry_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Applicant(Base):
     __tablename__ = "applicants"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -269,9 +300,12 @@ class HistoryEntry(Base):
 class OutboxMessage(Base):
     """A message to send, committed with its Message-ID before any network I/O.
 
-    States: ``queued`` → ``sending`` → ``sent`` | ``failed``. A row found in
-    ``sending`` after a crash is never sent again automatically: the server may
-    already have accepted it, so it becomes ``uncertain`` for a person to check.
+    States: ``queued`` → ``sending`` → ``sent`` | ``failed`` | ``uncertain``. Every
+    change is compare-and-set on the status. A row left in ``sending`` (its process
+    died) or interrupted after the server may have accepted it is ``uncertain``: it
+    is never sent again automatically. ``owner``/``claimed_until`` name the process
+    that holds a ``queued`` or ``sending`` row; ``refused`` maps recipients the server
+    refused while accepting the others to its reason.
     """
 
     __tablename__ = "outbox"
@@ -284,5 +318,10 @@ class OutboxMessage(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     error: Mapped[str | None] = mapped_column(Text)
     sent_copy_id: Mapped[str | None] = mapped_column(String(200))
+    refused: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
+    owner: Mapped[str | None] = mapped_column(String(200))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # Sent last searched for an uncertain row
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

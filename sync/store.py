@@ -35,13 +35,35 @@ def insert_ignore(session: Session, table: FromClause, rows: Iterable[dict[str, 
 
 
 def insert_ignore_returning(
-    session: Session, table: FromClause, rows: Sequence[dict[str, Any]], conflict: Sequence[str], key: str
-) -> dict[Any, int]:
-    """Like :func:`insert_ignore`; returns ``{row[key]: id}`` for the rows actually inserted."""
+    session: Session, table: FromClause, rows: Sequence[dict[str, Any]], conflict: Sequence[str], key: Sequence[str]
+) -> dict[tuple[Any, ...], int]:
+    """Like :func:`insert_ignore`; returns ``{(row[k] for k in key): id}`` for the rows actually inserted."""
     if not rows:
         return {}
-    stmt = _insert_ignore_stmt(session, table, conflict).returning(table.c[key], table.c.id)
-    return {k: int(i) for k, i in session.execute(stmt, rows).tuples().all()}
+    stmt = _insert_ignore_stmt(session, table, conflict).returning(*(table.c[k] for k in key), table.c.id)
+    return {tuple(r[:-1]): int(r[-1]) for r in session.execute(stmt, rows).tuples().all()}
+
+
+def upsert(
+    session: Session,
+    table: FromClause,
+    rows: Sequence[dict[str, Any]],
+    conflict: Sequence[str],
+    *,
+    update: Sequence[str],
+    increment: Sequence[str] = (),
+    reset: dict[str, Any] | None = None,
+) -> None:
+    """INSERT rows; a row that collides on ``conflict`` gets the new values of the ``update``
+    columns, its ``increment`` columns one higher and the ``reset`` values."""
+    if not rows:
+        return
+    module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = module.insert(table)
+    values: dict[str, Any] = {c: stmt.excluded[c] for c in update}
+    values |= {c: table.c[c] + 1 for c in increment}
+    values |= reset or {}
+    session.execute(stmt.on_conflict_do_update(index_elements=list(conflict), set_=values), list(rows))
 
 
 def default_org(session: Session) -> Organisation:
