@@ -183,6 +183,7 @@ def cmd_sync(app: App, args: argparse.Namespace) -> int:
                     "status": r.status,
                     "error": r.error,
                     "new": r.new,
+                    "skipped": r.skipped,
                     "seconds": round(r.seconds, 3),
                 }
                 for r in results
@@ -235,11 +236,85 @@ def cmd_send(app: App, args: argparse.Namespace) -> int:
         text=read_body(args.body_file),
         in_reply_to=args.in_reply_to,
     )
-    row = send_message(app.config, app.sessions, req)
-    if row.error:
-        print(f"postroom: warning: {row.error}", file=sys.stderr)
-    _print(args, {"message_id": row.message_id, "status": row.status}, row.message_id)
+    entry = send_message(app.config, app.sessions, req)
+    data = {
+        "id": entry.id,
+        "message_id": entry.message_id,
+        "status": str(entry.status),
+        "refused": dict(entry.refused),
+        "error": entry.error,
+    }
+    return _send_outcome(args, entry, data, entry.message_id)
+
+
+def _send_outcome(args: argparse.Namespace, entry: Any, data: Any, text: str) -> int:
+    """Print what became of a message sent now: 0 if it went out (refused recipients and a
+    missing Sent copy are warnings), else one sentence on stderr and 1."""
+    from sync.outbox import OutboxStatus
+
+    if entry.status == OutboxStatus.SENT or args.json:
+        _print(args, data, text)
+    if entry.status == OutboxStatus.SENT:
+        if entry.refused:
+            refused = ", ".join(f"{addr} ({why})" for addr, why in entry.refused.items())
+            print(f"postroom: warning: the server refused {refused}; the others were sent.", file=sys.stderr)
+        if entry.error:
+            print(f"postroom: warning: {entry.error}", file=sys.stderr)
+        return 0
+    what, recipients = f"Message {entry.id} ({entry.message_id})", ", ".join(entry.recipients)
+    if entry.status == OutboxStatus.UNCERTAIN:
+        sentence = (
+            f"{what} may have gone out although the answer was lost ({entry.error}), so it is not sent again: "
+            f"check the Sent folder of {entry.account_email} or ask {recipients}, then run "
+            f"'postroom outbox retry {entry.id}' (it looks in Sent first; --force sends it anyway)."
+        )
+    elif entry.status == OutboxStatus.FAILED:
+        sentence = f"{what} was refused and not sent: {entry.error}."
+    else:
+        sentence = (
+            f"{what} could not be sent yet ({entry.error}); it stays in the outbox and the worker tries again "
+            f"later, or run 'postroom outbox retry {entry.id}'."
+        )
+    print(f"postroom: error: {sentence}", file=sys.stderr)
+    return 1
+
+
+def cmd_outbox_list(app: App, args: argparse.Namespace) -> int:
+    from sync.outbox import OutboxStatus, list_outbox
+
+    with app.sessions() as s:
+        entries = list_outbox(s, args.status)
+    if args.json:
+        _print(args, [e.as_json() for e in entries], "")
+        return 0
+    if not entries:
+        print(f"No {args.status} messages in the outbox." if args.status else "The outbox is empty.")
+    for e in entries:
+        when = (e.sent_at or e.created_at).strftime("%Y-%m-%d %H:%M")
+        print(f"{e.id:>5}  {e.status:<9}  {when}  {e.message_id}  to {', '.join(e.recipients)}  {e.subject!r}")
+        for addr, why in e.refused.items():
+            print(f"{'':>7}refused: {addr} ({why})")
+        if e.error:
+            print(f"{'':>7}{'note' if e.status == OutboxStatus.SENT else 'error'}: {e.error}")
     return 0
+
+
+def cmd_outbox_retry(app: App, args: argparse.Namespace) -> int:
+    from sync.outbox_retry import retry_message
+
+    outcome = retry_message(app.config, app.sessions, args.id, force=args.force)
+    e = outcome.entry
+    data = e.as_json() | {"found_in_sent": outcome.found_in_sent, "already_sent": outcome.already_sent}
+    if outcome.already_sent:
+        text = f"Message {e.id} ({e.message_id}) was already sent; nothing was done."
+    elif outcome.found_in_sent:
+        text = (
+            f"Message {e.id} ({e.message_id}) is in the Sent folder of {e.account_email}, so it did go out: "
+            "marked sent, and not sent again."
+        )
+    else:
+        text = f"Message {e.id} ({e.message_id}) sent."
+    return _send_outcome(args, e, data, text)
 
 
 def cmd_worker(app: App, args: argparse.Namespace) -> int:
@@ -272,7 +347,7 @@ def cmd_serve(app: App, args: argparse.Namespace) -> int:
     from waitress.server import create_server
 
     from providers.transport import is_loopback
-    from sync.metrics import SyncMetrics
+    from sync.metrics import SyncMetrics, serve
     from sync.worker import Worker
     from web import create_app
 
@@ -283,6 +358,9 @@ def cmd_serve(app: App, args: argparse.Namespace) -> int:
         server = create_server(flask_app, host=args.host, port=args.port, threads=8)
     except OSError as exc:
         raise CommandError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}.") from None
+    metrics = SyncMetrics()
+    if serve(app.config.metrics, app.sessions, metrics):  # [metrics] port, as `postroom worker` serves it
+        log.info("metrics on http://%s:%d/metrics", app.config.metrics.host, app.config.metrics.port)
     web = threading.Thread(target=server.run, name="postroom-web", daemon=True)
     web.start()
     if not is_loopback(args.host):
@@ -294,7 +372,7 @@ def cmd_serve(app: App, args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{server.effective_port}/"
     log.info("web app on %s (mailboxes connect at /connect/google and /connect/microsoft)", url)
     stopped = threading.Event()
-    worker = None if args.no_worker else Worker(app.config, app.sessions, sink=SyncMetrics())
+    worker = None if args.no_worker else Worker(app.config, app.sessions, sink=metrics)
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s; finishing the accounts in hand", signal.Signals(signum).name)
@@ -368,8 +446,14 @@ def cmd_celery_worker(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_celery_beat(app: App, args: argparse.Namespace) -> int:
+    from postroom.private_files import private_dir, tighten
+
     _flask_app, celery_app = _celery_app(app, args)
-    app.config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(app.config.data_dir)
+    for old in app.config.data_dir.glob("celerybeat-schedule*"):
+        tighten(old)
+    # the schedule's file names depend on the dbm module shelve picks: keep whatever beat creates private
+    os.umask(0o077)
     code = celery_app.start(
         [
             "beat",
@@ -385,6 +469,99 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds:.0f}s"
+
+
+def cmd_keys_rotate(app: App, args: argparse.Namespace) -> int:
+    from sync.key_rotation import rotate_secrets
+
+    done = rotate_secrets(app.config, app.sessions)
+    _print(
+        args,
+        done.as_json(),
+        f"Stored credentials: {len(done.resealed)} re-sealed under the current key, "
+        f"{len(done.current)} already sealed under it, {len(done.unreadable)} unreadable.",
+    )
+    if done.unreadable:
+        ids = ", ".join(map(str, done.unreadable))
+        raise CommandError(
+            f"{len(done.unreadable)} stored credentials (accounts {ids}) open with neither security.secret_key "
+            "nor security.previous_keys: add the key they were sealed under to security.previous_keys and run "
+            "'postroom keys rotate' again, or reconnect those accounts."
+        )
+    if done.busy:
+        ids = ", ".join(map(str, done.busy))
+        raise CommandError(f"Accounts {ids} changed on every attempt; run 'postroom keys rotate' again.")
+    return 0
+
+
+def cmd_quarantine_list(app: App, args: argparse.Namespace) -> int:
+    from sync.quarantine import list_quarantined
+
+    with app.sessions() as s:
+        items = list_quarantined(s, account_id=args.account)
+    if args.json:
+        _print(args, [i.as_json() for i in items], "")
+        return 0
+    if not items:
+        print("No quarantined messages.")
+    for i in items:
+        where = f"{i.folder} #{i.remote_id}"
+        print(
+            f"{i.id:>5}  account {i.account_id} ({i.account})  {where}  {i.message_id or '(no Message-ID)'}  "
+            f"{i.stage}  {i.at.strftime('%Y-%m-%d %H:%M:%S')}  {i.reason}"
+            + ("  [retry requested]" if i.retry_requested else "")
+        )
+    return 0
+
+
+def cmd_quarantine_retry(app: App, args: argparse.Namespace) -> int:
+    from sync.quarantine import list_quarantined, request_retry
+    from sync.scheduler import sync_account
+
+    with app.sessions.begin() as s:
+        before = [i for i in list_quarantined(s, account_id=args.account) if not args.ids or i.id in args.ids]
+        missing = sorted(set(args.ids) - {i.id for i in before})
+        if missing:
+            raise CommandError(f"No quarantined message with id {missing[0]}; see 'postroom quarantine list'.")
+        accounts = request_retry(s, account_id=args.account, ids=[i.id for i in before])
+    if not before:
+        _print(args, {"requested": 0, "still_quarantined": [], "accounts": []}, "No quarantined messages to retry.")
+        return 0
+    if args.no_sync:
+        _print(
+            args,
+            {"requested": len(before), "still_quarantined": None, "accounts": accounts},
+            f"{len(before)} message(s) will be retried by the next sync of account(s) "
+            + ", ".join(map(str, accounts))
+            + " (due now).",
+        )
+        return 0
+    results = [sync_account(app.config, app.sessions, a) for a in accounts]
+    asked = {(i.account_id, i.folder, i.remote_id) for i in before}
+    with app.sessions() as s:
+        still = [
+            i
+            for a in accounts
+            for i in list_quarantined(s, account_id=a)
+            if (i.account_id, i.folder, i.remote_id) in asked
+        ]
+    done = len(before) - len(still)
+    text = f"{len(before)} message(s) retried: {done} indexed or stored, {len(still)} still quarantined."
+    text += "".join(f"\n{i.id:>5}  {i.folder} #{i.remote_id}  {i.reason}" for i in still)
+    failed = [r for r in results if not r.ok]
+    text += "".join(f"\npostroom: warning: {r.summary()}" for r in failed)
+    _print(
+        args,
+        {
+            "requested": len(before),
+            "still_quarantined": [i.as_json() for i in still],
+            "accounts": [
+                {"account_id": r.account_id, "ok": r.ok, "status": r.status, "error": r.error} for r in results
+            ],
+        },
+        text,
+    )
+    return 1 if failed else 0
 
 
 def cmd_status(app: App, args: argparse.Namespace) -> int:
@@ -422,11 +599,16 @@ COMMANDS: dict[tuple[str, ...], Callable[[App, argparse.Namespace], int]] = {
     ("threads",): cmd_threads,
     ("history",): cmd_history,
     ("send",): cmd_send,
+    ("outbox", "list"): cmd_outbox_list,
+    ("outbox", "retry"): cmd_outbox_retry,
     ("worker",): cmd_worker,
     ("serve",): cmd_serve,
     ("celery", "worker"): cmd_celery_worker,
     ("celery", "beat"): cmd_celery_beat,
     ("status",): cmd_status,
+    ("quarantine", "list"): cmd_quarantine_list,
+    ("quarantine", "retry"): cmd_quarantine_retry,
+    ("keys", "rotate"): cmd_keys_rotate,
 }
 
 

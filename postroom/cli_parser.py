@@ -27,6 +27,25 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def _quarantine(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    qu = sub.add_parser("quarantine", help="messages set aside because they could not be indexed or stored")
+    _common(qu)
+    qusub = qu.add_subparsers(dest="quarantine_command", metavar="COMMAND", parser_class=Parser)
+    qusub.required = True
+    ls = qusub.add_parser("list", help="every quarantined message with the reason, oldest first")
+    _common(ls)
+    ls.add_argument("--account", type=int, metavar="ID", help="only this account's")
+    _json_flag(ls)
+    rt = qusub.add_parser(
+        "retry", help="try quarantined messages again (after an upgrade or a settings change), then sync their accounts"
+    )
+    _common(rt)
+    rt.add_argument("ids", type=int, nargs="*", metavar="ID", help="entries to retry (default: all)")
+    rt.add_argument("--account", type=int, metavar="ID", help="only this account's")
+    rt.add_argument("--no-sync", action="store_true", help="only mark them; the worker's next pass retries them")
+    _json_flag(rt)
+
+
 def build_parser() -> Parser:
     root = Parser(prog="postroom", description="Sync recruiters' mailboxes and keep applicants' email history.")
     _common(root)
@@ -144,6 +163,24 @@ def build_parser() -> Parser:
     se.add_argument("--in-reply-to", metavar="MSGID", help="Message-ID of the message answered")
     _json_flag(se)
 
+    ob = sub.add_parser("outbox", help="messages sent through Postroom and their state")
+    _common(ob)
+    obsub = ob.add_subparsers(dest="outbox_command", metavar="COMMAND", parser_class=Parser)
+    obsub.required = True
+    obl = obsub.add_parser("list", help="every outbox message, newest first, with its state and refused recipients")
+    _common(obl)
+    obl.add_argument("--status", choices=("queued", "sending", "sent", "uncertain", "failed"), help="only this state")
+    _json_flag(obl)
+    obr = obsub.add_parser(
+        "retry", help="send a queued or failed message now; an uncertain one is looked for in Sent first"
+    )
+    _common(obr)
+    obr.add_argument("id", type=int, metavar="ID", help="the outbox message (see 'postroom outbox list')")
+    obr.add_argument(
+        "--force", action="store_true", help="send an uncertain message again although it may already have gone out"
+    )
+    _json_flag(obr)
+
     wk = sub.add_parser("worker", help="sync every account every sync.interval until stopped")
     _common(wk)
 
@@ -176,4 +213,17 @@ def build_parser() -> Parser:
     st = sub.add_parser("status", help="per-account state, last successful sync, lag and last error")
     _common(st)
     _json_flag(st)
+
+    _quarantine(sub)
+
+    ke = sub.add_parser("keys", help="the key that encrypts stored credentials (docs/security.md)")
+    _common(ke)
+    kesub = ke.add_subparsers(dest="keys_command", metavar="COMMAND", parser_class=Parser)
+    kesub.required = True
+    rot = kesub.add_parser(
+        "rotate",
+        help="re-seal every stored credential under security.secret_key (old keys in security.previous_keys)",
+    )
+    _common(rot)
+    _json_flag(rot)
     return root

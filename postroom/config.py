@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from postroom.private_files import private_dir, tighten
+
 BODY_POLICIES = ("applicants", "all", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
@@ -45,6 +47,8 @@ class DatabaseConfig:
 @dataclass(frozen=True)
 class SecurityConfig:
     secret_key: str = field(repr=False)
+    # keys stored credentials may still be sealed under (readable, never used to seal); see docs/security.md
+    previous_keys: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class SyncConfig:
     lease_seconds: float = 600.0  # a worker's hold on an account; renewed while it syncs
     backoff_base: float = 30.0  # first retry after a transient failure
     backoff_max: float = 3600.0  # cap on the exponential backoff
+    max_message_size: int = 50 * 1024 * 1024  # bytes; larger bodies are not fetched or stored
+    body_chunk_bytes: int = 16 * 1024 * 1024  # bodies fetched together, by the sizes the index knows
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,14 @@ class CeleryConfig:
 class MetricsConfig:
     port: int = 0  # Prometheus metrics of a worker process; 0 = off
     host: str = "127.0.0.1"
+    token: str = field(default="", repr=False)  # if set, scrapes must send Authorization: Bearer <token>
+    web_endpoint: bool = True  # the web app's /metrics; off: metrics only on the workers' port
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    base_url: str = ""  # the address users open, e.g. https://postroom.example.com; "" = as the request says
+    trusted_proxies: int = 0  # reverse proxies in front of the web app whose X-Forwarded-* headers are trusted
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,7 @@ class MicrosoftConfig:
     graph_root: str = "https://graph.microsoft.com/v1.0"
     ca_file: str | None = None  # PEM of extra CAs to trust for the authority and Graph
     instance_discovery: bool = True  # msal's check of the authority host with Microsoft
+    allowed_tenants: tuple[str, ...] = ()  # tenant ids (lower-case GUIDs) that may connect; empty: any
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,35 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     google: GoogleConfig = field(default_factory=GoogleConfig)
     microsoft: MicrosoftConfig = field(default_factory=MicrosoftConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: str = "defaults"  # where the settings came from, for messages
+
+
+# password-like parameters in a query string or a libpq "key=value" string, quoted or not
+_SECRET_QUERY = re.compile(
+    r"(?i)((?:^|[?&;\s])(?:[\w.-]*pass(?:word|wd)?|pwd|[\w.-]*secret|[\w.-]*token)\s*=\s*)"  # the name
+    r"(?:'(?:[^'\\]|\\.)*'?|[^&;#\s]*)"  # the value
+)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for every message that shows a URL.
+
+    Works on URLs no parser accepts too (a missing ``//``, a bad port, an unescaped
+    ``/``, ``:`` or ``@`` in the password): if in doubt it hides more, never less. Query
+    parameters that carry a password (``?password=``, ``sslpassword=``, ...) are hidden."""
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")  # the userinfo runs to the last @, whatever the password holds
+    if sep:
+        colon = rest.find(":", 0, at)
+    else:  # "postgresql//bob:pw@db", "bob:pw@db": the password follows the first ":" of the last segment
+        scheme, rest, at = "", url, url.rfind("@")
+        colon = rest.find(":", rest.rfind("/", 0, at) + 1, at)
+        if colon < 0:
+            colon = rest.find(":", 0, at)
+    if at >= 0 and colon >= 0:
+        rest = f"{rest[: colon + 1]}***{rest[at:]}"
+    return scheme + sep + _SECRET_QUERY.sub(r"\1***", rest)
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -253,7 +296,77 @@ def _microsoft(doc: Mapping[str, Any], env: Mapping[str, str]) -> MicrosoftConfi
     if values["client_secret"] and not values["client_id"]:
         raise ConfigError("Setting microsoft.client_secret is set but microsoft.client_id is not; set both or neither.")
     values["instance_discovery"] = _get(m, "microsoft", "instance_discovery", bool, True)
+    values["allowed_tenants"] = _allowed_tenants(m, env, values["tenant"])
     return MicrosoftConfig(**values)
+
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _allowed_tenants(m: Mapping[str, Any], env: Mapping[str, str], tenant: str) -> tuple[str, ...]:
+    """``microsoft.allowed_tenants`` (or the comma-separated environment variable): tenant ids,
+    never domains, because the ID token names the user's tenant by its id (``tid``) only."""
+    where, items = "Setting microsoft.allowed_tenants", m.get("allowed_tenants", [])
+    if env.get("POSTROOM_MICROSOFT_ALLOWED_TENANTS"):
+        where = "Environment variable POSTROOM_MICROSOFT_ALLOWED_TENANTS"
+        items = [t.strip() for t in env["POSTROOM_MICROSOFT_ALLOWED_TENANTS"].split(",") if t.strip()]
+    if not isinstance(items, list):
+        raise ConfigError(f"Setting microsoft.allowed_tenants must be a list of tenant ids, not {items!r}.")
+    for item in items:
+        if not isinstance(item, str) or not _GUID.fullmatch(item):
+            raise ConfigError(
+                f"{where} must list tenant ids (GUIDs such as aaaabbbb-0000-cccc-1111-dddd2222eeee), not {item!r}."
+            )
+    allowed = tuple(dict.fromkeys(t.lower() for t in items))
+    if allowed and _GUID.fullmatch(tenant) and tenant.lower() not in allowed:
+        raise ConfigError(
+            f"Setting microsoft.allowed_tenants leaves out microsoft.tenant {tenant}, so nobody could connect."
+        )
+    return allowed
+
+
+def _previous_keys(sec: Mapping[str, Any], env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """``security.previous_keys`` (or comma-separated ``POSTROOM_PREVIOUS_SECRET_KEYS``): keys
+    credentials may still be sealed under while ``postroom keys rotate`` re-seals them."""
+    where, items = "Setting security.previous_keys", sec.get("previous_keys", [])
+    if env.get("POSTROOM_PREVIOUS_SECRET_KEYS"):
+        where = "Environment variable POSTROOM_PREVIOUS_SECRET_KEYS"
+        items = [k.strip() for k in env["POSTROOM_PREVIOUS_SECRET_KEYS"].split(",") if k.strip()]
+    if not isinstance(items, list) or not all(isinstance(k, str) and len(k) >= 16 for k in items):
+        raise ConfigError(f"{where} must be a list of keys, each at least 16 characters long.")
+    return tuple(k for k in dict.fromkeys(items) if k != key)
+
+
+def _web(doc: Mapping[str, Any], env: Mapping[str, str]) -> WebConfig:
+    w = _section(doc, "web")
+    base_url = env.get("POSTROOM_BASE_URL") or _get(w, "web", "base_url", str, "")
+    if base_url:
+        parts = urlsplit(base_url)
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if (
+            parts.scheme not in ("https", "http")
+            or not parts.hostname
+            or not port_ok
+            or parts.username is not None
+            or parts.path.strip("/")
+            or parts.query
+            or parts.fragment
+        ):
+            raise ConfigError(
+                "Setting web.base_url must be the address users open, such as https://postroom.example.com "
+                f"(scheme, host and port only), not {redact_url(base_url)!r}."
+            )
+        base_url = f"{parts.scheme}://{parts.netloc}"
+    proxies = _get(w, "web", "trusted_proxies", int, 0)
+    if not 0 <= proxies <= 10:
+        raise ConfigError(
+            "Setting web.trusted_proxies must be the number of reverse proxies in front of Postroom "
+            f"(0 to 10), not {proxies}."
+        )
+    return WebConfig(base_url=base_url, trusted_proxies=proxies)
 
 
 def load_secret_key(data_dir: Path) -> str:
@@ -262,10 +375,11 @@ def load_secret_key(data_dir: Path) -> str:
     try:
         key = path.read_text().strip()
         if key:
+            tighten(path)  # a copy restored from a backup may have lost its mode
             return key
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -302,6 +416,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         "metrics",
         "google",
         "microsoft",
+        "web",
     }
     unknown = sorted(set(doc) - known)
     if unknown:
@@ -310,6 +425,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     data_dir = Path(_get(doc, "top level", "data_dir", str, "") or default_data_dir(env)).expanduser()
     if env.get("POSTROOM_DATA_DIR"):
         data_dir = Path(env["POSTROOM_DATA_DIR"]).expanduser()
+    elif not doc.get("data_dir") and data_dir.is_dir():
+        tighten(data_dir)  # the default location is Postroom's own; older versions made it group-readable
 
     db = _section(doc, "database")
     url = env.get("POSTROOM_DATABASE_URL") or _get(db, "database", "url", str, "")
@@ -317,7 +434,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         url = f"sqlite:///{data_dir / 'postroom.db'}"
     if "://" not in url:
         raise ConfigError(
-            f"Setting database.url must be a URL such as sqlite:///path or postgresql://host/db, not {url!r}."
+            "Setting database.url must be a URL such as sqlite:///path or postgresql://host/db, "
+            f"not {redact_url(url)!r}."
         )
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is the driver we ship
@@ -334,6 +452,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         key = load_secret_key(data_dir)
     if len(key) < 16:
         raise ConfigError("Setting security.secret_key must be at least 16 characters long.")
+    previous_keys = _previous_keys(sec, env, key)
 
     s = _section(doc, "sync")
     interval = _float_env(env, "POSTROOM_SYNC_INTERVAL", _get(s, "sync", "interval", float, 120.0))
@@ -353,6 +472,14 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     if not 0 < backoff_base <= backoff_max:
         raise ConfigError("Setting sync.backoff_base must be positive and at most sync.backoff_max.")
     lease = _get(s, "sync", "lease_seconds", float, 600.0)
+    max_size = _get(s, "sync", "max_message_size", int, SyncConfig.max_message_size)
+    if not 1024 <= max_size <= 2**40:
+        raise ConfigError(f"Setting sync.max_message_size must be a number of bytes of at least 1024, not {max_size}.")
+    chunk_bytes = _get(s, "sync", "body_chunk_bytes", int, SyncConfig.body_chunk_bytes)
+    if not 1024 <= chunk_bytes <= 2**36:
+        raise ConfigError(
+            f"Setting sync.body_chunk_bytes must be a number of bytes of at least 1024, not {chunk_bytes}."
+        )
     if lease < 10:
         raise ConfigError(f"Setting sync.lease_seconds must be at least 10, not {lease:g}.")
     sync = SyncConfig(
@@ -365,12 +492,16 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         lease_seconds=lease,
         backoff_base=backoff_base,
         backoff_max=backoff_max,
+        max_message_size=max_size,
+        body_chunk_bytes=chunk_bytes,
     )
 
     cel = _section(doc, "celery")
     broker = env.get("POSTROOM_BROKER_URL") or _get(cel, "celery", "broker_url", str, CeleryConfig.broker_url)
     if "://" not in broker:
-        raise ConfigError(f"Setting celery.broker_url must be a URL such as redis://host:6379/0, not {broker!r}.")
+        raise ConfigError(
+            f"Setting celery.broker_url must be a URL such as redis://host:6379/0, not {redact_url(broker)!r}."
+        )
     celery_cfg = CeleryConfig(
         broker_url=broker, dispatch_interval=_get(cel, "celery", "dispatch_interval", float, 15.0)
     )
@@ -385,7 +516,18 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         ) from None
     if not 0 <= port < 65536:
         raise ConfigError(f"Setting metrics.port must be between 0 and 65535, not {port}.")
-    metrics_cfg = MetricsConfig(port=port, host=_get(met, "metrics", "host", str, "127.0.0.1"))
+    token = env.get("POSTROOM_METRICS_TOKEN") or _get(met, "metrics", "token", str, "")
+    if token and not re.fullmatch(r"[!-~]{16,}", token):
+        raise ConfigError(
+            "Setting metrics.token must be at least 16 characters with no spaces "
+            "(generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')."
+        )
+    metrics_cfg = MetricsConfig(
+        port=port,
+        host=_get(met, "metrics", "host", str, "127.0.0.1"),
+        token=token,
+        web_endpoint=_get(met, "metrics", "web_endpoint", bool, True),
+    )
 
     st = _section(doc, "storage")
     blob_dir = Path(_get(st, "storage", "blob_dir", str, "") or data_dir / "blobs").expanduser()
@@ -411,7 +553,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     return Config(
         data_dir=data_dir,
         database=database,
-        security=SecurityConfig(secret_key=key),
+        security=SecurityConfig(secret_key=key, previous_keys=previous_keys),
         sync=sync,
         storage=StorageConfig(blob_dir=blob_dir),
         logging=logging_cfg,
@@ -420,5 +562,6 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         metrics=metrics_cfg,
         google=_google(doc, env),
         microsoft=_microsoft(doc, env),
+        web=_web(doc, env),
         source=source,
     )

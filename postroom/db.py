@@ -8,6 +8,7 @@ transaction across network I/O.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DataError,
@@ -30,7 +31,8 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from postroom.config import DatabaseConfig
+from postroom.config import DatabaseConfig, redact_url
+from postroom.private_files import private_dir, private_file, tighten
 
 # migrations/ sits beside this package, both in a checkout and when installed.
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -40,14 +42,28 @@ class DatabaseError(Exception):
     """The database cannot be reached or is not at the expected schema version."""
 
 
-def driver_message(exc: OperationalError) -> str:
-    """The driver's reason on one line (psycopg's messages span several)."""
-    return " ".join(line.strip() for line in str(exc.orig).splitlines() if line.strip()).rstrip(".")
+def driver_message(exc: DBAPIError, url: URL | None = None) -> str:
+    """The driver's reason on one line (psycopg's messages span several), never showing
+    the password of ``url`` should the driver quote it."""
+    text = " ".join(line.strip() for line in str(exc.orig).splitlines() if line.strip()).rstrip(".")
+    if url is not None and url.password and len(str(url.password)) >= 4:
+        text = text.replace(str(url.password), "***")
+    return text
 
 
-def unreachable(engine: Engine, exc: OperationalError) -> DatabaseError:
-    url = engine.url.render_as_string(hide_password=True)
-    return DatabaseError(f"Cannot reach the database at {url}: {driver_message(exc)}.")
+def shown_url(url: URL | str) -> str:
+    """A database URL as messages show it: the password (in the userinfo or the query) masked."""
+    return redact_url(url.render_as_string(hide_password=False) if isinstance(url, URL) else url)
+
+
+def cannot_connect(exc: DBAPIError) -> bool:
+    """Whether ``exc`` came from opening a connection (refused, unknown host, a connection
+    option libpq rejects) rather than from a statement."""
+    return isinstance(exc, OperationalError) or exc.statement is None
+
+
+def unreachable(engine: Engine, exc: DBAPIError) -> DatabaseError:
+    return DatabaseError(f"Cannot reach the database at {shown_url(engine.url)}: {driver_message(exc, engine.url)}.")
 
 
 # PostgreSQL SQLSTATE classes that mean "this data", not "the database": data exceptions
@@ -76,23 +92,49 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def make_engine(cfg: DatabaseConfig) -> Engine:
-    url = cfg.url
+    not_usable = f"Setting database.url is not a database URL Postroom can use: {shown_url(cfg.url)!r}."
+    try:
+        url = make_url(cfg.url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise DatabaseError(not_usable) from None
     # hide_parameters: errors and echoed statements never show bound values (message content)
     kwargs: dict[str, Any] = {"echo": cfg.echo, "future": True, "hide_parameters": True}
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    path = None
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            url = url.set(database=os.path.expanduser(url.database))
+            path = Path(str(url.database))
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
     try:
         engine = create_engine(url, **kwargs)
-    except (ArgumentError, NoSuchModuleError):
-        raise DatabaseError(f"Setting database.url is not a database URL Postroom can use: {url!r}.") from None
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        raise DatabaseError(not_usable) from None
+    except ImportError as exc:  # a dialect SQLAlchemy knows, whose driver is not installed
+        raise DatabaseError(
+            f"Setting database.url needs the driver {exc.name or 'module'}, which is not installed: "
+            f"{shown_url(cfg.url)!r} (Postroom ships the drivers for sqlite:/// and postgresql:// URLs)."
+        ) from None
+    if path is not None:
+        try:
+            private_sqlite(path)
+        except OSError as exc:
+            raise DatabaseError(f"Cannot create the database {path}: {exc.strerror or exc}.") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def private_sqlite(path: Path) -> None:
+    """Create the SQLite file 0600 before SQLite does (it gives its -wal and -shm files the
+    database file's mode), in a 0700 directory if the directory is new; an existing
+    database and its -wal/-shm/-journal files lose any group or other access. An existing
+    directory keeps its mode: it may be a home directory or another that is not Postroom's."""
+    private_dir(path.parent)
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten(Path(f"{path}{suffix}"))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -119,7 +161,9 @@ def upgrade(engine: Engine) -> str:
     """Bring the schema to the newest migration; returns the revision now applied."""
     try:
         command.upgrade(alembic_config(engine), "head")
-    except OperationalError as exc:
+    except DBAPIError as exc:
+        if not cannot_connect(exc):
+            raise
         raise unreachable(engine, exc) from None
     return current_revision(engine) or ""
 
@@ -134,7 +178,9 @@ def check_schema(engine: Engine) -> None:
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     try:
         rev = current_revision(engine)
-    except OperationalError as exc:
+    except DBAPIError as exc:
+        if not cannot_connect(exc):
+            raise
         raise unreachable(engine, exc) from None
     if rev != head:
         raise DatabaseError("The database schema is not up to date; run 'postroom db upgrade' first.")

@@ -10,11 +10,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 
 from postroom.config import LoggingConfig
 
 SUMMARY_LIMIT = 300
+
+
+def where(exc: BaseException) -> str:
+    """The traceback of ``exc`` without its message (which may quote content or SQL
+    parameters): enough to find a bug, nothing to leak."""
+    return "Traceback (most recent call last):\n" + "".join(traceback.format_tb(exc.__traceback__)).rstrip()
 
 
 def error_summary(exc: BaseException) -> str:

@@ -309,7 +309,16 @@ class OutboxMessage(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (UniqueConstraint("account_id", "message_id"),)
+    __table_args__ = (
+        UniqueConstraint("account_id", "message_id"),
+        # the worker's one query per pass reads only the rows not settled yet (migration 0006)
+        Index(
+            "ix_outbox_open",
+            "account_id",
+            sqlite_where=text("status IN ('queued', 'sending', 'uncertain')"),
+            postgresql_where=text("status IN ('queued', 'sending', 'uncertain')"),
+        ),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("mail_accounts.id", ondelete="CASCADE"), index=True)
     message_id: Mapped[str] = mapped_column(String(1000))

@@ -191,7 +191,18 @@ class MailProvider(Protocol):
         ...
 
     def send(self, message: OutgoingMessage) -> SendResult:
-        """Submit the message to its recipients."""
+        """Submit the message to its recipients. Raises :class:`SendError` when the server
+        refused it for good, :class:`SendUncertain` when the failure came after the server
+        may have accepted it (never resend those without :meth:`find_sent` first), and
+        :class:`TransientError` when it is safe to try again."""
+        ...
+
+    def find_sent(self, message_id: str) -> str | None:
+        """The remote id of a message with this exact Message-ID in the folder where the
+        provider files sent mail (IMAP: the Sent folder; Gmail: label SENT; Graph and EWS:
+        Sent Items), or None if there is none, e.g. ``provider.find_sent("<3f2b@mail.example.com>")``
+        -> ``"4711"``. Used to settle a send that ended :class:`SendUncertain`; not finding
+        the message is no proof that it was not sent."""
         ...
 
     def store_sent_copy(self, raw: bytes, flags: frozenset[str] = frozenset({"\\Seen"})) -> str | None:

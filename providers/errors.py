@@ -51,7 +51,23 @@ class SendError(ProviderError):
         self.rejected = dict(rejected or {})
 
 
+class SendUncertain(ProviderError):
+    """A send failed after the server may already have accepted the message: the
+    connection dropped or timed out once the whole message had been handed over (SMTP
+    after the DATA body; a REST send whose request was written but whose answer was a
+    5xx, a read timeout or a closed connection). The message may have gone out, so it
+    must not be sent again automatically: look for its Message-ID in Sent first
+    (:meth:`providers.base.MailProvider.find_sent`). Failures before the server could
+    have taken the message are :class:`TransientError` and are safe to retry."""
+
+
 class ProtocolError(ProviderError):
     """The server answered something the backend could not understand, for one
-    request or one message. The engine quarantines the message concerned and
-    carries on with the rest of the folder."""
+    request or one message. The engine narrows a failed batch down to the message(s)
+    concerned, quarantines them and carries on with the rest of the folder
+    (sync.isolation). ``remote_id`` names the message when the backend knows it
+    (one failed part of a Gmail or Graph batch)."""
+
+    def __init__(self, message: str, remote_id: str | None = None) -> None:
+        super().__init__(message)
+        self.remote_id = remote_id

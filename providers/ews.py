@@ -68,11 +68,13 @@ from exchangelib import (
 )
 from exchangelib import errors as ews_errors
 from exchangelib.folders import DeletedItems, Drafts, Inbox, JunkEmail, MsgFolderRoot, Outbox, Root, SentItems
-from exchangelib.properties import FolderId, ItemId
+from exchangelib.properties import DistinguishedFolderId, FolderId, ItemId, Mailbox
 from exchangelib.protocol import BaseProtocol, Protocol
+from exchangelib.restriction import Q, Restriction
 from exchangelib.services import (
     CreateItem,
     DeleteItem,
+    FindItem,
     GetFolder,
     GetItem,
     MoveItem,
@@ -99,11 +101,12 @@ from providers.errors import (
     ProtocolError,
     ProviderError,
     SendError,
+    SendUncertain,
     TransientError,
 )
 from providers.ews_oauth import EWS_SCOPES, BearerCredentials, RefreshOn401
 from providers.microsoft_tokens import MicrosoftTokens
-from providers.transport import ConfigurationError
+from providers.transport import ConfigurationError, request_may_have_arrived
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com/organizations"
 DEFAULT_BUILD = "15.1.2507.6"  # Exchange 2016 CU: SyncFolderItems, MIME sends in one CreateItem
@@ -325,16 +328,7 @@ class EwsProvider:
             raise FolderNotFound(f"{who}: {exc}") from exc
         except (ews_errors.UnauthorizedError, ews_errors.ErrorAccessDenied, ews_errors.ErrorNonExistentMailbox) as exc:
             raise AuthError(f"{who}: {exc}") from exc
-        except (
-            ews_errors.RateLimitError,
-            ews_errors.ErrorInternalServerTransientError,
-            ews_errors.ErrorTimeoutExpired,
-            ews_errors.ErrorMailboxStoreUnavailable,
-            ews_errors.ErrorMailboxMoveInProgress,
-            ews_errors.ErrorTooManyObjectsOpened,
-            requests.exceptions.ConnectionError,
-            requests.exceptions.Timeout,
-        ) as exc:
+        except _TRANSIENT as exc:
             raise TransientError(f"{who}: {exc}") from exc
         except (ews_errors.EWSError, requests.exceptions.RequestException) as exc:
             raise ProtocolError(f"{who}: {exc.__class__.__name__}: {exc}") from exc
@@ -429,9 +423,13 @@ class EwsProvider:
         fields = ews_sync.field_paths(names)
         with self._translate("GetItem"):
             svc = GetItem(account=acc, chunk_size=batch)
-            for item in svc.call(items=[ItemId(id=i) for i in ids], additional_fields=fields, shape="IdOnly"):
+            answers = svc.call(items=[ItemId(id=i) for i in ids], additional_fields=fields, shape="IdOnly")
+            for rid, item in zip(ids, answers, strict=False):  # answers come in the order asked
                 if isinstance(item, ews_errors.ErrorItemNotFound):
                     continue
+                if isinstance(item, Exception) and not isinstance(item, _TRANSIENT):
+                    who = f"EWS {self._settings.email} GetItem"
+                    raise ProtocolError(f"{who}: {item.__class__.__name__}: {item}", remote_id=rid) from item
                 if isinstance(item, Exception):
                     raise item
                 yield item
@@ -461,6 +459,11 @@ class EwsProvider:
                 )
             except (ews_errors.ErrorInvalidRecipients, ews_errors.ErrorMessageSizeExceeded) as exc:
                 raise SendError(f"EWS {self._settings.email} refused the message: {exc}") from exc
+            except Exception as exc:
+                if disposition != "SaveOnly" and _may_have_sent(exc):
+                    text = f"EWS {self._settings.email} CreateItem {disposition}: no clear answer after the request"
+                    raise SendUncertain(f"{text} was sent: {exc.__class__.__name__}: {exc}") from exc
+                raise
             for result in results:
                 if isinstance(result, Exception):
                     raise result
@@ -468,9 +471,36 @@ class EwsProvider:
 
     def send(self, message: OutgoingMessage) -> SendResult:
         """CreateItem SendAndSaveCopy with our MIME as it is (Message-ID, In-Reply-To, References
-        kept); Exchange files the copy in Sent Items itself."""
+        kept); Exchange files the copy in Sent Items itself. A server error, a read timeout or a
+        connection lost once the request was written is :class:`SendUncertain`."""
         self._create(Message(account=self._acc(), mime_content=message.raw), "SendAndSaveCopy", "sentitems")
         return SendResult(message_id=message.message_id, sent_copy_stored=True)
+
+    def find_sent(self, message_id: str) -> str | None:
+        """FindItem in Sent Items restricted to ``message:InternetMessageId`` = ``message_id``."""
+        acc = self._acc()
+        sent = SentItems(root=Root(account=acc))  # resolves the restriction's field name only:
+        # FindItem keys its paging by folder, and an unresolved folder's hash changes during the call
+        where = DistinguishedFolderId(id="sentitems", mailbox=Mailbox(email_address=acc.primary_smtp_address))
+        restriction = Restriction(Q(message_id=message_id), folders=[sent], applies_to=Restriction.ITEMS)
+        with self._translate("FindItem"):
+            found = FindItem(account=acc, page_size=1).call(
+                folders=[where],
+                additional_fields=None,
+                restriction=restriction,
+                order_fields=None,
+                shape="IdOnly",
+                query_string=None,
+                depth="Shallow",
+                calendar_view=None,
+                max_items=1,
+                offset=0,
+            )
+            for item in found:
+                if isinstance(item, Exception):
+                    raise item
+                return str(item[0])
+        return None
 
     def send_without_copy(self, message: OutgoingMessage) -> SendResult:
         """CreateItem SendOnly: delivered, with no copy in Sent Items (see :meth:`store_sent_copy`)."""
@@ -520,6 +550,40 @@ class EwsProvider:
             for result in results:
                 if isinstance(result, Exception) and not isinstance(result, ews_errors.ErrorItemNotFound):
                     raise result
+
+
+def _may_have_sent(exc: BaseException) -> bool:
+    """Whether a failed send request may have been acted on: a server error, or a connection
+    that failed after the request was written. Throttling (ErrorServerBusy with a back-off)
+    and failing to connect are answered before Exchange does anything."""
+    if isinstance(exc, ews_errors.ErrorServerBusy):
+        # Exchange's own throttling answer comes alone; exchangelib also reports server errors and
+        # timeouts as ErrorServerBusy, raised while handling them, and a non-200 answer that
+        # closed the connection as "Caused by closed connection"
+        if exc.__context__ is not None and exc.__context__ is not exc:
+            return _may_have_sent(exc.__context__)
+        return "closed connection" in str(exc)
+    if isinstance(exc, ews_errors.ErrorTimeoutExpired | requests.RequestException):
+        return request_may_have_arrived(exc)
+    return isinstance(
+        exc,
+        ews_errors.ErrorInternalServerError
+        | ews_errors.ErrorInternalServerTransientError
+        | ews_errors.MalformedResponseError,
+    )
+
+
+_TRANSIENT = (
+    ews_errors.ErrorServerBusy,
+    ews_errors.RateLimitError,
+    ews_errors.ErrorInternalServerTransientError,
+    ews_errors.ErrorTimeoutExpired,
+    ews_errors.ErrorMailboxStoreUnavailable,
+    ews_errors.ErrorMailboxMoveInProgress,
+    ews_errors.ErrorTooManyObjectsOpened,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+)
 
 
 def _under(folder_id: str, top: str | None, parents: dict[str, str | None]) -> bool:

@@ -47,7 +47,7 @@ from providers.base import (
     SendResult,
 )
 from providers.errors import CursorInvalidError, FolderNotFound, ProtocolError, SendError
-from providers.gmail_calls import GmailCalls, fresh_discovery
+from providers.gmail_calls import GmailCalls, SendOnceHttp, fresh_discovery
 from providers.transport import ConfigurationError
 
 DEFAULT_API_ROOT = "https://gmail.googleapis.com/"
@@ -114,7 +114,7 @@ class GmailProvider:
         self._settings = settings
         self._api_root = str(opts.get("api_root") or DEFAULT_API_ROOT).rstrip("/") + "/"
         self._token_uri = str(opts.get("token_uri") or DEFAULT_TOKEN_URI)
-        self._http_factory = http_factory or (lambda: httplib2.Http(timeout=settings.timeout))
+        self._http_factory = http_factory or (lambda: SendOnceHttp(timeout=settings.timeout))
         self._retry_budget = float(opts.get("retry_budget", 60.0))
         self._max_retries = int(opts.get("max_retries", 5))
         self._retry_base = float(opts.get("retry_base", 1.0))
@@ -282,7 +282,8 @@ class GmailProvider:
 
     # ------------------------------------------------------------ writing
     def send(self, message: OutgoingMessage) -> SendResult:
-        """messages.send; Gmail files its own copy in SENT. A reply names its thread."""
+        """messages.send; Gmail files its own copy in SENT. A reply names its thread. A 5xx
+        or a connection lost after the request was written is :class:`SendUncertain`."""
         api = self._api()
         body: dict[str, Any] = {"raw": _b64url(message.raw)}
         if message.thread_hint:
@@ -292,6 +293,16 @@ class GmailProvider:
         except ProtocolError as exc:
             raise SendError(f"Gmail {self._settings.email} refused the message: {exc}") from exc
         return SendResult(message_id=message.message_id, provider_id=answer.get("id"), sent_copy_stored=True)
+
+    def find_sent(self, message_id: str) -> str | None:
+        """messages.list on label SENT with ``q=rfc822msgid:<id>`` (trash and spam included:
+        a sent copy the user has since deleted still shows that it went out)."""
+        api = self._api()
+        request = api.messages.list(
+            userId="me", labelIds=["SENT"], q=f"rfc822msgid:{message_id}", includeSpamTrash=True, maxResults=10
+        )
+        found = api.execute(request, "messages.list").get("messages") or []
+        return str(found[0]["id"]) if found else None
 
     def store_sent_copy(self, raw: bytes, flags: frozenset[str] = frozenset({"\\Seen"})) -> str | None:
         """messages.insert into SENT (dated by its Date header); returns the Gmail id."""

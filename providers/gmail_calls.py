@@ -13,6 +13,8 @@ limit (missing scope, domain policy)
                                                             :class:`TransientError` (``retry_after`` set)
 404                                                         the caller's ``not_found`` class
                                                             (batches: the id is left out)
+one batch part keeps failing (4xx, or 5xx after every       :class:`ProtocolError` naming the part
+retry while the other parts were answered)                  (``remote_id``), so only it is quarantined
 400 and anything else                                       :class:`ProtocolError`
 ==========================================================  =====================================
 
@@ -20,14 +22,19 @@ Backoff for attempt n is ``base * 2**n`` capped at 32 s, or the server's
 Retry-After when longer; a call gives up once its total sleep would pass the
 budget. Sends are not retried on 5xx or connection errors (the message may have
 gone out); they are on 429/403 rate limits, which Gmail answers before doing
-anything.
+anything. A call that is not safe to repeat (``idempotent=False``: messages.send,
+messages.insert) raises :class:`SendUncertain` for a 5xx or for a connection that
+failed after the request was written (see :class:`SendOnceHttp`), and
+:class:`TransientError` for failures before anything reached Gmail.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache, cached_property
 from typing import Any
 
@@ -35,7 +42,7 @@ import google.auth.exceptions
 import httplib2
 from googleapiclient.errors import HttpError
 
-from providers.errors import AuthError, ProtocolError, ProviderError, TransientError
+from providers.errors import AuthError, ProtocolError, ProviderError, SendUncertain, TransientError
 
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 MAX_BACKOFF = 32.0
@@ -62,6 +69,61 @@ def fresh_discovery() -> dict[str, Any]:
     writes into it). Parsing the cached text is ~2.5x faster than a deepcopy."""
     doc: dict[str, Any] = json.loads(_discovery_text())
     return doc
+
+
+class AnswerLost(httplib2.HttpLib2Error):
+    """The request was written in full, then the connection failed before an answer came."""
+
+
+class SendOnceHttp(httplib2.Http):  # type: ignore[misc]
+    """``httplib2.Http`` that can be told to write each request exactly once.
+
+    httplib2 writes a request a second time when the connection fails before the answer
+    on the first try (it takes that for a keep-alive connection the server had closed).
+    For ``messages.send`` that second write is a second copy of the mail. Inside
+    :meth:`single_attempt` each request goes out once, on a fresh connection; a failure
+    after it was written raises :class:`AnswerLost`, one before propagates unchanged
+    (nothing reached the server, so trying again later is safe).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._single = False
+
+    @contextmanager
+    def single_attempt(self) -> Iterator[None]:
+        before, self._single = self._single, True
+        try:
+            yield
+        finally:
+            self._single = before
+
+    def _conn_request(self, conn: Any, request_uri: str, method: str, body: Any, headers: Any) -> Any:
+        if not self._single:
+            return super()._conn_request(conn, request_uri, method, body, headers)
+        conn.close()  # a fresh connection: a failure cannot be a keep-alive one the server had closed
+        written: list[bool] = []
+        write = conn.request
+
+        def write_once(*args: Any, **kwargs: Any) -> None:
+            if written:
+                raise AnswerLost("the connection failed after the request was written; not writing it again")
+            write(*args, **kwargs)
+            written.append(True)
+
+        conn.request = write_once
+        try:
+            return super()._conn_request(conn, request_uri, method, body, headers)
+        except AnswerLost:
+            conn.close()
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            if not written:
+                raise
+            conn.close()
+            raise AnswerLost(f"the connection failed after the request was written: {exc!r}") from exc
+        finally:
+            del conn.request
 
 
 def _reasons(exc: HttpError) -> set[str]:
@@ -99,6 +161,7 @@ class GmailCalls:
     ) -> None:
         self.users = service.users()
         self._service, self._http, self._where = service, http, where
+        self._answered = False  # some call of this provider got an answer: the server is up
         self._budget, self._max_retries, self._base, self._sleep = budget, max_retries, base, sleep
 
     @cached_property
@@ -134,6 +197,17 @@ class GmailCalls:
             return TransientError(f"{self._where}: {what} failed: {exc!r}")
         return ProtocolError(f"{self._where}: {what} failed: {exc!r}")
 
+    def _uncertain(self, exc: Exception, what: str) -> SendUncertain | None:
+        """For a call that is not safe to repeat: the error if Gmail may have acted on it."""
+        if isinstance(exc, HttpError) and exc.status_code >= 500:
+            return SendUncertain(f"{self._where}: {what} answered {exc.status_code} {exc.reason}")
+        if isinstance(exc, AnswerLost):
+            return SendUncertain(f"{self._where}: {what}: {exc}")
+        unguarded = not isinstance(getattr(self._http, "http", None), SendOnceHttp)
+        if unguarded and isinstance(exc, OSError | httplib2.HttpLib2Error | google.auth.exceptions.TransportError):
+            return SendUncertain(f"{self._where}: {what} failed: {exc!r}")  # cannot tell when it failed
+        return None
+
     def _retryable(self, err: ProviderError, exc: Exception, idempotent: bool) -> bool:
         if not isinstance(err, TransientError):
             return False
@@ -161,8 +235,17 @@ class GmailCalls:
         attempt, waited = 0, 0.0
         while True:
             try:
-                return request.execute()
+                if idempotent or not isinstance(getattr(self._http, "http", None), SendOnceHttp):
+                    answer = request.execute()
+                else:
+                    with self._http.http.single_attempt():
+                        answer = request.execute()
+                self._answered = True
+                return answer
             except (HttpError, google.auth.exceptions.GoogleAuthError, OSError, httplib2.HttpLib2Error) as exc:
+                uncertain = None if idempotent else self._uncertain(exc, what)
+                if uncertain is not None:
+                    raise uncertain from exc
                 err = self.translate(exc, what, not_found)
                 delay = None
                 if self._retryable(err, exc, idempotent):
@@ -182,6 +265,7 @@ class GmailCalls:
         pending = dict(requests)
         results: dict[str, Any] = {}
         attempt, waited = 0, 0.0
+        rate_limited = False  # some part was throttled: the account backs off, no message is at fault
         while pending:
             outcomes: dict[str, tuple[Any, Exception | None]] = {}
             batch = self._service.new_batch_http_request(callback=_collector(outcomes))
@@ -198,29 +282,44 @@ class GmailCalls:
                 if not isinstance(err, TransientError):
                     raise err from exc
                 retry, retry_after, last = dict(pending), err.retry_after, err
+                rate_limited = True  # the whole batch failed: nothing says a message is at fault
             else:
                 for i, key in enumerate(keys):
                     response, exception = outcomes.get(str(i), (None, ProtocolError("no answer in the batch")))
                     if exception is None:
                         results[key] = response
+                        self._answered = True
                         continue
                     err = self.translate(exception, f"{what} {key}")
                     if isinstance(exception, HttpError) and exception.status_code == 404:
                         continue  # vanished meanwhile: skipped, as the contract says
                     if not isinstance(err, TransientError):
+                        if isinstance(err, ProtocolError):
+                            err.remote_id = key  # this part, not the batch: the engine quarantines it
                         raise err from exception
                     retry[key] = pending[key]
                     last = err
+                    rate_limited = rate_limited or _rate_limited(exception)
                     retry_after = max(retry_after or 0.0, err.retry_after or 0.0) or None
             if not retry:
                 break
             delay = self._wait(attempt, waited, retry_after)
             if delay is None:
                 assert last is not None
+                if (len(retry) < len(requests) or (len(requests) == 1 and self._answered)) and not rate_limited:
+                    # the others (or this pass's other calls) were answered; these parts keep failing
+                    # with a server error of their own (Gmail does, for a message it cannot read)
+                    raise ProtocolError(f"{last} (every retry)", remote_id=next(iter(retry)))
                 raise TransientError(f"{last} ({len(retry)} of {len(requests)} calls)", retry_after=retry_after)
             self._sleep(delay)
             attempt, waited, pending = attempt + 1, waited + delay, retry
         return results
+
+
+def _rate_limited(exc: Exception) -> bool:
+    return isinstance(exc, HttpError) and (
+        exc.status_code == 429 or (exc.status_code == 403 and bool(_reasons(exc) & RATE_LIMIT_REASONS))
+    )
 
 
 def _collector(outcomes: dict[str, tuple[Any, Exception | None]]) -> Callable[[str, Any, Exception | None], None]:

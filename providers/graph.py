@@ -246,13 +246,17 @@ class GraphProvider:
                 )
             except FolderNotFound:
                 continue  # vanished meanwhile
+            except ProtocolError as exc:
+                exc.remote_id = rid  # this message: the engine quarantines it and keeps the others
+                raise
             bodies[rid] = resp.content
         return bodies
 
     # ------------------------------------------------------------ writing
     def send(self, message: OutgoingMessage) -> SendResult:
         """sendMail with the MIME as it is (our Message-ID, In-Reply-To, References); Graph
-        files the copy in Sent Items itself (a MIME sendMail always does)."""
+        files the copy in Sent Items itself (a MIME sendMail always does). A 5xx, a read
+        timeout or a connection lost after the request was written is :class:`SendUncertain`."""
         api = self._api()
         try:
             api.request(
@@ -266,6 +270,15 @@ class GraphProvider:
         except ProtocolError as exc:
             raise SendError(f"Graph {self._settings.email} refused the message: {exc}") from exc
         return SendResult(message_id=message.message_id, sent_copy_stored=True)
+
+    def find_sent(self, message_id: str) -> str | None:
+        """The Sent Items message whose ``internetMessageId`` is ``message_id`` (an OData
+        ``$filter`` on that folder; quotes in the id doubled, the filter percent-encoded)."""
+        literal = message_id.replace("'", "''")
+        query = "$filter=" + quote(f"internetMessageId eq '{literal}'", safe="") + "&$select=id&$top=1"
+        answer = self._api().json("GET", f"/me/mailFolders/sentitems/messages?{query}", "messages.list")
+        found = answer.get("value") or []
+        return str(found[0]["id"]) if found else None
 
     def send_without_copy(self, message: OutgoingMessage) -> SendResult:
         """Send the MIME as it is without a copy in Sent Items: a draft created from the MIME,

@@ -15,12 +15,17 @@ calls that are safe to repeat)                          honouring Retry-After, t
                                                         (batches: the id is left out)
 410 (``SyncStateNotFound``, ``resyncRequired``)         :class:`CursorInvalidError`
 other 4xx                                               :class:`ProtocolError`
+one batch part keeps failing (4xx, or 5xx after every   :class:`ProtocolError` naming the part
+retry while the other parts were answered)              (``remote_id``), so only it is quarantined
 =====================================================  =========================================
 
 Backoff for attempt n is ``base * 2**n``, at least the server's Retry-After; a
 Retry-After above ``cap`` or a sleep that would pass ``budget`` gives up at once, so the
 scheduler backs the account off instead of a worker thread sleeping. Sends are retried
-only on 429, which Graph answers before doing anything.
+only on 429, which Graph answers before doing anything. A call that is not safe to
+repeat (``idempotent=False``: sendMail, creating a message) raises :class:`SendUncertain`
+for a 5xx, a read timeout or a connection lost after the request was written: Graph may
+have acted on it. Failing to connect is :class:`TransientError` (nothing was sent).
 """
 
 from __future__ import annotations
@@ -31,8 +36,16 @@ from typing import Any
 import requests
 
 from providers.base import ProviderSettings
-from providers.errors import AuthError, CursorInvalidError, ProtocolError, ProviderError, TransientError
+from providers.errors import (
+    AuthError,
+    CursorInvalidError,
+    ProtocolError,
+    ProviderError,
+    SendUncertain,
+    TransientError,
+)
 from providers.microsoft_tokens import MicrosoftTokens
+from providers.transport import request_may_have_arrived
 
 GRAPH_SCOPES = ("https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send")
 MAX_BATCH = 20  # Graph's limit for JSON batching
@@ -120,6 +133,9 @@ class GraphCalls:
                     method, url, headers=headers, timeout=self._settings.timeout, verify=self._verify, **kwargs
                 )
             except requests.RequestException as exc:
+                if not idempotent and request_may_have_arrived(exc):
+                    text = f"{self._where}: {what}: no answer after the request was sent: {exc!r}"
+                    raise SendUncertain(text) from exc
                 err: ProviderError = TransientError(f"{self._where}: {what} failed: {exc!r}")
                 retryable = idempotent
             else:
@@ -129,6 +145,9 @@ class GraphCalls:
                     continue
                 if resp.status_code < 400:
                     return resp
+                if not idempotent and resp.status_code >= 500:
+                    code, message = _error_of(resp)
+                    raise SendUncertain(f"{self._where}: {what} answered {resp.status_code} {code}: {message}")
                 err = self.translate(resp, what, not_found)
                 retry_after = getattr(err, "retry_after", None)
                 retryable = isinstance(err, TransientError) and (idempotent or resp.status_code == 429)
@@ -161,6 +180,7 @@ class GraphCalls:
     def _one_batch(self, parts: Mapping[str, Mapping[str, Any]], what: str) -> dict[str, Any]:
         pending, results = dict(parts), {}
         attempt, waited, refreshed = 0, 0.0, False
+        throttled = False  # some part was throttled: the account backs off, no message is at fault
         while pending:
             keys = list(pending)
             payload = {"requests": [_batch_request(str(i), pending[k]) for i, k in enumerate(keys)]}
@@ -185,14 +205,21 @@ class GraphCalls:
                     retry[key] = pending[key]
                     continue
                 if not isinstance(err, TransientError):
+                    if isinstance(err, ProtocolError):
+                        err.remote_id = key  # this part, not the batch: the engine quarantines it
                     raise err
                 retry[key], last = pending[key], err
+                throttled = throttled or status == 429
                 retry_after = max(retry_after, err.retry_after or 0.0)
             pending = retry
             if not pending or last is None:
                 continue
             delay = self._wait(attempt, waited, retry_after or None)
             if delay is None:
+                if len(retry) < len(parts) and not throttled:
+                    # the others were answered; these parts keep failing with a server error of
+                    # their own: a message problem, not the server's
+                    raise ProtocolError(f"{last} (every retry)", remote_id=next(iter(retry)))
                 raise TransientError(f"{last} ({len(retry)} of {len(parts)} calls)", retry_after=retry_after or None)
             self._sleep(delay)
             attempt, waited = attempt + 1, waited + delay

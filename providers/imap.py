@@ -447,6 +447,14 @@ class ImapProvider:
             authenticate=self._smtp_auth,
         )
 
+    def find_sent(self, message_id: str) -> str | None:
+        """``UID SEARCH HEADER Message-ID`` in the Sent folder; the newest matching UID."""
+        self._connection()
+        self._select(self._folder_with_role(FolderRole.SENT))  # afresh: a selected view may not show new mail yet
+        _, responses = self._command("UID", "SEARCH", "HEADER", "Message-ID", proto.quote(message_id))
+        uids = self._parse(proto.parse_search, responses.get("SEARCH", []))
+        return str(max(uids)) if uids else None
+
     def store_sent_copy(self, raw: bytes, flags: frozenset[str] = frozenset({"\\Seen"})) -> str | None:
         self._connection()
         sent = self._folder_with_role(FolderRole.SENT)

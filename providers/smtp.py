@@ -1,20 +1,28 @@
 """Submitting mail over SMTP (smtplib) for the IMAP backend.
 
 Errors are translated here: a server that refuses every recipient (5xx) or the
-message itself raises :class:`SendError`; 4xx replies, timeouts and dropped
-connections raise :class:`TransientError`; refused credentials raise
+message itself raises :class:`SendError`; 4xx replies, and timeouts or dropped
+connections before the message body was handed over, raise :class:`TransientError`
+(nothing was accepted: safe to try again); a timeout or dropped connection after the
+whole body, its final ``.`` included, was written raises :class:`SendUncertain` (the
+server may have queued it and only its answer was lost); refused credentials raise
 :class:`AuthError`. Recipients refused while others were accepted come back in
 :attr:`SendResult.refused`.
+
+The transaction is smtplib's ``sendmail`` taken apart (MAIL, RCPT, DATA, body,
+reply, with the documented low-level methods) so that the moment the body has been
+written is known.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 from collections.abc import Callable
 
 from providers.base import Credentials, OutgoingMessage, SendResult
-from providers.errors import AuthError, ProviderError, SendError, TransientError
+from providers.errors import AuthError, ProviderError, SendError, SendUncertain, TransientError
 from providers.transport import Endpoint, open_socket
 
 SmtpFactory = Callable[[Endpoint, float], smtplib.SMTP]
@@ -76,6 +84,68 @@ def _reply_text(code: int, msg: bytes | str) -> str:
     return f"{code} {text}"
 
 
+class _BodyWritten(Exception):
+    """The DATA body was written; ``cause`` is what went wrong while waiting for the reply."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _abandon(smtp: smtplib.SMTP, code: int) -> None:
+    """After a refusal: 421 means the server is closing the connection; anything else
+    resets the transaction (quietly, as ``sendmail`` does)."""
+    if code == 421:
+        smtp.close()
+        return
+    try:
+        smtp.rset()
+    except smtplib.SMTPServerDisconnected:
+        pass
+
+
+def _transaction(smtp: smtplib.SMTP, sender: str, recipients: list[str], raw: bytes) -> dict[str, tuple[int, bytes]]:
+    """MAIL, RCPT, DATA and the body, as ``smtplib.SMTP.sendmail`` does; returns the
+    recipients refused while others were accepted. Raises the same exceptions as
+    ``sendmail`` while nothing was accepted, and :class:`_BodyWritten` for a failure
+    after the whole body (with its final dot) was written."""
+    smtp.ehlo_or_helo_if_needed()
+    options = [f"size={len(raw)}"] if smtp.does_esmtp and smtp.has_extn("size") else []
+    code, resp = smtp.mail(sender, options)
+    if code != 250:
+        _abandon(smtp, code)
+        raise smtplib.SMTPSenderRefused(code, resp, sender)
+    refused: dict[str, tuple[int, bytes]] = {}
+    for rcpt in recipients:
+        code, resp = smtp.rcpt(rcpt)
+        if code not in (250, 251):
+            refused[rcpt] = (code, resp)
+        if code == 421:
+            smtp.close()
+            raise smtplib.SMTPRecipientsRefused(refused)
+    if len(refused) == len(recipients):
+        _abandon(smtp, 0)
+        raise smtplib.SMTPRecipientsRefused(refused)
+    code, resp = smtp.docmd("DATA")
+    if code != 354:
+        raise smtplib.SMTPDataError(code, resp)
+    body = _LEADING_DOT.sub(b"..", raw)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    smtp.send(body + b".\r\n")  # raises before the final dot is out: nothing was accepted
+    try:
+        code, resp = smtp.getreply()
+    except (OSError, smtplib.SMTPServerDisconnected) as exc:
+        raise _BodyWritten(exc) from exc
+    if code != 250:
+        _abandon(smtp, code)
+        raise smtplib.SMTPDataError(code, resp)
+    return refused
+
+
 def send_message(
     endpoint: Endpoint,
     credentials: Credentials,
@@ -95,7 +165,10 @@ def send_message(
     try:
         if authenticate:
             _login(smtp, credentials, endpoint)
-        refused = smtp.sendmail(message.sender, list(message.recipients), message.raw)
+        refused = _transaction(smtp, message.sender, list(message.recipients), message.raw)
+    except _BodyWritten as exc:
+        cause = f"{type(exc.cause).__name__}: {exc.cause}".rstrip(": ")
+        raise SendUncertain(f"{where}: no answer after the message was handed over ({cause})") from exc.cause
     except smtplib.SMTPAuthenticationError as exc:
         raise AuthError(f"{where} refused the credentials: {_reply_text(exc.smtp_code, exc.smtp_error)}") from exc
     except smtplib.SMTPNotSupportedError as exc:

@@ -1,5 +1,7 @@
 """Sockets for the IMAP and SMTP backends: TLS contexts, HTTP CONNECT proxies,
-TCP_NODELAY, and the plaintext policy. No protocol logic lives here."""
+TCP_NODELAY, and the plaintext policy; and, for the HTTP backends, whether a failed
+request may have reached the server (:func:`request_may_have_arrived`). No protocol
+logic lives here."""
 
 from __future__ import annotations
 
@@ -100,3 +102,38 @@ def _connect_tunnel(sock: socket.socket, host: str, port: int) -> None:
     fields = status_line.split(None, 2)
     if len(fields) < 2 or fields[1] != "200":
         raise TransientError(f"proxy refused CONNECT to {target}: {status_line}")
+
+
+def request_may_have_arrived(exc: BaseException) -> bool:
+    """Whether a ``requests`` failure may have come after the server received the request.
+
+    Failing to connect (refused, unresolvable, connect timeout, TLS handshake) is before:
+    nothing was sent. A read timeout or a connection dropped while waiting for the answer
+    is after: the server may have acted on it. ``exc`` may also be an exception whose
+    ``__context__`` is the ``requests`` error (exchangelib re-raises them that way).
+
+    >>> import requests
+    >>> request_may_have_arrived(requests.exceptions.ConnectTimeout("connect timed out"))
+    False
+    >>> request_may_have_arrived(requests.exceptions.ReadTimeout("read timed out"))
+    True
+    """
+    import requests
+    from urllib3.exceptions import NewConnectionError
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain of causes is short; never follow a cycle
+        if seen is None or isinstance(seen, requests.RequestException):
+            break
+        seen = seen.__cause__ or seen.__context__
+    if not isinstance(seen, requests.RequestException):
+        seen = None
+    if seen is None:
+        return True  # not a transport error we can place: assume the worst
+    if isinstance(seen, requests.exceptions.ConnectTimeout | requests.exceptions.SSLError):
+        return False
+    if isinstance(seen, requests.exceptions.ConnectionError):
+        reason = seen.args[0] if seen.args else None
+        reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+        return not isinstance(reason, NewConnectionError)
+    return not isinstance(seen, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema)

@@ -9,8 +9,10 @@ Operations: ``GetFolder`` (ids or distinguished names), ``SyncFolderHierarchy``,
 ``SyncFolderItems`` (SyncState, MaxChangesReturned paging, Create/Update/Delete/
 ReadFlagChange, ErrorInvalidSyncStateData), ``GetItem`` (only the requested
 properties; MimeContent base64 when asked), ``CreateItem`` (MessageDisposition
-SaveOnly / SendOnly / SendAndSaveCopy, MIME or plain properties), ``MoveItem`` and
-``DeleteItem``. Mail sent to another user of the stand-in lands in their inbox; mail
+SaveOnly / SendOnly / SendAndSaveCopy, MIME or plain properties), ``FindItem`` (Shallow,
+IndexedPageItemView paging, a Restriction of the one form ``IsEqualTo
+message:InternetMessageId``, compared without regard to case as Exchange compares
+strings), ``MoveItem`` and ``DeleteItem``. Mail sent to another user of the stand-in lands in their inbox; mail
 to anyone else is kept in :attr:`EwsStandIn.outbound`.
 
 Authentication: HTTP Basic (``add_user(password=...)``) and OAuth bearer tokens: ones
@@ -25,7 +27,8 @@ another user's mailbox (``X-AnchorMailbox``/the ``Mailbox`` of a distinguished
 folder id) only after :meth:`grant_delegate`.
 
 Test controls: :meth:`busy` answers the next calls with the ``ErrorServerBusy``
-fault carrying ``BackOffMilliseconds``; ``mailbox.expire_sync_states()``;
+fault carrying ``BackOffMilliseconds``; :meth:`fail` carries the next calls of an
+operation out and then answers with an IIS error page (HTTP 500), late, or not at all; ``mailbox.expire_sync_states()``;
 :attr:`calls` records every request (operation, mailbox, requested properties, the
 request XML). It is served by the keep-alive server of :mod:`standins.httpserver`,
 never with ``Connection: close`` (which exchangelib reads as throttling). Every
@@ -38,6 +41,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email import message_from_bytes
@@ -51,7 +55,7 @@ from standins import ews_xml as x
 from standins.ews_schema import check
 from standins.ews_store import MSGFLAG_READ, MSGFLAG_UNSENT, EwsFault, EwsMailbox
 from standins.graph_https import HttpsServerThread
-from standins.httpserver import ServerThread
+from standins.httpserver import ServerThread, drop_connection
 from standins.microsoft_identity import IdentityStandIn
 
 PATH = "/EWS/Exchange.asmx"
@@ -81,6 +85,18 @@ class _Busy:
     mailbox: str | None
 
 
+@dataclass
+class _Fault:
+    operation: str
+    times: int
+    drop: bool  # no answer: the connection is closed
+    stall: float  # seconds before the real answer
+
+
+DROPPED = 0  # the status of an answer that is never written (see EwsStandIn.fail)
+IIS_ERROR = b"<html><body><h1>Server Error in '/EWS' Application.</h1></body></html>"
+
+
 class EwsStandIn:
     """Exchange mailboxes in memory, thread-safe, spoken to over EWS."""
 
@@ -92,6 +108,7 @@ class EwsStandIn:
         self._tokens: dict[str, str] = {}  # bearer token -> address
         self._delegates: set[tuple[str, str]] = set()  # (caller, mailbox)
         self._busy: list[_Busy] = []
+        self._faults: list[_Fault] = []
         self.calls: list[Call] = []
         self.outbound: list[tuple[str, list[str], bytes]] = []
         self.schema_violations: list[str] = []
@@ -128,6 +145,13 @@ class EwsStandIn:
         with self._lock:
             self._busy.append(_Busy(times, back_off_ms, operation, mailbox and mailbox.lower()))
 
+    def fail(self, operation: str = "CreateItem", *, times: int = 1, drop: bool = False, stall: float = 0.0) -> None:
+        """Carry the next ``times`` requests of ``operation`` out (a send is sent), then answer
+        with an IIS error page (HTTP 500), or not at all (``drop``: the connection is closed),
+        or with the real answer ``stall`` seconds late (a client's read timeout)."""
+        with self._lock:
+            self._faults.append(_Fault(operation, times, drop, stall))
+
     def requests(self, operation: str | None = None) -> list[Call]:
         return [c for c in self.calls if operation in (None, c.operation)]
 
@@ -145,6 +169,8 @@ class EwsStandIn:
         body = environ["wsgi.input"].read(length) if length else b""
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
         status, out, payload = self.handle(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), headers, body)
+        if status == DROPPED:
+            drop_connection(environ)
         reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal"}
         start_response(f"{status} {reason.get(status, 'Error')}", [*out, ("Content-Length", str(len(payload)))])
         return [payload]
@@ -193,6 +219,15 @@ class EwsStandIn:
             box = self.mailbox(target)
             with box.lock:
                 handler(box, operation_el, messages, operation)
+        fault = self._take_fault(operation)
+        if fault is not None:  # carried out; only the answer goes wrong
+            time.sleep(fault.stall)
+            if fault.drop:
+                self._log(Call(operation, user, target, fields, DROPPED, body))
+                return DROPPED, [], b""
+            if not fault.stall:
+                self._log(Call(operation, user, target, fields, 500, body))
+                return 500, [("Content-Type", "text/html")], IIS_ERROR
         return self._answer(Call(operation, user, target, fields, 200, body), root)
 
     def _answer(self, call: Call, root: etree._Element) -> Answer:
@@ -249,6 +284,14 @@ class EwsStandIn:
                 if busy.times > 0 and busy.operation in ("*", operation) and busy.mailbox in (None, mailbox):
                     busy.times -= 1
                     return busy
+        return None
+
+    def _take_fault(self, operation: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.times > 0 and fault.operation in ("*", operation):
+                    fault.times -= 1
+                    return fault
         return None
 
     # ------------------------------------------------------------ folders
@@ -319,6 +362,48 @@ class EwsStandIn:
                 x.error(out, name, exc.code, exc.text)
                 continue
             x.render_item(x.sub(x.success(out, name), x.m("Items")), item, fields, box)
+
+    def _FindItem(self, box: EwsMailbox, op: etree._Element, out: etree._Element, name: str) -> None:
+        fields = x.requested_fields(op.find(x.m("ItemShape")))
+        view = op.find(x.m("IndexedPageItemView"))
+        try:
+            offset = int(view.get("Offset") or 0) if view is not None else 0
+            limit = int(view.get("MaxEntriesReturned") or 1000) if view is not None else 1000
+        except ValueError:
+            x.error(out, name, "ErrorInvalidArgument", "The paging view is not valid.")
+            return
+        restriction = op.find(x.m("Restriction"))
+        wanted = None
+        if restriction is not None:
+            equal = restriction.find(x.t("IsEqualTo"))
+            uri = equal.find(x.t("FieldURI")) if equal is not None else None
+            constant = equal.find(f"{x.t('FieldURIOrConstant')}/{x.t('Constant')}") if equal is not None else None
+            if len(restriction) != 1 or uri is None or uri.get("FieldURI") != "message:InternetMessageId":
+                text = "The stand-in implements one restriction: IsEqualTo message:InternetMessageId."
+                x.error(out, name, "ErrorInvalidRestriction", text)
+                return
+            wanted = (constant.get("Value") if constant is not None else "") or ""
+        for ref in x.folder_refs(op.find(x.m("ParentFolderIds"))):
+            try:
+                items = box.in_folder(ref)
+            except EwsFault as exc:
+                x.error(out, name, exc.code, exc.text)
+                continue
+            if wanted is not None:
+                items = [i for i in items if (i.header("Message-ID") or "").casefold() == wanted.casefold()]
+            if op.get("Traversal") == "SoftDeleted" and restriction is not None:
+                items = []  # Exchange: a soft-deleted traversal with a restriction finds nothing
+            page = items[offset : offset + limit]
+            root = x.sub(
+                x.success(out, name),
+                x.m("RootFolder"),
+                IndexedPagingOffset=str(offset + len(page)),
+                TotalItemsInView=str(len(items)),
+                IncludesLastItemInRange="true" if offset + len(page) >= len(items) else "false",
+            )
+            container = x.sub(root, x.t("Items"))
+            for item in page:
+                x.render_item(container, item, fields, box)
 
     def _MoveItem(self, box: EwsMailbox, op: etree._Element, out: etree._Element, name: str) -> None:
         refs = x.folder_refs(op.find(x.m("ToFolderId")))

@@ -21,7 +21,9 @@ answers 403 insufficientPermissions, as Gmail does (grants made with
 :meth:`GmailStandIn.grant` and no scopes allow every method).
 
 Test controls: :meth:`GmailStandIn.fail` injects 429/403/5xx answers (also inside
-batches), :meth:`revoke` kills a grant, :meth:`expire_access_tokens` forces a
+batches), or, with ``after=True``, carries a call out and then answers it with the
+error, late, or not at all (the connection closes: ``drop=True``), which is how a send
+whose outcome the client cannot know looks; :meth:`revoke` kills a grant, :meth:`expire_access_tokens` forces a
 refresh, ``Mailbox.expire_history`` makes old historyIds answer 404, and
 :attr:`calls` counts every API call (batch parts included) with its quota units.
 """
@@ -45,7 +47,7 @@ from standins import gmail_api
 from standins.discovery import Method, ParameterError, load_document, methods, validate
 from standins.gmail_batch import MAX_PARTS, BatchFormatError, format_batch, parse_batch
 from standins.gmail_store import GmailError, Mailbox
-from standins.httpserver import ServerThread
+from standins.httpserver import ServerThread, drop_connection
 
 TOKEN_LIFETIME = 3600
 # https://developers.google.com/gmail/api/reference/quota
@@ -136,6 +138,12 @@ class _Fault:
     status: int
     reason: str
     retry_after: float | None
+    after: bool = False  # the call is carried out first; its answer is what goes wrong
+    drop: bool = False  # no answer: the connection is closed
+    stall: float = 0.0  # seconds before answering
+
+
+DROPPED = 0  # the status of an answer that is never written (see GmailStandIn.fail)
 
 
 @dataclass
@@ -162,6 +170,7 @@ class GmailStandIn:
         self._grants: dict[str, _Grant] = {}  # refresh token -> grant
         self._access: dict[str, tuple[str, float]] = {}  # access token -> (refresh token, expiry)
         self._faults: list[_Fault] = []
+        self._broken: dict[str, int] = {}  # message id -> status every messages.get of it answers
         self.calls: list[Call] = []
         self.schema_violations: list[str] = []
 
@@ -231,13 +240,32 @@ class GmailStandIn:
         status: int = 429,
         reason: str | None = None,
         retry_after: float | None = None,
+        after: bool = False,
+        drop: bool = False,
+        stall: float = 0.0,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` ("users.messages.get", "batch",
         "*") with an error: 429/403 rate limits (``reason`` rateLimitExceeded or
-        userRateLimitExceeded), 5xx backend errors, with Retry-After if given."""
+        userRateLimitExceeded), 5xx backend errors, with Retry-After if given.
+
+        ``after=True``: carry the call out first (a send is sent, a message inserted), then
+        answer with that error, or with no answer at all (``drop=True``: the connection is
+        closed), or with the call's own answer ``stall`` seconds late (a client's read
+        timeout). Only calls made outside a batch can be dropped."""
         default = {429: "rateLimitExceeded", 403: "rateLimitExceeded"}.get(status, "backendError")
         with self._lock:
-            self._faults.append(_Fault(method, times, status, reason or default, retry_after))
+            self._faults.append(_Fault(method, times, status, reason or default, retry_after, after, drop, stall))
+
+    def break_message(self, message_id: str, status: int = 500) -> None:
+        """Make every ``messages.get`` of this message fail with ``status`` (500: the "Backend
+        Error" Gmail answers, again and again, for a message it cannot read; 400 and others
+        as Gmail words them), alone or inside a batch, until :meth:`mend_message`."""
+        with self._lock:
+            self._broken[message_id] = status
+
+    def mend_message(self, message_id: str) -> None:
+        with self._lock:
+            self._broken.pop(message_id, None)
 
     def api_calls(self, method: str | None = None) -> list[Call]:
         """Calls other than the token endpoint and batch envelopes, optionally of one method."""
@@ -259,6 +287,8 @@ class GmailStandIn:
         status, headers, body = self.dispatch(
             request.method, request.path, request.query_string.decode(), dict(request.headers), request.get_data()
         )
+        if status == DROPPED:
+            drop_connection(environ)
         return Response(body, status=status, headers=headers)(environ, start_response)
 
     def dispatch(
@@ -290,11 +320,30 @@ class GmailStandIn:
     ) -> tuple[int, dict[str, str], bytes]:
         if args.pop("userId") not in ("me", user):
             return self._error(403, "Delegation denied for " + user, "forbidden")
+        broken = self._broken.get(args.get("id", "")) if mid == "users.messages.get" else None
+        if broken is not None:
+            text = "Backend Error" if broken >= 500 else "Invalid message"
+            return self._error(broken, text, _REASONS.get(broken, "backendError"))
         fault = self._take_fault(mid)
-        if fault is not None:
-            extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
-            message = "Too many concurrent requests for user." if fault.status in (403, 429) else "Backend Error"
-            return self._error(fault.status, message, fault.reason, extra)
+        if fault is not None and not fault.after:
+            return self._fault_answer(fault)
+        answer = self._carry_out(method, mid, user, args, query, body)
+        if fault is None:
+            return answer
+        if fault.stall:
+            time.sleep(fault.stall)
+        if fault.drop:
+            return DROPPED, {}, b""
+        return answer if fault.stall else self._fault_answer(fault)
+
+    def _fault_answer(self, fault: _Fault) -> tuple[int, dict[str, str], bytes]:
+        extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+        message = "Too many concurrent requests for user." if fault.status in (403, 429) else "Backend Error"
+        return self._error(fault.status, message, fault.reason, extra)
+
+    def _carry_out(
+        self, method: Method, mid: str, user: str, args: dict[str, str], query: str, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         try:
             params = method.parse_query(parse_qs(query, keep_blank_values=True))
         except ParameterError as exc:
@@ -400,6 +449,8 @@ class GmailStandIn:
             status, part_headers, out = self.dispatch(
                 part.method, part.path, part.query, part.headers, part.body, in_batch=True
             )
+            if status == DROPPED:  # one part cannot close the batch's connection: a backend error instead
+                status, part_headers, out = self._error(503, "Backend Error", "backendError")
             answers.append((part.content_id, status, part_headers, out))
         content_type, payload = format_batch(answers)
         return 200, {"Content-Type": content_type}, payload
@@ -413,6 +464,9 @@ def _method_scopes(resources: dict[str, Any]) -> dict[str, frozenset[str]]:
             out[m["id"]] = frozenset(m.get("scopes", ()))
         out.update(_method_scopes(resource.get("resources", {})))
     return out
+
+
+_REASONS = {400: "invalidArgument", 404: "notFound", 500: "backendError", 503: "backendError"}
 
 
 def _error_body(code: int, message: str, reason: str) -> dict[str, Any]:

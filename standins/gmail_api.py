@@ -15,7 +15,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from standins.gmail_render import id_only, render_message, unb64url
-from standins.gmail_store import GmailError, HistoryRecord, Mailbox, parse_headers, recipients, without_bcc
+from standins.gmail_store import (
+    GmailError,
+    HistoryRecord,
+    Mailbox,
+    StoredMessage,
+    parse_headers,
+    recipients,
+    without_bcc,
+)
 
 if TYPE_CHECKING:
     from standins.gmail import GmailStandIn
@@ -71,13 +79,27 @@ def list_labels(
     return {"labels": labels}
 
 
+def _search(query: str) -> Callable[[StoredMessage], bool]:
+    """A predicate for a Gmail search ``q``. The stand-in knows one operator,
+    ``rfc822msgid:``: the message whose Message-ID header is that id, with or without its
+    angle brackets (as Gmail's search box takes it); anything else is refused rather
+    than answered wrongly."""
+    terms = query.split()
+    ids = [t[len("rfc822msgid:") :] for t in terms if t.lower().startswith("rfc822msgid:")]
+    if len(ids) != len(terms) or len(ids) != 1 or not ids[0].strip("<>"):
+        raise GmailError(400, f"The stand-in only implements q=rfc822msgid:<id>, not {query!r}.", "invalidArgument")
+    wanted = ids[0].strip("<>")
+    return lambda m: m.message_id.strip("<>") == wanted
+
+
 def list_messages(
     s: GmailStandIn, box: Mailbox, args: dict[str, str], params: dict[str, Any], body: Any
 ) -> dict[str, Any]:
-    if params.get("q"):
-        raise GmailError(400, "The stand-in does not implement search queries (q).", "invalidArgument")
+    matches = _search(params["q"]) if params.get("q") else None
     size, offset = _page(params, 100, 500)
     found = box.listing(params.get("labelIds", []), params.get("includeSpamTrash", False))
+    if matches is not None:
+        found = [m for m in found if matches(m)]
     page = found[offset : offset + size]
     out: dict[str, Any] = {"resultSizeEstimate": len(found)}
     if page:

@@ -14,14 +14,17 @@ and ``.../childFolders`` (ids or well-known names); ``GET /me/mailFolders/{id}/m
 /me/mailFolders/{id}/messages`` and ``POST /me/messages`` (JSON, or base64 MIME as
 text/plain, which always makes a draft); ``GET|PATCH|DELETE /me/messages/{id}``
 (``$select``, ``$expand=singleValueExtendedProperties($filter=id eq '...')``);
-``GET /me/messages/{id}/$value``; ``POST /me/messages/{id}/move`` and ``/send``;
+``GET /me/messages/{id}/$value``; ``GET /me/mailFolders/{id}/messages`` (``$filter`` of the
+one form ``internetMessageId eq '<id>'``, compared without regard to case as Exchange
+compares strings; ``$select``, ``$top``/``$skip``); ``POST /me/messages/{id}/move`` and ``/send``;
 ``POST /me/sendMail`` (JSON with ``saveToSentItems``, or base64 MIME, which always
 saves to Sent Items). Mail sent to another user of the stand-in lands in their inbox;
 mail to anyone else is kept in :attr:`GraphStandIn.outbound`.
 
 Every call needs a bearer token from the shared :class:`~standins.microsoft_identity.IdentityStandIn`.
 Test controls: :meth:`GraphStandIn.fail` (429/503/504 with Retry-After, per route,
-also inside batches), ``mailbox.expire_sync_state()`` and the identity stand-in's
+also inside batches; with ``after=True`` the call is carried out first and only its
+answer fails, is late or never comes), ``mailbox.expire_sync_state()`` and the identity stand-in's
 ``expire_access_tokens``/``revoke``. :attr:`calls` records every call (batch parts
 included) and :meth:`http_requests` the requests on the wire. Every JSON answer is
 validated against :mod:`standins.graph_schema`; a violation becomes a 500 and is
@@ -34,6 +37,7 @@ import base64
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -50,6 +54,7 @@ from standins import graph_render as render
 from standins.graph_https import HttpsServerThread
 from standins.graph_schema import check
 from standins.graph_store import GraphError, GraphMailbox, Item
+from standins.httpserver import drop_connection
 from standins.microsoft_identity import IdentityStandIn
 
 MAX_BATCH = 20
@@ -74,6 +79,13 @@ class _Fault:
     times: int
     status: int
     retry_after: float | None
+    after: bool = False  # the call is carried out first; its answer is what goes wrong
+    drop: bool = False  # no answer: the connection is closed
+    stall: float = 0.0  # seconds before answering
+
+
+DROPPED = 0  # the status of an answer that is never written (see GraphStandIn.fail)
+_FILTER_ID = re.compile(r"internetMessageId eq '((?:[^']|'')*)'")
 
 
 @dataclass
@@ -93,6 +105,7 @@ _OPTIONS = {
     "childFolders": {"$top", "$skip", "$select"},
     "delta": {"$select", "$top", "$skiptoken", "$deltatoken", "changeType"},
     "messages.get": {"$select", "$expand"},
+    "messages.list": {"$filter", "$select", "$top", "$skip"},
 }
 
 
@@ -114,6 +127,7 @@ class GraphStandIn:
             ("GET", re.compile(rf"/me/mailFolders/{m}"), "mailFolders.get", self._folder),
             ("GET", re.compile(rf"/me/mailFolders/{m}/childFolders"), "childFolders", self._folders),
             ("GET", re.compile(rf"/me/mailFolders/{m}/messages/delta"), "delta", self._delta),
+            ("GET", re.compile(rf"/me/mailFolders/{m}/messages"), "messages.list", self._list),
             ("POST", re.compile(rf"/me/mailFolders/{m}/messages"), "messages.create", self._create),
             ("POST", re.compile(r"/me/messages"), "messages.create", self._create),
             ("GET", re.compile(rf"/me/messages/{m}"), "messages.get", self._get),
@@ -134,10 +148,25 @@ class GraphStandIn:
     def mailbox(self, address: str) -> GraphMailbox:
         return self.mailboxes[address.lower()]
 
-    def fail(self, route: str = "*", *, times: int = 1, status: int = 429, retry_after: float | None = None) -> None:
-        """Answer the next ``times`` calls of ``route`` ("delta", "batch", "*", ...) with ``status``."""
+    def fail(
+        self,
+        route: str = "*",
+        *,
+        times: int = 1,
+        status: int = 429,
+        retry_after: float | None = None,
+        after: bool = False,
+        drop: bool = False,
+        stall: float = 0.0,
+    ) -> None:
+        """Answer the next ``times`` calls of ``route`` ("delta", "batch", "*", ...) with ``status``.
+
+        ``after=True``: carry the call out first (``sendMail`` sends), then answer with that
+        status, or not at all (``drop=True``: the connection is closed), or with the call's
+        own answer ``stall`` seconds late (a client's read timeout). Only calls made
+        outside a batch can be dropped."""
         with self._lock:
-            self._faults.append(_Fault(route, times, status, retry_after))
+            self._faults.append(_Fault(route, times, status, retry_after, after, drop, stall))
 
     def http_requests(self) -> list[Call]:
         """Calls that were requests on the wire (a batch counts once, its parts not at all)."""
@@ -161,6 +190,8 @@ class GraphStandIn:
         status, out_headers, body = self.dispatch(
             request.method, request.path, query, headers, request.get_data(), f"https://{request.host}"
         )
+        if status == DROPPED:
+            drop_connection(environ)
         return Response(body, status=status, headers=out_headers)(environ, start_response)
 
     def dispatch(
@@ -215,8 +246,28 @@ class GraphStandIn:
         base: str,
     ) -> Answer:
         fault = self._take_fault(route)
-        if fault is not None:
+        if fault is not None and not fault.after:
             return self._fault(fault)
+        answer = self._carry_out(handler, user, query, groups, headers, body, base, route)
+        if fault is None:
+            return answer
+        if fault.stall:
+            time.sleep(fault.stall)
+        if fault.drop:
+            return DROPPED, {}, b""
+        return answer if fault.stall else self._fault(fault)
+
+    def _carry_out(
+        self,
+        handler: Callable[[_Req], Answer],
+        user: str,
+        query: str,
+        groups: tuple[str, ...],
+        headers: dict[str, str],
+        body: bytes,
+        base: str,
+        route: str,
+    ) -> Answer:
         args = dict(parse_qsl(query, keep_blank_values=True))
         allowed = _OPTIONS.get(route, set())
         for name in args:
@@ -344,6 +395,27 @@ class GraphStandIn:
         return self._json(200, out, "messageCollection", headers)
 
     # ------------------------------------------------------------ messages
+    def _list(self, r: _Req) -> Answer:
+        """The messages of one folder, oldest change first; ``$filter`` only as
+        ``internetMessageId eq '...'`` (quotes doubled inside the literal)."""
+        folder = r.mailbox.folder(r.groups[0])
+        items = r.mailbox.in_folder(folder.id)
+        if "$filter" in r.args:
+            match = _FILTER_ID.fullmatch(r.args["$filter"].strip())
+            if match is None:
+                raise GraphError(400, "BadRequest", f"The stand-in does not implement $filter={r.args['$filter']!r}.")
+            wanted = match.group(1).replace("''", "'").casefold()
+            items = [i for i in items if str(i.headers().get("Message-ID", "")).strip().casefold() == wanted]
+        select = render.parse_select(r.args.get("$select"))
+        top, skip = int(r.args.get("$top", str(DEFAULT_PAGE))), int(r.args.get("$skip", "0"))
+        value = [render.message_json(r.mailbox, i, select) for i in items[skip : skip + max(1, min(top, MAX_PAGE))]]
+        context = f"{r.base}/v1.0/$metadata#users('{r.mailbox.user_id}')/mailFolders('{folder.id}')/messages"
+        out: dict[str, Any] = {"@odata.context": context, "value": value}
+        if skip + top < len(items):
+            args = {k: v for k, v in r.args.items() if k != "$skip"} | {"$skip": str(skip + top)}
+            out["@odata.nextLink"] = f"{r.base}/v1.0/me/mailFolders/{r.groups[0]}/messages?" + urlencode(args)
+        return self._json(200, out, "messageCollection")
+
     def _render(self, r: _Req, item: Item, status: int = 200) -> Answer:
         select = render.parse_select(r.args.get("$select"))
         expand = render.parse_expand(r.args.get("$expand"))
@@ -491,6 +563,8 @@ class GraphStandIn:
             status, out_headers, out = self.dispatch(
                 str(part.get("method", "GET")).upper(), url, query, part_headers, data, base, batch_user=user
             )
+            if status == DROPPED:  # one part cannot close the batch's connection: a server error instead
+                status, out_headers, out = self._error(503, "ServiceUnavailable", "Service is temporarily unavailable.")
         answer: dict[str, Any] = {
             "id": str(part.get("id")),
             "status": status,

@@ -9,6 +9,8 @@ Two servers are available:
   over HTTP/1.1 requests on one connection, so a client such as httplib2 reuses one
   socket, as it does against the real service. Each request body is read in full
   before the app runs, so the next request line is never mistaken for body data.
+  An app it serves can end a request with no answer at all (a server that acted on the
+  request, then lost the connection): :func:`drop_connection`.
 * ``keep_alive=False``: werkzeug's threaded development server
   (``make_server(..., threaded=True)``). It answers every request with
   ``Connection: close`` and drains the socket after each response, which is why it
@@ -21,7 +23,7 @@ import io
 import socketserver
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from werkzeug.serving import make_server
@@ -37,6 +39,19 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     def get_request(self) -> Any:
         self.connections += 1
         return super().get_request()
+
+
+class _Connection:
+    """Handed to the app as ``environ["standin.connection"]``."""
+
+    dropped = False
+
+
+def drop_connection(environ: dict[str, Any]) -> NoReturn:
+    """From inside an app served with keep-alive: close the connection without writing any
+    answer, as a server that went away after acting on the request would."""
+    environ["standin.connection"].dropped = True
+    raise ConnectionAbortedError("the stand-in dropped the connection on purpose")
 
 
 class _KeepAliveHandler(WSGIRequestHandler):
@@ -69,10 +84,15 @@ class _KeepAliveHandler(WSGIRequestHandler):
         if not self.parse_request():  # sets close_connection from the request's version/header
             return
         out: Any = self.wfile
-        handler = ServerHandler(self.rfile, out, self.get_stderr(), self.get_environ(), multithread=True)
+        environ = self.get_environ()
+        connection = environ["standin.connection"] = _Connection()
+        handler = ServerHandler(self.rfile, out, self.get_stderr(), environ, multithread=True)
         handler.request_handler = self  # type: ignore[attr-defined]
         handler.http_version = "1.1"
         handler.run(self.server.get_app())  # type: ignore[attr-defined]
+        if connection.dropped:  # nothing was written; closing the socket is the whole answer
+            self.close_connection = True
+            return
         self.wfile.flush()
 
     def log_message(self, format: str, *args: Any) -> None:  # tests need no access log

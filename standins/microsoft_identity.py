@@ -2,6 +2,8 @@
 
 >>> idp = IdentityStandIn()
 >>> refresh_token = idp.grant("rita@contoso.test")
+>>> fabrikam = idp.add_tenant("fabrikam.test")          # a second organisation (tenant id)
+>>> fred = idp.add_user("fred@fabrikam.test", tenant="fabrikam.test")
 >>> with idp.serve(ssl_context) as server:             # doctest: +SKIP
 ...     app = msal.ConfidentialClientApplication(idp.client_id, client_credential=idp.client_secret,
 ...             authority=f"{server.url}/{idp.tenant}",
@@ -24,10 +26,22 @@ Endpoints (``{tenant}`` is the tenant id, its domain, ``organizations`` or ``com
   unknown token, 54005 a code redeemed twice, 501481 a PKCE mismatch, 65001 a
   scope never consented), ``invalid_client`` (7000215) for a wrong secret.
 
+The directory holds tenants (a domain and an immutable tenant id, ``tid``) and their
+users. A user signs in with a sign-in name (the ``userPrincipalName``) and has an
+immutable object id (``oid``, a GUID that is never reused) and a ``mail`` attribute,
+the mailbox's primary SMTP address, which an administrator may change
+(:meth:`IdentityStandIn.change_mail`); a deleted user's address can go to a new
+user with a new ``oid`` (:meth:`IdentityStandIn.delete_user`). As with Microsoft, the
+ID token (for the ``openid`` scope) carries ``tid`` and ``oid``, its issuer is
+``https://<host>/<tid>/v2.0``, and an authority names one tenant (its users only;
+another tenant's user gets AADSTS50020) or ``organizations``/``common`` (users of any
+tenant, whose discovery document has the issuer ``https://<host>/{tenantid}/v2.0``).
+
 Access tokens are opaque; :meth:`IdentityStandIn.user_for` is how the Graph stand-in
-(:mod:`standins.graph`) checks a bearer token: both share this one token store. Every
-JSON answer is checked against :mod:`standins.graph_schema`; a violation becomes a 500
-recorded in ``schema_violations``.
+(:mod:`standins.graph`) checks a bearer token: both share this one token store, and
+both know a mailbox by its user's current ``mail``. Every JSON answer is checked
+against :mod:`standins.graph_schema`; a violation becomes a 500 recorded in
+``schema_violations``.
 """
 
 from __future__ import annotations
@@ -59,7 +73,7 @@ ACCESS_LIFETIME = 3600
 
 @dataclass
 class _Grant:
-    user: str
+    user: str  # the user's object id
     client_id: str
     scopes: frozenset[str]
     revoked: bool = False
@@ -94,13 +108,24 @@ class TokenCall:
 
 @dataclass
 class _User:
-    address: str
+    """One directory user: signs in as ``upn``; ``mail`` is the mailbox's address (editable)."""
+
+    upn: str
+    mail: str
+    tenant_id: str
     oid: str = field(default_factory=lambda: str(uuid.uuid4()))
     name: str = ""
+    deleted: bool = False
+
+
+def tenant_id_of(domain: str) -> str:
+    """The stand-in's (stable) tenant id for a tenant's domain."""
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, domain.lower()))
 
 
 class IdentityStandIn:
-    """Entra ID for one tenant and one confidential client, in memory, thread-safe."""
+    """Entra ID for one confidential (multi-tenant) client, in memory, thread-safe; ``tenant``
+    is the home tenant, more are added with :meth:`add_tenant`."""
 
     def __init__(
         self,
@@ -110,13 +135,15 @@ class IdentityStandIn:
         client_secret: str = "postroom-standin-secret",
         redirect_uris: Iterable[str] = (),
     ) -> None:
-        self.tenant, self.tenant_id = tenant, str(uuid.uuid5(uuid.NAMESPACE_DNS, tenant))
+        self.tenant, self.tenant_id = tenant, tenant_id_of(tenant)
+        self.tenants: dict[str, str] = {tenant.lower(): self.tenant_id}  # domain -> tenant id
         self.client_id, self.client_secret = client_id, client_secret
         self.redirect_uris = set(redirect_uris)  # empty: any https or loopback URI is accepted
         self.auto_approve: str | None = None  # sign this user in without a form (test mode)
         self.decline_consent = False  # the signed-in user clicks "Cancel" on the consent screen
         self._lock = threading.Lock()
-        self.users: dict[str, _User] = {}
+        self.users: dict[str, _User] = {}  # live users by sign-in name
+        self._objects: dict[str, _User] = {}  # every user ever, by object id
         self._refresh: dict[str, _Grant] = {}
         self._access: dict[str, tuple[_Grant, float]] = {}
         self._codes: dict[str, _Code] = {}
@@ -125,14 +152,47 @@ class IdentityStandIn:
         self.schema_violations: list[str] = []
 
     # ------------------------------------------------------------ test controls
-    def add_user(self, address: str, name: str | None = None) -> None:
+    def add_tenant(self, domain: str) -> str:
+        """Another organisation in the directory; its tenant id."""
         with self._lock:
-            self.users.setdefault(address.lower(), _User(address.lower(), name=name or address.split("@")[0].title()))
+            return self.tenants.setdefault(domain.lower(), tenant_id_of(domain))
+
+    def add_user(self, address: str, name: str | None = None, *, tenant: str | None = None) -> _User:
+        """The user signing in as ``address`` (also their ``mail``), in ``tenant`` (a domain;
+        default: the home tenant), created with a new object id unless they exist."""
+        tenant_id = self.add_tenant(tenant or self.tenant)
+        upn = address.lower()
+        with self._lock:
+            user = self.users.get(upn)
+            if user is None:
+                self._check_mail_free(upn)
+                user = _User(upn, upn, tenant_id, name=name or address.split("@")[0].title())
+                self.users[upn] = self._objects[user.oid] = user
+            return user
+
+    def change_mail(self, address: str, mail: str) -> None:
+        """An administrator changes the ``mail`` attribute (primary SMTP address) of the user who
+        signs in as ``address``; the sign-in name and object id stay."""
+        with self._lock:
+            user = self.users[address.lower()]
+            self._check_mail_free(mail.lower(), user)
+            user.mail = mail.lower()
+
+    def delete_user(self, address: str) -> None:
+        """The user is deleted: their tokens stop working, and their sign-in name and address
+        are free for a new user (who gets a new object id)."""
+        with self._lock:
+            self.users.pop(address.lower()).deleted = True
+
+    def _check_mail_free(self, mail: str, owner: _User | None = None) -> None:
+        taken = [u for u in self.users.values() if u.mail == mail and u is not owner]
+        if taken:  # Exchange Online: one primary SMTP address, one recipient
+            raise ValueError(f"{mail} is already the address of {taken[0].upn}.")
 
     def grant(self, address: str, scopes: Iterable[str] = GRAPH_SCOPES) -> str:
         """A refresh token for ``address`` as a completed consent would issue it."""
-        self.add_user(address)
-        grant = _Grant(address.lower(), self.client_id, frozenset(scopes))
+        user = self.add_user(address)
+        grant = _Grant(user.oid, self.client_id, frozenset(scopes))
         with self._lock:
             return self._new_refresh(grant)
 
@@ -152,16 +212,20 @@ class IdentityStandIn:
             self._access = {t: (g, 0.0) for t, (g, _) in self._access.items()}
 
     def user_for(self, access_token: str) -> tuple[str | None, str]:
-        """The user an access token belongs to, or None and why it is refused."""
+        """The mailbox address (current ``mail``) of the user an access token belongs to, or
+        None and why it is refused."""
         with self._lock:
             grant, expiry = self._access.get(access_token, (None, 0.0))
-        if grant is None:
+            user = self._objects[grant.user] if grant is not None else None
+        if grant is None or user is None:
             return None, "IDX14100: JWT is not well formed."
         if grant.revoked:
             return None, "The user or administrator has revoked the grant."
+        if user.deleted:
+            return None, "The user account does not exist in the directory."
         if expiry < time.time():
             return None, "Lifetime validation failed, the token is expired."
-        return grant.user, ""
+        return user.mail, ""
 
     def serve(self, ssl_context: ssl.SSLContext) -> HttpsServerThread:
         return HttpsServerThread(self.wsgi, ssl_context)
@@ -178,7 +242,7 @@ class IdentityStandIn:
         elif len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
             response = self._openid_configuration(base, parts[0])
         elif len(parts) == 4 and parts[1:3] == ["oauth2", "v2.0"] and parts[3] == "authorize":
-            response = self._authorize(request)
+            response = self._authorize(request, parts[0])
         elif len(parts) == 4 and parts[1:3] == ["oauth2", "v2.0"] and parts[3] == "token" and request.method == "POST":
             response = self._token(request, base)
         else:
@@ -216,11 +280,19 @@ class IdentityStandIn:
         }
         return self._json(200, answer, "instanceDiscovery")
 
-    def _known_tenant(self, tenant: str) -> bool:
-        return tenant.lower() in {self.tenant.lower(), self.tenant_id, "common", "organizations"}
+    def _tenant_id(self, tenant: str) -> str | None:
+        """The tenant id an authority's tenant segment names; ``{tenantid}`` for ``organizations``
+        and ``common`` (any tenant); None for an unknown tenant."""
+        if tenant.lower() in ("common", "organizations"):
+            return "{tenantid}"
+        with self._lock:
+            if tenant.lower() in self.tenants.values():
+                return tenant.lower()
+            return self.tenants.get(tenant.lower())
 
     def _openid_configuration(self, base: str, tenant: str) -> Response:
-        if not self._known_tenant(tenant):
+        tenant_id = self._tenant_id(tenant)
+        if tenant_id is None:
             error = {
                 "error": "invalid_request",
                 "error_description": f"AADSTS90002: Tenant '{tenant}' not found.",
@@ -237,7 +309,7 @@ class IdentityStandIn:
             "id_token_signing_alg_values_supported": ["RS256"],
             "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "issuer": f"{base}/{self.tenant_id}/v2.0",
+            "issuer": f"{base}/{tenant_id}/v2.0",
             "request_uri_parameter_supported": False,
             "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
             "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
@@ -268,8 +340,11 @@ class IdentityStandIn:
         return self._json(200, config, "openidConfiguration")
 
     # ------------------------------------------------------------ authorize
-    def _authorize(self, request: Request) -> Response:
+    def _authorize(self, request: Request, tenant: str) -> Response:
         params = {**request.args.to_dict(), **request.form.to_dict()}
+        tenant_id = self._tenant_id(tenant)
+        if tenant_id is None:
+            return _page(400, f"AADSTS90002: Tenant '{tenant}' not found.")
         if params.get("client_id") != self.client_id:
             return _page(400, f"AADSTS700016: Application with identifier '{params.get('client_id')}' was not found.")
         redirect_uri = params.get("redirect_uri", "")
@@ -294,8 +369,16 @@ class IdentityStandIn:
         user = self.auto_approve if request.method == "GET" else params.get("login")
         if user is None:
             return _sign_in_form(params)
-        if user.lower() not in self.users:
+        with self._lock:
+            account = self.users.get(user.lower())
+        if account is None:
             return _page(400, f"AADSTS50034: The user account {user} does not exist in the directory.")
+        if tenant_id not in ("{tenantid}", account.tenant_id):
+            return _page(
+                400,
+                f"AADSTS50020: User account '{user}' from identity provider does not exist in tenant "
+                f"'{tenant}' and cannot access the application '{self.client_id}' in that tenant.",
+            )
         if self.decline_consent:
             declined = {
                 "error": "access_denied",
@@ -307,7 +390,7 @@ class IdentityStandIn:
                 return _form_post(redirect_uri, declined)
             return _redirect(redirect_uri, declined)
         scopes = frozenset(params.get("scope", "").split()) - OIDC_SCOPES
-        grant = _Grant(user.lower(), self.client_id, scopes)
+        grant = _Grant(account.oid, self.client_id, scopes)
         code = "0.A" + secrets.token_urlsafe(48)
         with self._lock:
             challenge = params.get("code_challenge")
@@ -368,6 +451,8 @@ class IdentityStandIn:
             raise _Refusal("invalid_grant", 50173, text)
         if grant.expired:
             raise _Refusal("invalid_grant", 700082, "The refresh token has expired due to inactivity.")
+        if self._objects[grant.user].deleted:
+            raise _Refusal("invalid_grant", 50034, "The user account does not exist in the directory.")
         wanted = frozenset(form.get("scope", "").split()) - OIDC_SCOPES
         missing = wanted - grant.scopes
         if missing:
@@ -394,7 +479,7 @@ class IdentityStandIn:
     ) -> dict[str, Any]:
         access = "eyJ0eXAiOiJKV1Qi." + secrets.token_urlsafe(48)
         self._access[access] = (grant, time.time() + ACCESS_LIFETIME)
-        user = self.users[grant.user]
+        user = self._objects[grant.user]
         answer: dict[str, Any] = {
             "token_type": "Bearer",
             "scope": " ".join(sorted(scopes)),
@@ -407,7 +492,7 @@ class IdentityStandIn:
         if "openid" in requested:
             answer["id_token"] = self._id_token(user, nonce, base)
         if form.get("client_info") == "1":
-            answer["client_info"] = _b64url(json.dumps({"uid": user.oid, "utid": self.tenant_id}).encode())
+            answer["client_info"] = _b64url(json.dumps({"uid": user.oid, "utid": user.tenant_id}).encode())
         return answer
 
     def _new_refresh(self, grant: _Grant) -> str:
@@ -419,15 +504,15 @@ class IdentityStandIn:
         now = int(time.time())
         claims: dict[str, Any] = {
             "aud": self.client_id,
-            "iss": f"{base}/{self.tenant_id}/v2.0",
+            "iss": f"{base}/{user.tenant_id}/v2.0",
             "iat": now,
             "nbf": now,
             "exp": now + ACCESS_LIFETIME,
             "name": user.name,
             "oid": user.oid,
-            "preferred_username": user.address,
+            "preferred_username": user.upn,
             "sub": hashlib.sha256(user.oid.encode()).hexdigest()[:43],
-            "tid": self.tenant_id,
+            "tid": user.tenant_id,
             "ver": "2.0",
         }
         if nonce:

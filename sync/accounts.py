@@ -15,7 +15,9 @@ Backends and what their accounts store (``settings`` / sealed ``secret``):
 
 * ``imap``: servers, ports, security / username, password
 * ``gmail``: api_root, token_uri, client_id / refresh and access token
-* ``graph`` (Microsoft 365): authority, graph_root, client_id / refresh and access token
+* ``graph`` (Microsoft 365): authority, graph_root, client_id, and when connected through
+  the consent flow tenant_id and object_id (the user, see :func:`add_graph_account`) /
+  refresh and access token
 * ``ews`` (Exchange Web Services): ews_url, auth (ntlm, basic or oauth2), ca_file; with
   oauth2 also authority and client_id / username and password, or the OAuth tokens
 """
@@ -44,6 +46,7 @@ from sync.store import default_org
 SECURITY_MODES = ("ssl", "starttls", "none")
 EWS_AUTH = ("ntlm", "basic", "oauth2")
 GMAIL, GRAPH, EWS = "gmail", "graph", "ews"
+DISABLED = "disabled"  # status set by an administrator: never synced, and reconnecting keeps it
 log = logging.getLogger("postroom.accounts")
 
 
@@ -128,7 +131,7 @@ def add_imap_account(session: Session, config: Config, req: ImapAccountRequest) 
         settings["ca_file"] = req.ca_file or config.imap.ca_file
     if req.proxy:
         settings["proxy"] = req.proxy
-    box = SecretBox(config.security.secret_key)
+    box = SecretBox.for_config(config.security)
     account = MailAccount(
         org_id=org.id,
         email=email,
@@ -176,14 +179,47 @@ def add_graph_account(
     access_token: str | None = None,
     token_expiry: datetime | None = None,
     reconnect: bool = False,
+    tenant_id: str | None = None,
+    object_id: str | None = None,
 ) -> MailAccount:
     """Store a Microsoft 365 mailbox (Microsoft Graph) with its OAuth grant (sealed); the
     Entra ID app and endpoints come from ``[microsoft]``. A second account for the address
-    is refused unless ``reconnect``, which replaces the grant as :func:`add_gmail_account` does."""
+    is refused unless ``reconnect``, which replaces the grant as :func:`add_gmail_account` does.
+
+    The consent flow passes who signed in: the ID token's ``tid`` and ``oid`` (immutable,
+    never reused), kept in the account's settings. The account is then found by them, not
+    by the address, which an administrator can change or give to someone else: a new
+    address is stored on the account; an address whose account has another user's ids is
+    refused; an account stored before the ids were kept is adopted (:func:`_graph_account`)."""
     address = _address(email)
     settings = _microsoft_settings(config, "Microsoft 365")
     secret = _oauth_secret("Microsoft", refresh_token, access_token, token_expiry)
-    return _store(session, config, GRAPH, "A Microsoft 365", address, settings, secret, reconnect)
+    account = None
+    if tenant_id and object_id:
+        settings |= {"tenant_id": tenant_id, "object_id": object_id}
+        account = _graph_account(session, address, tenant_id, object_id)
+    return _store(session, config, GRAPH, "A Microsoft 365", address, settings, secret, reconnect, account)
+
+
+def _graph_account(session: Session, address: str, tenant_id: str, object_id: str) -> MailAccount | None:
+    """The organisation's Graph account of the user (tenant_id, object_id): the one with their
+    ids, else one with ``address`` and no ids (stored before ids were kept), else None."""
+    graph = select(MailAccount).where(MailAccount.org_id == default_org(session).id, MailAccount.provider == GRAPH)
+    theirs = session.scalar(
+        graph.where(
+            MailAccount.settings["tenant_id"].as_string() == tenant_id,
+            MailAccount.settings["object_id"].as_string() == object_id,
+        )
+    )
+    other = session.scalar(graph.where(MailAccount.email == address))
+    if other is None or other is theirs:
+        return theirs
+    if theirs is not None or (other.settings or {}).get("object_id"):
+        raise AccountError(
+            f"Postroom already has {address} connected for a different Microsoft 365 user (account {other.id}), "
+            "so this sign-in was not stored."
+        )
+    return other
 
 
 @dataclass(frozen=True)
@@ -272,12 +308,14 @@ def _store(
     settings: dict[str, Any],
     secret: dict[str, Any],
     reconnect: bool,
+    account: MailAccount | None = None,
 ) -> MailAccount:
-    """Insert the account, or with ``reconnect`` give the existing one its new grant: ``active``
-    again, due at once, its failures forgotten."""
-    sealed = SecretBox(config.security.secret_key).seal(secret)
+    """Insert the account, or with ``reconnect`` give the existing one (``account``, else the
+    one with the address) its new grant and address: ``active`` again, due at once, its
+    failures forgotten — unless an administrator disabled it, which reconnecting never undoes."""
+    sealed = SecretBox.for_config(config.security).seal(secret)
     org = default_org(session)
-    account = session.scalar(
+    account = account or session.scalar(
         select(MailAccount).where(
             MailAccount.org_id == org.id, MailAccount.provider == provider, MailAccount.email == address
         )
@@ -285,9 +323,10 @@ def _store(
     if account is not None:
         if not reconnect:
             raise AccountError(f"{label} account for {address} already exists (id {account.id}).")
-        account.settings, account.secret = settings, sealed
-        account.status, account.next_sync_at, account.failure_count = "active", utcnow(), 0
-        account.last_error = account.last_error_class = None
+        account.settings, account.secret, account.email = settings, sealed, address
+        if account.status != DISABLED:
+            account.status, account.next_sync_at, account.failure_count = "active", utcnow(), 0
+            account.last_error = account.last_error_class = None
     else:
         account = MailAccount(
             org_id=org.id, email=address, provider=provider, settings=settings, secret=sealed, status="active"
@@ -327,7 +366,7 @@ def provider_settings(
     """What the account's backend needs. For OAuth backends that refresh their own tokens
     (Gmail, Microsoft Graph, EWS with oauth2), new tokens are persisted through ``sessions``
     (default: a short-lived engine of its own for each save)."""
-    secret = SecretBox(config.security.secret_key).open(account.secret)
+    secret = SecretBox.for_config(config.security).open(account.secret)
     expiry = secret.get("token_expiry")
     creds = Credentials(
         username=secret.get("username") or account.email,
@@ -407,7 +446,7 @@ class TokenSaver:
             return False
 
     def _update(self, sessions: sessionmaker[Session], changes: dict[str, Any]) -> bool:
-        box = SecretBox(self._config.security.secret_key)
+        box = SecretBox.for_config(self._config.security)
         with sessions.begin() as s:
             sealed = s.scalar(select(MailAccount.secret).where(MailAccount.id == self._account_id).with_for_update())
             if sealed is None:

@@ -9,19 +9,27 @@ backfilled) and cleared when the body is stored, so the next pass fetches them,
 an interrupted pass simply resumes, and an idle pass reads a partial index that
 holds only the waiting emails instead of scanning the mailbox.
 
+Bodies are fetched in chunks bounded by count (:data:`FETCH_CHUNK`) and by
+the sizes the header index already knows (``sync.body_chunk_bytes``), so a
+worker never holds many large messages in memory at once; a message larger
+than ``sync.max_message_size`` (by the index, or once fetched) is not fetched
+or stored, and that is recorded (quarantined at the body stage), so it is not
+fetched again every pass. A body the server refuses or garbles on every fetch
+is quarantined the same way (sync.isolation), and the rest of the chunk is kept.
+
 Raw MIME is written to the blob directory (content-addressed by SHA-256,
-written to a temporary name and renamed) before its row is committed, so a
-row never points at a missing file. A body that is not a message at all is
-kept and quarantined: the reason is recorded on the email and on its copies.
-The full MIME parse (text, HTML, attachments) is left to display time, off
-the sync path.
+written to a private temporary file and renamed; directories 0700, files 0600)
+before its row is committed, so a row never points at a missing file. A body
+that is not a message at all is kept and quarantined: the reason is recorded on
+the email and on its copies. The full MIME parse (text, HTML, attachments) is
+left to display time, off the sync path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -31,10 +39,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from postroom.config import Config
 from postroom.mime import MalformedMessage, check_message
 from postroom.models import Body, Email, MessageCopy
+from postroom.private_files import FILE_MODE, private_dir
 from providers.base import MailProvider, RemoteFolder
+from sync.isolation import isolate
+from sync.quarantine import quarantine_bodies
 from sync.store import chunks, insert_ignore
 
-FETCH_CHUNK = 50  # bodies per provider round trip and per transaction; bounds memory for large attachments
+FETCH_CHUNK = 50  # bodies per provider round trip and per transaction, at most
+
+Wanted = tuple[str, int, int | None]  # (remote id, email id, size the index knows)
 
 
 def blob_path(blob_dir: Path, sha256: str) -> Path:
@@ -54,11 +67,15 @@ class BlobStore:
         sha = hashlib.sha256(raw).hexdigest()
         path = blob_path(self.root, sha)
         if path.parent not in self._dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            missing = [d for d in (path.parent, *path.parents) if not d.exists()]
+            for d in reversed(missing):  # every directory created here is private
+                private_dir(d)
             self._dirs.add(path.parent)
         if not path.exists():
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(raw)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(raw)
             os.replace(tmp, path)
         return sha, str(path.relative_to(self.root))
 
@@ -67,12 +84,14 @@ class BodyFetcher:
     def __init__(self, sessions: sessionmaker[Session], config: Config, account_id: int) -> None:
         self.sessions = sessions
         self.policy = config.sync.body_policy
+        self.max_size = config.sync.max_message_size
+        self.chunk_bytes = config.sync.body_chunk_bytes
         self.blobs = BlobStore(config.storage.blob_dir)
         self.account_id = account_id
 
-    def wanted_by_folder(self) -> dict[int, list[tuple[str, int]]]:
+    def wanted_by_folder(self) -> dict[int, list[Wanted]]:
         """Bodies the policy wants and we lack, for the whole account:
-        folder id -> [(remote id, email id)], one copy per email (the first one met).
+        folder id -> [(remote id, email id, size)], one copy per email (the first one met).
 
         With ``applicants`` this costs one read of a partial index that holds only the
         emails waiting for a body (usually none), whatever the size of the mailbox; only
@@ -80,8 +99,10 @@ class BodyFetcher:
         """
         if self.policy == "none":
             return {}
-        copies = select(MessageCopy.id, MessageCopy.folder_id, MessageCopy.remote_id, MessageCopy.email_id)
-        rows: list[tuple[int, int, str, int | None]] = []
+        copies = select(
+            MessageCopy.id, MessageCopy.folder_id, MessageCopy.remote_id, MessageCopy.email_id, MessageCopy.size
+        )
+        rows: list[tuple[int, int, str, int | None, int | None]] = []
         with self.sessions() as s:
             if self.policy == "applicants":
                 marked = list(s.scalars(select(Email.id).where(Email.body_wanted)))
@@ -95,30 +116,71 @@ class BodyFetcher:
                 rows = list(s.execute(q).tuples().all())
         rows.sort()  # by copy id: the order the messages were indexed in
         seen: set[int] = set()
-        out: dict[int, list[tuple[str, int]]] = {}
-        for _, folder_id, remote_id, email_id in rows:
+        out: dict[int, list[Wanted]] = {}
+        for _, folder_id, remote_id, email_id, size in rows:
             if email_id is not None and email_id not in seen:
                 seen.add(email_id)
-                out.setdefault(folder_id, []).append((remote_id, email_id))
+                out.setdefault(folder_id, []).append((remote_id, email_id, size))
         return out
 
     def fetch(
         self,
         provider: MailProvider,
+        folder_id: int,
         remote: RemoteFolder,
-        wanted: Sequence[tuple[str, int]],
+        wanted: Sequence[Wanted],
         heartbeat: Callable[[], None] = lambda: None,
-    ) -> int:
-        """Fetch and store these bodies from one folder, in chunks; returns how many were stored."""
+    ) -> tuple[int, int]:
+        """Fetch and store these bodies from one folder, in chunks bounded by count and by
+        size; returns (bodies stored, bodies quarantined)."""
+        too_big = [(rid, eid, self._too_big(size)) for rid, eid, size in wanted if size and size > self.max_size]
+        quarantined = self._quarantine(folder_id, too_big)
         stored = 0
-        for part in chunks(list(wanted), FETCH_CHUNK):
-            email_of = dict(part)
-            raws = provider.fetch_bodies(remote, list(email_of))
-            got = [(email_of[rid], raw) for rid, raw in raws.items() if rid in email_of]
-            self._store(got)
-            stored += len(got)
+        for part in self._chunks([w for w in wanted if not (w[2] and w[2] > self.max_size)]):
+            got, bad = self._fetch_chunk(provider, folder_id, remote, part)  # its bodies are gone on return
+            stored += got
+            quarantined += bad
             heartbeat()
-        return stored
+        return stored, quarantined
+
+    def _fetch_chunk(
+        self, provider: MailProvider, folder_id: int, remote: RemoteFolder, part: Sequence[Wanted]
+    ) -> tuple[int, int]:
+        """One chunk: fetch, store what fits, quarantine the rest; (stored, quarantined)."""
+        email_of = {rid: eid for rid, eid, _ in part}
+        got = isolate(lambda ids: list(provider.fetch_bodies(remote, ids).items()), list(email_of))
+        keep = [(email_of[rid], raw) for rid, raw in got.items if rid in email_of and len(raw) <= self.max_size]
+        self._store(keep)
+        bad = [(rid, email_of[rid], self._too_big(len(raw))) for rid, raw in got.items if len(raw) > self.max_size]
+        bad += [
+            (rid, email_of[rid], f"the server refused or garbled it on every fetch: {why}")
+            for rid, why in got.failed.items()
+        ]
+        return len(keep), self._quarantine(folder_id, bad)
+
+    def _chunks(self, wanted: Sequence[Wanted]) -> Iterator[list[Wanted]]:
+        """At most FETCH_CHUNK bodies and ``body_chunk_bytes`` by the sizes the index knows (a
+        message of unknown size counts as a whole chunk; a larger one goes alone)."""
+        part: list[Wanted] = []
+        total = 0
+        for item in wanted:
+            size = item[2] if item[2] is not None else self.chunk_bytes
+            if part and (len(part) >= FETCH_CHUNK or total + size > self.chunk_bytes):
+                yield part
+                part, total = [], 0
+            part.append(item)
+            total += size
+        if part:
+            yield part
+
+    def _too_big(self, size: int) -> str:
+        return f"larger than sync.max_message_size ({size} bytes, the limit is {self.max_size}); not stored"
+
+    def _quarantine(self, folder_id: int, items: list[tuple[str, int, str]]) -> int:
+        if items:
+            with self.sessions.begin() as s:
+                quarantine_bodies(s, folder_id, items)
+        return len(items)
 
     def _store(self, items: list[tuple[int, bytes]]) -> None:
         """Write the blobs, then record them for their emails in one transaction."""

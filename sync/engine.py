@@ -28,11 +28,23 @@ it covers is committed. Killing the process at any point and running again
 loses nothing and duplicates nothing. No transaction is held open across
 network I/O: the engine fetches, then writes.
 
-Failure isolation: a message whose headers cannot be understood is recorded as
-a quarantined copy (reason kept) and never blocks the folder; a folder that
-fails is recorded on the folder and the other folders still sync; an
+Failure isolation: no message can block its folder, and no folder the account.
+A message the database refuses (sync.indexer) or the server refuses or garbles
+on every fetch (sync.isolation) is quarantined with the reason (sync.quarantine)
+and the folder's cursor moves past it. Anything else that goes wrong in a folder
+— a provider error, or an unexpected exception — fails that folder for this pass
+(recorded on the folder) and the other folders still sync; the account backs off
+only when every folder failed, or the server or the database is away. An
 :class:`~providers.errors.AuthError` stops the account and marks it
 ``reconnect-needed``.
+
+Leases: the caller passes a :class:`Lease` (sync.scheduler holds one on the
+account while it syncs). ``lease.heartbeat()`` runs between folders and batches
+and raises :class:`LeaseLost` as soon as a renewal finds the lease gone, which
+ends the pass at once; every cursor save and every removal of copies runs in a
+transaction that first proves, in the database, that the lease is still held
+(``lease.hold``), so a worker that lost its account can never write over the
+one that took it.
 """
 
 from __future__ import annotations
@@ -51,12 +63,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
 from postroom.crypto import SecretError
-from postroom.models import Folder, MailAccount, MessageCopy
+from postroom.db import is_unavailable
+from postroom.logs import error_summary, where
+from postroom.models import Folder, MailAccount, MessageCopy, QuarantinedMessage
 from providers.base import Capability, ChangeSet, MailProvider, RemoteFolder
 from providers.errors import AuthError, CursorInvalidError, FolderNotFound, ProviderError, TransientError
 from sync.accounts import AccountError, open_account
 from sync.bodies import BodyFetcher
 from sync.indexer import Indexer
+from sync.isolation import isolate
+from sync.leases import Lease, LeaseLost, NoLease
+from sync.quarantine import Placeholder, drop_placeholders, pending_header_retries, quarantine_headers
 from sync.store import chunks
 
 log = logging.getLogger("postroom.sync")
@@ -87,6 +104,7 @@ class AccountResult:
     needs_reconnect: bool = False
     retry_after: float | None = None
     skipped: bool = False  # another worker holds the account
+    lease_lost: bool = False  # the lease ran out mid-pass; nothing more was written
     status: str = "active"  # set by sync.scheduler once the result is recorded
     folders: list[FolderResult] = field(default_factory=list)
     seconds: float = 0.0
@@ -102,6 +120,8 @@ class AccountResult:
     def summary(self) -> str:
         if self.skipped:
             return f"account {self.account_id} ({self.email}): skipped, another worker is syncing it"
+        if self.lease_lost:
+            return f"account {self.account_id} ({self.email}): stopped, its lease ran out and another worker took it"
         if not self.ok:
             return f"account {self.account_id} ({self.email}): FAILED: {self.error}"
         tot = lambda attr: sum(getattr(f, attr) for f in self.folders)  # noqa: E731
@@ -145,10 +165,12 @@ class _FolderState:
     cursor: str | None
     state: str
     last_error: str | None
+    retry: bool = False  # some quarantined message of the folder is to be tried again
 
 
-def _forget_folder(folder_id: int, s: Session) -> None:
+def _forget_folder(folder_id: int, s: Session, lease: Lease) -> None:
     """The folder is gone from the server: drop its copies and start over if it comes back."""
+    lease.hold(s)
     s.execute(delete(MessageCopy).where(MessageCopy.folder_id == folder_id))
     s.execute(
         update(_FOLDERS).where(_FOLDERS.c.id == folder_id).values(exists_remote=False, cursor=None, state="initial")
@@ -158,8 +180,8 @@ def _forget_folder(folder_id: int, s: Session) -> None:
 class AccountSync:
     """Syncs one account once. Build it per pass; it holds no state across passes.
 
-    ``heartbeat`` is called between folders and batches, so a caller holding a
-    lease on the account can renew it during a long initial sync.
+    ``lease`` is the caller's hold on the account (see :class:`Lease`); its heartbeat
+    runs between folders and batches, so a long initial sync keeps it.
     """
 
     def __init__(
@@ -168,15 +190,17 @@ class AccountSync:
         sessions: sessionmaker[Session],
         account_id: int,
         provider: MailProvider | None = None,
-        heartbeat: Callable[[], None] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.config = config
         self.sessions = sessions
         self.account_id = account_id
         self._provider = provider
-        self.heartbeat = heartbeat or (lambda: None)
+        self.lease: Lease = lease or NoLease()
+        self.heartbeat = self.lease.heartbeat
         self.log = logging.LoggerAdapter(log, {"account_id": account_id})
         self._moved_cursors: list[dict[str, Any]] = []  # folders whose cursor alone moved this pass
+        self._folder_failures: list[BaseException] = []
 
     def run(self, *, record: bool = True) -> AccountResult:
         """Sync every folder once. With ``record`` (the default) the outcome is written to
@@ -200,6 +224,10 @@ class AccountSync:
         if result.ok:
             try:
                 self._sync_folders(provider, account.org_id, result)
+            except LeaseLost as exc:
+                result.lease_lost = True
+                result.fail(exc, "Stopped: the lease ran out and another worker took the account over.")
+                record = False  # the other worker's outcome is the one that counts
             except AuthError as exc:
                 result.fail(exc, f"Login failed: {exc}", reconnect=True)
             except TransientError as exc:
@@ -241,6 +269,7 @@ class AccountSync:
             self._guarded(folder, fres, functools.partial(self._sync_folder, provider, indexer, folder))
         if self._moved_cursors:  # one transaction for every folder whose cursor alone moved
             with self.sessions.begin() as s:
+                self.lease.hold(s)
                 s.execute(update(_FOLDERS).where(_FOLDERS.c.id == bindparam("fid")), self._moved_cursors)
         bodies = BodyFetcher(self.sessions, self.config, self.account_id)
         wanted = bodies.wanted_by_folder()
@@ -248,26 +277,40 @@ class AccountSync:
             if folder.id in wanted and not results[folder.id].error:
                 fetch = functools.partial(self._fetch_bodies, bodies, provider, folder, wanted[folder.id])
                 self._guarded(folder, results[folder.id], fetch)
+        if folders and all(f.error for f in result.folders):  # nothing could be done: back off
+            first = self._folder_failures[0]
+            result.fail(first, f"Every folder failed: {result.folders[0].error}")
 
     def _fetch_bodies(
         self,
         bodies: BodyFetcher,
         provider: MailProvider,
         folder: _FolderState,
-        wanted: list[tuple[str, int]],
+        wanted: list[tuple[str, int, int | None]],
         fres: FolderResult,
     ) -> None:
-        fres.bodies = bodies.fetch(provider, folder.remote, wanted, self.heartbeat)
+        stored, quarantined = bodies.fetch(provider, folder.id, folder.remote, wanted, self.heartbeat)
+        fres.bodies += stored
+        fres.quarantined += quarantined
 
     def _guarded(self, folder: _FolderState, fres: FolderResult, step: Callable[[FolderResult], None]) -> None:
-        """Run one folder's step; a provider error fails that folder only (and is recorded on it)."""
+        """Run one folder's step. Anything that goes wrong fails that folder only, for this pass
+        (recorded on it); refused credentials, a server that is away, a lost lease or a database
+        that is away stop the whole account: retrying folder by folder would not help."""
         try:
             step(fres)
-        except (AuthError, TransientError):
-            raise  # the whole account stops: retrying folder by folder would not help
-        except ProviderError as exc:
-            fres.error = str(exc) or exc.__class__.__name__
-            self.log.warning("folder %s failed: %s", folder.remote.name, fres.error)
+        except (AuthError, TransientError, LeaseLost):
+            raise
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            if isinstance(exc, ProviderError):
+                fres.error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                self.log.warning("folder %s failed: %s", folder.remote.name, fres.error)
+            else:  # a bug or a surprise: never the whole account, never message content in the error
+                fres.error = f"Internal error: {error_summary(exc)}"
+                self.log.error("folder %s failed: %s\n%s", folder.remote.name, fres.error, where(exc))
+            self._folder_failures.append(exc)
             with self.sessions.begin() as s:
                 s.execute(update(_FOLDERS).where(_FOLDERS.c.id == folder.id).values(last_error=fres.error))
 
@@ -275,7 +318,15 @@ class AccountSync:
         """Create rows for new folders, mark vanished ones; returns the folders to sync, with
         their stored state. Writes nothing when the server's folders are as recorded."""
         with self.sessions() as s:
-            rows = {r.name: r for r in s.execute(select(_FOLDERS).where(_FOLDERS.c.account_id == self.account_id))}
+            retry = (  # quarantined messages someone asked to try again: in the same read
+                select(QuarantinedMessage.id)
+                .where(QuarantinedMessage.folder_id == _FOLDERS.c.id, QuarantinedMessage.retry_requested)
+                .exists()
+                .label("retry")
+            )
+            rows = {
+                r.name: r for r in s.execute(select(_FOLDERS, retry).where(_FOLDERS.c.account_id == self.account_id))
+            }
         out: list[_FolderState] = []
         added: list[tuple[RemoteFolder, str | None]] = []
         changed: list[dict[str, Any]] = []
@@ -287,7 +338,7 @@ class AccountSync:
                 continue
             if (row.role, row.delimiter, row.exists_remote) != (role, remote.delimiter, True):
                 changed.append({"fid": row.id, "role": role, "delimiter": remote.delimiter, "exists_remote": True})
-            out.append(_FolderState(row.id, remote, row.cursor, row.state, row.last_error))
+            out.append(_FolderState(row.id, remote, row.cursor, row.state, row.last_error, row.retry))
         gone = [row.id for row in rows.values() if row.exists_remote]  # deleted on the server
         if added or changed or gone:
             with self.sessions.begin() as s:
@@ -302,7 +353,7 @@ class AccountSync:
                 if changed:
                     s.execute(update(_FOLDERS).where(_FOLDERS.c.id == bindparam("fid")), changed)
                 for folder_id in gone:  # its copies are gone too
-                    _forget_folder(folder_id, s)
+                    _forget_folder(folder_id, s, self.lease)
         # Inbox and Sent first: they matter most to recruiters.
         order = {"inbox": 0, "sent": 1}
         return sorted(out, key=lambda f: order.get(f.remote.role.value if f.remote.role else "", 2))
@@ -319,18 +370,20 @@ class AccountSync:
             changes = provider.fetch_changes(remote, None)
         except FolderNotFound:
             with self.sessions.begin() as s:
-                _forget_folder(folder_id, s)
+                _forget_folder(folder_id, s, self.lease)
             return
         self._apply_removals(folder_id, changes, fres)
         self._apply_flag_changes(folder_id, changes, fres)
-        new_ids = self._unknown_ids(folder_id, changes.new)
-        batch = self.config.sync.batch_size
-        for ids in chunks(new_ids, batch):
-            messages = list(provider.fetch_headers(remote, ids))
-            stats = indexer.index(folder_id, messages)
-            fres.new += stats.indexed
-            fres.quarantined += stats.quarantined
-            self.heartbeat()
+        settled = self._index(provider, indexer, folder, self._unknown_ids(folder_id, changes.new), fres)
+        if folder.retry:  # quarantined messages someone asked to try again (postroom quarantine retry)
+            with self.sessions() as s:
+                retry = pending_header_retries(s, folder_id)
+            settled = self._index(provider, indexer, folder, retry, fres, replace=True) and settled
+        if not settled:
+            raise ProviderError(
+                "some messages could not be fetched this pass (the server refused many of them); "
+                "the next pass carries on"
+            )
         if (changes.cursor, folder.state, folder.last_error) == (folder.cursor, "incremental", None):
             return  # nothing changed: a no-change pass writes nothing for this folder
         if changes.empty and (folder.state, folder.last_error) == ("incremental", None):
@@ -340,14 +393,56 @@ class AccountSync:
             self._moved_cursors.append({"fid": folder_id, "cursor": changes.cursor})
             return
         with self.sessions.begin() as s:
+            self.lease.hold(s)
             s.execute(
                 update(_FOLDERS)
                 .where(_FOLDERS.c.id == folder_id)
                 .values(cursor=changes.cursor, state="incremental", last_synced_at=_now(), last_error=None)
             )
 
+    def _index(
+        self,
+        provider: MailProvider,
+        indexer: Indexer,
+        folder: _FolderState,
+        ids: Sequence[str],
+        fres: FolderResult,
+        *,
+        replace: bool = False,
+    ) -> bool:
+        """Fetch and index these ids in batches; messages the server refuses or garbles on every
+        fetch are quarantined. ``replace``: the ids are quarantined messages tried again. Returns
+        False if some ids could be neither indexed nor quarantined this pass."""
+        folder_id, remote = folder.id, folder.remote
+        for batch in chunks(list(ids), self.config.sync.batch_size):
+            got = isolate(lambda part: list(provider.fetch_headers(remote, part)), batch)
+            stats = indexer.index(folder_id, got.items, replace=batch if replace else ())
+            fres.new += stats.indexed
+            fres.quarantined += stats.quarantined + len(got.failed)
+            if got.failed or replace:
+                fetched = {m.remote_id for m in got.items}
+                with self.sessions.begin() as s:
+                    if replace:  # tried again and no longer on the server: the placeholder goes
+                        drop_placeholders(s, folder_id, [i for i in batch if i not in fetched and i not in got.failed])
+                    quarantine_headers(
+                        s,
+                        self.account_id,
+                        folder_id,
+                        [
+                            Placeholder(rid, None, f"the server refused or garbled it on every fetch: {why}")
+                            for rid, why in got.failed.items()
+                        ],
+                    )
+                for rid, why in got.failed.items():
+                    self.log.warning("message %s quarantined in %s: %s", rid, remote.name, why)
+            self.heartbeat()
+            if not got.complete:
+                return False
+        return True
+
     def _reset_folder(self, folder_id: int) -> None:
         with self.sessions.begin() as s:
+            self.lease.hold(s)
             s.execute(delete(MessageCopy).where(MessageCopy.folder_id == folder_id))
             s.execute(update(Folder).where(Folder.id == folder_id).values(cursor=None, state="resync"))
 
@@ -367,6 +462,7 @@ class AccountSync:
         if not removed:
             return
         with self.sessions.begin() as s:
+            self.lease.hold(s)
             for ids in chunks(sorted(removed)):
                 res = s.execute(
                     delete(MessageCopy).where(MessageCopy.folder_id == folder_id, MessageCopy.remote_id.in_(ids))

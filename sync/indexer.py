@@ -108,7 +108,7 @@ class Indexer:
             parsed.append(_Parsed(m, h, mid, fingerprint(sender, h.date, h.subject), participants(h)))
         self._write_or_split(folder_id, parsed, set(replace), stats)
         if unreadable:
-            self._quarantine(folder_id, unreadable, set(replace), stats)
+            self._quarantine(folder_id, unreadable, stats)
         return stats
 
     def _write_or_split(self, folder_id: int, parsed: list[_Parsed], replace: set[str], stats: IndexStats) -> None:
@@ -127,9 +127,7 @@ class Indexer:
                 p = parsed[0]
                 reason = f"cannot be stored: {error_summary(exc)}"
                 log.warning("message quarantined: %s", reason, extra={"account_id": self.account_id})
-                self._quarantine(
-                    folder_id, [Placeholder(p.msg.remote_id, p.message_id, reason, p.msg.size)], replace, stats
-                )
+                self._quarantine(folder_id, [Placeholder(p.msg.remote_id, p.message_id, reason, p.msg.size)], stats)
                 return
             half = len(parsed) // 2  # roll back, split, and find the message(s) the database refuses
             self._write_or_split(folder_id, parsed[:half], replace, stats)
@@ -137,9 +135,9 @@ class Indexer:
             return
         stats.indexed += len(parsed)
 
-    def _quarantine(self, folder_id: int, items: list[Placeholder], replace: set[str], stats: IndexStats) -> None:
+    def _quarantine(self, folder_id: int, items: list[Placeholder], stats: IndexStats) -> None:
+        """Set these aside (a message tried again keeps its entry, one attempt more)."""
         with self.sessions.begin() as s:
-            drop_placeholders(s, folder_id, [p.remote_id for p in items if p.remote_id in replace])
             quarantine_headers(s, self.account_id, folder_id, items)
         stats.quarantined += len(items)
 

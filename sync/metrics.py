@@ -10,20 +10,30 @@ Two kinds:
   serves them (a worker or the web app's ``/metrics``): accounts by state, sync
   lag quantiles (seconds since each account's last successful sync), queue depth
   (accounts due now that no worker holds yet) and accounts queued for Celery.
+
+With ``[metrics] token`` set, both the workers' port and the web app's ``/metrics``
+answer 401 unless the scrape sends ``Authorization: Bearer <token>`` (:func:`bearer_ok`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hmac
+import socket
+import threading
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from postroom.config import MetricsConfig
+from postroom.config import ConfigError, MetricsConfig
 from postroom.models import MailAccount
 from sync.engine import AccountResult
 
@@ -48,8 +58,8 @@ class SyncMetrics:
         )
 
     def observe(self, result: AccountResult) -> None:
-        if result.skipped:
-            self.syncs.labels("skipped").inc()
+        if result.skipped or result.lease_lost:
+            self.syncs.labels("skipped" if result.skipped else "lease-lost").inc()
             return
         self.syncs.labels("ok" if result.ok else "failed").inc()
         self.duration.observe(result.seconds)
@@ -111,10 +121,57 @@ class DatabaseCollector(Collector):
         )
 
 
+def bearer_ok(authorization: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header value is ``Bearer <token>`` (compared in constant time)."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
+    )
+
+
+UNAUTHORIZED_BODY = b"Metrics need the header Authorization: Bearer <metrics.token>.\n"
+UNAUTHORIZED_HEADERS = [
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("WWW-Authenticate", 'Bearer realm="postroom metrics"'),
+]
+
+
+def _token_required(app: WSGIApplication, token: str) -> WSGIApplication:
+    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if bearer_ok(environ.get("HTTP_AUTHORIZATION"), token):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", UNAUTHORIZED_HEADERS)
+        return [UNAUTHORIZED_BODY]
+
+    return guarded
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not worth a log line each."""
+
+
 def serve(cfg: MetricsConfig, sessions: sessionmaker[Session], metrics: SyncMetrics) -> int | None:
-    """Expose this process's metrics on ``cfg.port`` (if set); returns the port."""
+    """Expose this process's metrics on ``cfg.port`` (if set) in a thread; returns the port.
+
+    With ``metrics.token`` set, a scrape without ``Authorization: Bearer <token>`` gets 401."""
     if not cfg.port:
         return None
     metrics.registry.register(DatabaseCollector(sessions))
-    start_http_server(cfg.port, addr=cfg.host, registry=metrics.registry)
+    app = make_wsgi_app(metrics.registry)
+    if cfg.token:
+        app = _token_required(app, cfg.token)
+    try:
+        family = socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)[0][0]
+        server_class = type("MetricsServer", (_Server,), {"address_family": family})
+        httpd: WSGIServer = make_server(cfg.host, cfg.port, app, server_class, handler_class=_QuietHandler)
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot serve metrics on {cfg.host}:{cfg.port} (metrics.host, metrics.port): {exc.strerror or exc}."
+        ) from None
+    threading.Thread(target=httpd.serve_forever, name="postroom-metrics", daemon=True).start()
     return cfg.port

@@ -1,39 +1,87 @@
-"""Sending: outbox first, then send, then record — never twice.
+"""Sending: outbox first, then send, then record — never twice, never forgotten.
 
-1. The composed message is committed to ``outbox`` with its pre-generated
-   Message-ID (state ``queued``) before any network I/O.
-2. The row moves to ``sending`` in its own transaction, then the provider
-   submits it.
-3. On success the row becomes ``sent``; a copy is placed in Sent unless the
-   provider already did so.
+States of a row (``outbox.status``, :class:`OutboxStatus`)::
 
-A row found in ``sending`` (the process died between 2 and 3) is never
-submitted again automatically: the server may have accepted it already. It is
-reported as ``uncertain`` for a person to check.
+    queued ──claim──▶ sending ──accepted─────────────────────────────▶ sent
+      ▲                 │  ├──refused for good (5xx, every recipient)──▶ failed ──retry──▶ sending
+      │                 │  ├──failed before the server could take it──▶ queued (tried again after a back-off)
+      └─────────────────┘  └──failed after it may have taken it──────▶ uncertain
+                         process died, or its claim ran out ─────────▶ uncertain
+    uncertain ──its Message-ID found in Sent──▶ sent
+    uncertain ──retry --force (a person decided)──▶ sending
+
+1. :func:`queue_message` composes the message with a pre-generated Message-ID and
+   commits it as ``queued`` before any network I/O. ``postroom send`` queues it already
+   held by itself (``owner`` = its ``host:pid:...`` id, ``claimed_until``), so no worker
+   takes it meanwhile; if that process dies before sending, the worker takes the row once
+   the hold has run out (at once when the owner is a dead process on this host).
+2. Every change of status is one compare-and-set ``UPDATE ... WHERE id = :id AND status
+   = :expected`` whose row count says who won: two workers never both submit a row.
+   Claiming moves ``queued`` to ``sending`` with the claimant as ``owner`` and a deadline
+   (``claimed_until``).
+3. The provider submits it; the outcome is written with another compare-and-set.
+   Recipients refused while others were accepted are kept in ``refused``.
+
+``uncertain`` means the message may have gone out: the connection failed after the
+server had the whole message (:class:`providers.errors.SendUncertain`), or the sending
+process died. Such a row is never sent again automatically; the worker looks for its
+Message-ID in Sent (:meth:`providers.base.MailProvider.find_sent`) every few minutes and
+marks it ``sent`` when it is there. ``postroom outbox retry`` looks in Sent first, and
+sends it again only with ``--force``.
+
+:func:`process_outbox` is the worker's share, run after each account's sync pass. With
+nothing to do it costs one query on a partial index (``ix_outbox_open``) and never opens
+the provider.
 """
 
 from __future__ import annotations
 
+import logging
+import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.addresses import normalise_address
-from postroom.compose import compose_message
+from postroom.compose import ComposeError, compose_message, unsafe_header_text
 from postroom.config import Config
+from postroom.logs import error_summary
 from postroom.models import Email, MailAccount, MessageCopy, OutboxMessage
 from providers.base import Capability, MailProvider, OutgoingMessage
-from providers.errors import ProviderError, SendError
+from providers.errors import ProviderError, SendError, SendUncertain
+from providers.transport import ConfigurationError
 from sync.accounts import open_account
+from sync.outbox_rows import OPEN, OutboxEntry, OutboxError, OutboxStatus, get_entry, list_outbox, open_rows
 
+__all__ = [
+    "OPEN",
+    "OutboxEntry",
+    "OutboxError",
+    "OutboxPass",
+    "OutboxStatus",
+    "SendRequest",
+    "deliver",
+    "get_entry",
+    "list_outbox",
+    "process_outbox",
+    "queue_message",
+    "read_body",
+    "send_message",
+]
+log = logging.getLogger("postroom.outbox")
 
-class OutboxError(Exception):
-    """A send request that cannot be carried out; the message says why in one sentence."""
+SEND_CLAIM = timedelta(minutes=10)  # a row in ``sending`` longer than this is taken for abandoned
+QUEUE_HOLD = timedelta(minutes=10)  # how long the process that queued a row keeps it to itself
+CHECK_EVERY = timedelta(minutes=5)  # how often Sent is searched for an uncertain row
+MAX_ATTEMPTS = 8  # tries before a message that keeps failing safely is failed
+BACKOFF_BASE, BACKOFF_MAX = timedelta(minutes=1), timedelta(hours=1)
+PASS_LIMIT = 20  # queued rows one worker pass submits
 
 
 @dataclass(frozen=True)
@@ -45,94 +93,262 @@ class SendRequest:
     in_reply_to: str | None = None
 
 
-def _msgid(value: str) -> str:
+@dataclass
+class OutboxPass:
+    """What one worker pass over an account's outbox did."""
+
+    stale: int = 0  # rows of dead or overdue senders made uncertain
+    confirmed: int = 0  # uncertain rows found in Sent, now sent
+    sent: int = 0
+    uncertain: int = 0  # submissions that ended uncertain
+    failed: int = 0
+    later: int = 0  # safe failures, tried again after a back-off
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def idle(self) -> bool:
+        return not (self.stale or self.confirmed or self.sent or self.uncertain or self.failed or self.later)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def owner_id() -> str:
+    from sync.scheduler import worker_id  # scheduler imports this module: import late
+
+    return worker_id()
+
+
+def _dead(owner: str | None) -> bool:
+    """Whether ``owner`` (``host:pid:...``) is a process on this host that no longer runs."""
+    from sync.scheduler import _process_alive
+
+    return owner is not None and owner.split(":", 1)[0] == socket.gethostname() and not _process_alive(owner)
+
+
+# ------------------------------------------------------------------ queueing
+def _reply_id(value: str) -> str:
+    """``--in-reply-to`` as written, with ``<>`` added to a bare ``id@host``; checked by compose."""
     value = value.strip()
-    return value if value.startswith("<") else f"<{value}>"
+    return value if "<" in value or ">" in value else f"<{value}>"
 
 
-def queue_message(session: Session, req: SendRequest) -> OutboxMessage:
+def queue_message(session: Session, req: SendRequest, *, owner: str | None = None) -> OutboxMessage:
+    """Compose ``req`` and add it to the outbox as ``queued`` (held by ``owner`` for a while
+    if given). Raises :class:`OutboxError` for input that cannot be sent as asked."""
     account = session.get(MailAccount, req.account_id)
     if account is None:
         raise OutboxError(f"No mail account with id {req.account_id}.")
     if not req.to:
         raise OutboxError("A message needs at least one recipient (--to).")
-    recipients = []
+    recipients: list[str] = []
     for addr in req.to:
+        if unsafe_header_text(addr):
+            raise OutboxError(f"The recipient address {addr!r} contains a line break or another control character.")
         norm = normalise_address(addr)
         if not norm or "@" not in norm:
             raise OutboxError(f"{addr!r} is not an email address.")
         recipients.append(norm)
+    in_reply_to = _reply_id(req.in_reply_to) if req.in_reply_to else None
     references: tuple[str, ...] = ()
-    in_reply_to = _msgid(req.in_reply_to) if req.in_reply_to else None
     if in_reply_to:
-        parent = session.scalar(select(Email).where(Email.org_id == account.org_id, Email.message_id == in_reply_to))
-        references = (*(parent.references if parent else []), in_reply_to)
-    domain = account.email.rsplit("@", 1)[-1]
-    message_id, raw = compose_message(
-        sender=account.email,
-        to=recipients,
-        subject=req.subject,
-        text=req.text,
-        in_reply_to=in_reply_to,
-        references=references,
-        domain=domain,
+        parent = session.scalar(
+            select(Email.references).where(Email.org_id == account.org_id, Email.message_id == in_reply_to).limit(1)
+        )
+        references = (*(parent or []), in_reply_to)  # compose leaves out ids of any other form
+    try:
+        message_id, raw = compose_message(
+            sender=account.email,
+            to=recipients,
+            subject=req.subject,
+            text=req.text,
+            in_reply_to=in_reply_to,
+            references=references,
+            domain=account.email.rsplit("@", 1)[-1],
+        )
+    except ComposeError as exc:
+        raise OutboxError(str(exc)) from None
+    row = OutboxMessage(
+        account_id=account.id,
+        message_id=message_id,
+        raw=raw,
+        recipients=recipients,
+        status=OutboxStatus.QUEUED,
+        refused={},
+        owner=owner,
+        claimed_until=utcnow() + QUEUE_HOLD if owner else None,
     )
-    row = OutboxMessage(account_id=account.id, message_id=message_id, raw=raw, recipients=recipients, status="queued")
     session.add(row)
     session.flush()
     return row
 
 
+def send_message(config: Config, sessions: sessionmaker[Session], req: SendRequest) -> OutboxEntry:
+    """Queue ``req`` held by this process, then submit it at once; returns how it ended
+    (``sent``, ``uncertain``, ``failed``, or ``queued`` for a safe failure the worker retries)."""
+    owner = owner_id()
+    with sessions.begin() as s:
+        outbox_id = queue_message(s, req, owner=owner).id
+    return deliver(config, sessions, outbox_id, owner=owner)
+
+
+# ------------------------------------------------------------------ claiming and recording
+def cas(
+    s: Session, outbox_id: int, expected: Sequence[OutboxStatus], *conditions: ColumnElement[bool], **values: Any
+) -> bool:
+    """Compare-and-set: ``UPDATE outbox SET ... WHERE id = :id AND status IN (:expected) AND ...``;
+    True if this call changed the row."""
+    res = s.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == outbox_id, OutboxMessage.status.in_([str(e) for e in expected]), *conditions)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def _claim(s: Session, outbox_id: int, me: str, *, now: datetime, manual: bool, dead_owner: str | None = None) -> bool:
+    """queued → sending for ``me``. The worker takes a row whose hold (or back-off) has run
+    out; a person (``manual``) also takes one waiting out a back-off, never one that a live
+    process holds."""
+    free = [OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now, OutboxMessage.owner == me]
+    if manual:
+        free.append(OutboxMessage.owner.is_(None))
+    if dead_owner is not None:
+        free.append(OutboxMessage.owner == dead_owner)
+    return cas(
+        s,
+        outbox_id,
+        [OutboxStatus.QUEUED],
+        or_(*free),
+        status=OutboxStatus.SENDING,
+        owner=me,
+        claimed_until=now + SEND_CLAIM,
+        attempts=OutboxMessage.attempts + 1,
+    )
+
+
+def _record(sessions: sessionmaker[Session], outbox_id: int, me: str, **values: Any) -> None:
+    """Write a submission's outcome if ``me`` still holds the row (``sending``, or
+    ``uncertain`` if it was taken for abandoned meanwhile)."""
+    with sessions.begin() as s:
+        if not cas(s, outbox_id, [OutboxStatus.SENDING, OutboxStatus.UNCERTAIN], OutboxMessage.owner == me, **values):
+            log.warning("outbox row %d changed hands while it was sent; %s not recorded", outbox_id, values["status"])
+
+
+def _backoff(attempts: int) -> timedelta:
+    return min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+
+
+# ------------------------------------------------------------------ submitting
 def deliver(
-    config: Config, sessions: sessionmaker[Session], outbox_id: int, provider: MailProvider | None = None
-) -> OutboxMessage:
-    """Submit one queued message. Raises OutboxError when it was not (or may not have been) sent."""
+    config: Config,
+    sessions: sessionmaker[Session],
+    outbox_id: int,
+    provider: MailProvider | None = None,
+    *,
+    owner: str | None = None,
+) -> OutboxEntry:
+    """Claim one queued message and submit it now; returns how it ended. Raises
+    :class:`OutboxError` when the row cannot be claimed (unknown, held by a live process,
+    not queued)."""
+    me = owner or owner_id()
     with sessions.begin() as s:
         row = s.get(OutboxMessage, outbox_id)
         if row is None:
             raise OutboxError(f"No outbox message with id {outbox_id}.")
-        if row.status == "sent":
-            return row
-        if row.status in ("sending", "uncertain"):
-            row.status = "uncertain"
-            raise OutboxError(f"Message {row.message_id} may already have been sent; not sending it again.")
-        account = s.get_one(MailAccount, row.account_id)
-        own = provider or open_account(account, config, sessions)
-        row.status = "sending"
-        message = OutgoingMessage(
-            raw=row.raw,
-            sender=account.email,
-            recipients=tuple(row.recipients),
-            message_id=row.message_id,
-            thread_hint=_thread_hint(s, account, row.raw),
-        )
+        dead_owner = row.owner if row.status == OutboxStatus.QUEUED and _dead(row.owner) else None
+        claimed = _claim(s, outbox_id, me, now=utcnow(), manual=True, dead_owner=dead_owner)
+    if not claimed:
+        entry = get_entry(sessions, outbox_id)
+        if entry.status == OutboxStatus.SENT:
+            return entry
+        raise OutboxError(not_deliverable(entry))
+    return submit(config, sessions, outbox_id, me, provider)
+
+
+def not_deliverable(entry: OutboxEntry) -> str:
+    what = f"Message {entry.id} ({entry.message_id})"
+    if entry.status == OutboxStatus.QUEUED:
+        return f"{what} is held by another process that is about to send it; try again in a few minutes."
+    if entry.status == OutboxStatus.SENDING:
+        return f"{what} is being sent by another process right now."
+    if entry.status == OutboxStatus.UNCERTAIN:
+        return f"{what} may already have gone out; see 'postroom outbox retry {entry.id}'."
+    return f"{what} is {entry.status}; send it again with 'postroom outbox retry {entry.id}'."
+
+
+def submit(
+    config: Config, sessions: sessionmaker[Session], outbox_id: int, me: str, provider: MailProvider | None
+) -> OutboxEntry:
+    """Submit a row ``me`` has just claimed (it is ``sending``) and record the outcome."""
     try:
-        try:
-            result = own.send(message)
-        except ProviderError as exc:
-            status = "failed" if isinstance(exc, SendError) else "queued"  # transient: safe to try again
-            with sessions.begin() as s:
-                s.execute(
-                    update(OutboxMessage).where(OutboxMessage.id == outbox_id).values(status=status, error=str(exc))
-                )
-            raise OutboxError(f"Sending {message.message_id} failed: {exc}") from None
-        copy_id: str | None = result.provider_id
-        note: str | None = None
-        if not result.sent_copy_stored and Capability.STORE_SENT_COPY in own.capabilities:
-            try:
-                copy_id = own.store_sent_copy(message.raw)
-            except ProviderError as exc:  # sent, but no copy: record, do not resend
-                copy_id, note = None, f"sent, but the copy in Sent could not be stored: {exc}"
-        with sessions.begin() as s:
-            s.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == outbox_id)
-                .values(status="sent", sent_at=datetime.now(UTC), sent_copy_id=copy_id, error=note)
+        with sessions() as s:
+            row = s.get_one(OutboxMessage, outbox_id)
+            account = s.get_one(MailAccount, row.account_id)
+            message = OutgoingMessage(
+                raw=row.raw,
+                sender=account.email,
+                recipients=tuple(row.recipients),
+                message_id=row.message_id,
+                thread_hint=_thread_hint(s, account, row.raw),
             )
-            return s.get_one(OutboxMessage, outbox_id)
+            attempts = row.attempts
+            own = provider or open_account(account, config, sessions)
+    except Exception as exc:  # nothing was sent: give the row back
+        _record(sessions, outbox_id, me, status=OutboxStatus.QUEUED, owner=None, error=error_summary(exc))
+        raise
+    try:
+        _send(sessions, outbox_id, me, own, message, attempts)
     finally:
         if provider is None:
             own.close()
+    return get_entry(sessions, outbox_id)
+
+
+def _send(
+    sessions: sessionmaker[Session], outbox_id: int, me: str, own: MailProvider, message: OutgoingMessage, attempts: int
+) -> None:
+    try:
+        result = own.send(message)
+    except SendUncertain as exc:
+        _record(sessions, outbox_id, me, status=OutboxStatus.UNCERTAIN, error=error_summary(exc))
+        return
+    except SendError as exc:
+        refused = dict(exc.rejected)
+        _record(
+            sessions, outbox_id, me, status=OutboxStatus.FAILED, owner=None, refused=refused, error=error_summary(exc)
+        )
+        return
+    except ProviderError as exc:  # before the server could take it: safe to try again
+        final = attempts >= MAX_ATTEMPTS or isinstance(exc, ConfigurationError)
+        status = OutboxStatus.FAILED if final else OutboxStatus.QUEUED
+        later = None if final else utcnow() + _backoff(attempts)
+        _record(sessions, outbox_id, me, status=status, owner=None, claimed_until=later, error=error_summary(exc))
+        return
+    except Exception as exc:  # a bug in the middle of a send: it may have gone out
+        _record(sessions, outbox_id, me, status=OutboxStatus.UNCERTAIN, error=error_summary(exc))
+        raise
+    copy_id: str | None = result.provider_id
+    note: str | None = None
+    if not result.sent_copy_stored and Capability.STORE_SENT_COPY in own.capabilities:
+        # before `sent` is recorded: if this process dies now, the copy lets find_sent settle it
+        try:
+            copy_id = own.store_sent_copy(message.raw)
+        except ProviderError as exc:  # sent, but no copy: record, never resend
+            copy_id, note = None, f"sent, but the copy in Sent could not be stored: {error_summary(exc)}"
+    _record(
+        sessions,
+        outbox_id,
+        me,
+        status=OutboxStatus.SENT,
+        sent_at=utcnow(),
+        sent_copy_id=copy_id,
+        refused=dict(result.refused),  # recipients refused while the others were accepted
+        error=note,
+        claimed_until=None,
+    )
 
 
 def _thread_hint(session: Session, account: MailAccount, raw: bytes) -> str | None:
@@ -154,10 +370,148 @@ def _thread_hint(session: Session, account: MailAccount, raw: bytes) -> str | No
     )
 
 
-def send_message(config: Config, sessions: sessionmaker[Session], req: SendRequest) -> OutboxMessage:
+# ------------------------------------------------------------------ uncertain rows
+def make_uncertain(s: Session, outbox_id: int, owner: str | None, why: str) -> bool:
+    """A ``sending`` row whose process is gone (or overdue) becomes uncertain; its owner is
+    kept, so that a sender that was only slow can still record ``sent``."""
+    same_owner = OutboxMessage.owner.is_(None) if owner is None else OutboxMessage.owner == owner
+    return cas(s, outbox_id, [OutboxStatus.SENDING], same_owner, status=OutboxStatus.UNCERTAIN, error=why)
+
+
+def abandoned_reason(owner: str | None, claimed_until: datetime | None, now: datetime) -> str | None:
+    """Why a ``sending`` row counts as abandoned, or None while its sender may still be at work."""
+    if claimed_until is None or claimed_until < now:
+        return "the process sending it did not finish in time; it may have gone out"
+    if _dead(owner):
+        return f"the process sending it ({owner}) died; it may have gone out"
+    return None
+
+
+def settle_from_sent(sessions: sessionmaker[Session], outbox_id: int, message_id: str, found: str) -> bool:
     with sessions.begin() as s:
-        outbox_id = queue_message(s, req).id
-    return deliver(config, sessions, outbox_id)
+        return cas(
+            s,
+            outbox_id,
+            [OutboxStatus.UNCERTAIN],
+            status=OutboxStatus.SENT,
+            sent_copy_id=found,
+            sent_at=utcnow(),
+            error=f"found in Sent ({found}) after an uncertain send",
+            claimed_until=None,
+        )
+
+
+# ------------------------------------------------------------------ the worker's pass
+def process_outbox(config: Config, sessions: sessionmaker[Session], account_id: int, owner: str) -> OutboxPass:
+    """One worker pass over an account's outbox (see the module docstring): stale ``sending``
+    rows become uncertain, uncertain rows not checked for :data:`CHECK_EVERY` are looked for
+    in Sent (found: ``sent``; never resent), and queued rows nobody holds are submitted.
+    Costs one indexed query when there is nothing to do; opens the provider only for work.
+    Problems with one row are logged and recorded on it; the others go on."""
+    now = utcnow()
+    with sessions() as s:
+        rows = s.execute(open_rows(account_id)).all()
+    done = OutboxPass()
+    if not rows:
+        return done
+    check = [r for r in rows if r.status == OutboxStatus.UNCERTAIN and _due_check(r.checked_at, now)]
+    for r in rows:
+        why = abandoned_reason(r.owner, r.claimed_until, now) if r.status == OutboxStatus.SENDING else None
+        if why is not None:
+            with sessions.begin() as s:
+                if make_uncertain(s, r.id, r.owner, why):
+                    done.stale += 1
+                    check.append(r)
+                    log.warning("outbox message %s: %s", r.message_id, why, extra={"account_id": account_id})
+    waiting = [
+        r
+        for r in rows
+        if r.status == OutboxStatus.QUEUED
+        and (r.claimed_until is None or r.claimed_until < now or r.owner == owner or _dead(r.owner))
+    ][:PASS_LIMIT]
+    if not (check or waiting):
+        return done
+    provider = _open(config, sessions, account_id, done)
+    if provider is None:
+        return done
+    try:
+        for r in check:
+            _check_one(sessions, provider, r.id, r.message_id, now, done, account_id)
+        for r in waiting:
+            _deliver_one(config, sessions, provider, r.id, owner, r.owner, done, account_id)
+    finally:
+        provider.close()
+    return done
+
+
+def _due_check(checked_at: datetime | None, now: datetime) -> bool:
+    return checked_at is None or checked_at < now - CHECK_EVERY
+
+
+def _open(config: Config, sessions: sessionmaker[Session], account_id: int, done: OutboxPass) -> MailProvider | None:
+    try:
+        with sessions() as s:
+            return open_account(s.get_one(MailAccount, account_id), config, sessions)
+    except Exception as exc:  # the rows stay as they are for the next pass
+        done.errors.append(error_summary(exc))
+        log.warning("outbox: cannot open the account: %s", error_summary(exc), extra={"account_id": account_id})
+        return None
+
+
+def _check_one(
+    sessions: sessionmaker[Session],
+    provider: MailProvider,
+    outbox_id: int,
+    message_id: str,
+    now: datetime,
+    done: OutboxPass,
+    account_id: int,
+) -> None:
+    """Look for one uncertain message in Sent (claiming the check with ``checked_at``)."""
+    with sessions.begin() as s:
+        due = or_(OutboxMessage.checked_at.is_(None), OutboxMessage.checked_at < now - CHECK_EVERY)
+        if not cas(s, outbox_id, [OutboxStatus.UNCERTAIN], due, checked_at=now):
+            return  # settled, or checked by someone else just now
+    try:
+        found = provider.find_sent(message_id)
+    except Exception as exc:  # stays uncertain; looked for again after CHECK_EVERY
+        done.errors.append(error_summary(exc))
+        log.warning("outbox: cannot search Sent: %s", error_summary(exc), extra={"account_id": account_id})
+        return
+    if found is not None and settle_from_sent(sessions, outbox_id, message_id, found):
+        done.confirmed += 1
+        log.info("outbox message %s was found in Sent: sent", message_id, extra={"account_id": account_id})
+
+
+def _deliver_one(
+    config: Config,
+    sessions: sessionmaker[Session],
+    provider: MailProvider,
+    outbox_id: int,
+    me: str,
+    held_by: str | None,
+    done: OutboxPass,
+    account_id: int,
+) -> None:
+    dead_owner = held_by if held_by != me and _dead(held_by) else None
+    with sessions.begin() as s:
+        if not _claim(s, outbox_id, me, now=utcnow(), manual=False, dead_owner=dead_owner):
+            return  # someone else has it
+    try:
+        entry = submit(config, sessions, outbox_id, me, provider)
+    except Exception as exc:  # recorded on the row by submit
+        done.errors.append(error_summary(exc))
+        log.warning("outbox: sending failed: %s", error_summary(exc), extra={"account_id": account_id})
+        return
+    if entry.status == OutboxStatus.SENT:
+        done.sent += 1
+    elif entry.status == OutboxStatus.UNCERTAIN:
+        done.uncertain += 1
+    elif entry.status == OutboxStatus.FAILED:
+        done.failed += 1
+    else:
+        done.later += 1
+    log.info("outbox message %s: %s", entry.message_id, entry.status, extra={"account_id": account_id})
 
 
 def read_body(path: str) -> str:

@@ -32,7 +32,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from postroom.models import Email, Folder, HistoryEntry, MailAccount, MessageCopy, QuarantinedMessage
-from sync.store import chunks, insert_ignore, upsert
+from sync.store import chunks, upsert
 
 
 class Stage(enum.StrEnum):
@@ -55,7 +55,7 @@ def quarantine_headers(session: Session, account_id: int, folder_id: int, items:
     if not items:
         return
     now = datetime.now(UTC)
-    insert_ignore(
+    upsert(  # a placeholder already there (a retry that failed again) gets the new reason
         session,
         MessageCopy.__table__,
         [
@@ -72,6 +72,7 @@ def quarantine_headers(session: Session, account_id: int, folder_id: int, items:
             for p in items
         ],
         ("folder_id", "remote_id"),
+        update=("quarantine_reason",),
     )
     copy_ids = _copy_ids(session, folder_id, [p.remote_id for p in items])
     _record(
@@ -210,19 +211,21 @@ class QuarantineItem:
     at: datetime
 
     def as_json(self) -> dict[str, Any]:
+        """``postroom quarantine list --json``: id, account, folder, Message-ID, reason, when (and more)."""
         return {
             "id": self.id,
+            "account": self.account_id,
             "account_id": self.account_id,
-            "account": self.account,
+            "account_email": self.account,
             "folder": self.folder,
             "remote_id": self.remote_id,
             "message_id": self.message_id,
             "stage": self.stage,
             "reason": self.reason,
+            "when": self.at.isoformat(),
+            "first_seen": self.first_at.isoformat(),
             "attempts": self.attempts,
             "retry_requested": self.retry_requested,
-            "first_at": self.first_at.isoformat(),
-            "at": self.at.isoformat(),
         }
 
 

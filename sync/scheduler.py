@@ -17,6 +17,14 @@ batches) and releases it with the outcome. A worker killed mid-sync leaves a
 lease that expires after ``sync.lease_seconds``; the account is then due again
 and the next sync resumes without loss or duplication (see sync.engine).
 
+A lease means one worker: every lease time is the *database's* clock
+(:class:`sync.store.db_now`), never a worker's own; a renewal that finds the
+lease gone (it expired during one slow server call and another worker claimed
+the account) raises :class:`~sync.leases.LeaseLost` and the pass stops; cursor
+saves and removals prove the lease in their own transaction
+(:meth:`AccountLease.hold`); the release, like every lease write, matches the
+owner exactly.
+
 The embedded worker (sync.worker), ``postroom sync --once`` and the Celery
 tasks (sync.tasks) all go through :meth:`Scheduler.sync`.
 """
@@ -35,14 +43,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, cast
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import ColumnElement, Table, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config, SyncConfig
+from postroom.logs import error_summary, where
 from postroom.models import MailAccount
 from sync.accounts import AccountError
 from sync.engine import AccountResult, AccountSync, outcome_values
+from sync.leases import LeaseLost
+from sync.store import db_now
 
 log = logging.getLogger("postroom.scheduler")
 _ACCOUNTS = cast(Table, MailAccount.__table__)
@@ -130,8 +141,16 @@ class Scheduler:
 
     # -- queries ---------------------------------------------------------------
 
-    def _free_lease(self, now: datetime):  # type: ignore[no-untyped-def]
-        return or_(MailAccount.lease_owner.is_(None), MailAccount.lease_expires_at < now)
+    @staticmethod
+    def free_lease() -> ColumnElement[bool]:
+        """Nobody holds the account: no lease, or one that ran out by the database's clock."""
+        return or_(MailAccount.lease_owner.is_(None), MailAccount.lease_expires_at < db_now())
+
+    def held(self, account_ids: Sequence[int]) -> ColumnElement[bool]:
+        """This worker still holds these accounts: it is still their lease's owner. A lease that
+        ran out but that nobody claimed since is still this worker's (a claim replaces the owner
+        in the same statement that checks the lease is free), so it may be extended."""
+        return _ACCOUNTS.c.id.in_(list(account_ids)) & (_ACCOUNTS.c.lease_owner == self.owner)
 
     def due(self, now: datetime, limit: int, exclude: Sequence[int] = ()) -> list[int]:
         """Accounts whose time has come and that nobody holds, most overdue first."""
@@ -144,7 +163,7 @@ class Scheduler:
         never sorts the table."""
         q = (
             select(_ACCOUNTS.c.id, _ACCOUNTS.c.next_sync_at)
-            .where(_ACCOUNTS.c.status.in_(SCHEDULED), self._free_lease(now))
+            .where(_ACCOUNTS.c.status.in_(SCHEDULED), self.free_lease())
             .order_by(_ACCOUNTS.c.next_sync_at)  # (new accounts get a due time, see migration 0003)
             .limit(limit + 1)
         )
@@ -161,18 +180,17 @@ class Scheduler:
     def claim(self, account_id: int, *, force: bool = False) -> Claim | None:
         """Take the lease on one account (and stamp ``last_sync_at``), in one statement;
         None if another worker holds it or it is not schedulable."""
-        now = datetime.now(UTC)
         allowed = [s for s in ("active", "backing-off", "syncing", "reconnect-needed") if force or s in SCHEDULED]
         with self.sessions.begin() as s:
             row = s.execute(
                 update(_ACCOUNTS)
-                .where(_ACCOUNTS.c.id == account_id, _ACCOUNTS.c.status.in_(allowed), self._free_lease(now))
+                .where(_ACCOUNTS.c.id == account_id, _ACCOUNTS.c.status.in_(allowed), self.free_lease())
                 .values(
                     lease_owner=self.owner,
-                    lease_expires_at=now + self.lease,
+                    lease_expires_at=db_now(self.lease.total_seconds()),
                     status="syncing",
                     dispatched_at=None,
-                    last_sync_at=now,
+                    last_sync_at=db_now(),
                 )
                 .returning(_ACCOUNTS.c.email, _ACCOUNTS.c.failure_count)
             ).one_or_none()
@@ -188,11 +206,12 @@ class Scheduler:
         given the same hostname, set distinct hostnames.)
         """
         host = socket.gethostname()
-        now = datetime.now(UTC)
-        with self.sessions() as s:
+        prefix = f"{host}:"
+        with self.sessions() as s:  # an exact prefix: in LIKE, "_" or "%" in a hostname would be wildcards
             held = s.execute(
                 select(MailAccount.id, MailAccount.lease_owner).where(
-                    MailAccount.lease_owner.like(f"{host}:%"), MailAccount.lease_expires_at >= now
+                    func.substr(MailAccount.lease_owner, 1, len(prefix)) == prefix,
+                    MailAccount.lease_expires_at >= db_now(),
                 )
             ).all()
         dead = [(aid, owner) for aid, owner in held if owner != self.owner and not _process_alive(owner)]
@@ -202,33 +221,53 @@ class Scheduler:
                 res = s.execute(
                     update(MailAccount)
                     .where(MailAccount.id == account_id, MailAccount.lease_owner == owner)
-                    .values(lease_expires_at=now)
+                    .values(lease_expires_at=db_now(-1))  # clearly past, even within the same millisecond
                     .execution_options(synchronize_session=False)
                 )
                 freed += res.rowcount or 0  # type: ignore[attr-defined]
             log.info("freed the lease of dead worker %s", owner, extra={"account_id": account_id})
         return freed
 
-    def renew(self, account_ids: Sequence[int]) -> None:
+    def renew(self, account_ids: Sequence[int]) -> list[int]:
+        """Extend this worker's leases on these accounts; returns the accounts whose lease it
+        no longer held (expired and taken, or freed), which it must stop working on."""
         if not account_ids:
-            return
+            return []
         with self.sessions.begin() as s:
-            s.execute(
-                update(MailAccount)
-                .where(MailAccount.id.in_(list(account_ids)), MailAccount.lease_owner == self.owner)
-                .values(lease_expires_at=datetime.now(UTC) + self.lease)
-                .execution_options(synchronize_session=False)
+            renewed = set(
+                s.scalars(
+                    update(_ACCOUNTS)
+                    .where(self.held(account_ids))
+                    .values(lease_expires_at=db_now(self.lease.total_seconds()))
+                    .returning(_ACCOUNTS.c.id)
+                )
             )
+        return [a for a in account_ids if a not in renewed]
+
+    def hold(self, session: Session, account_id: int) -> None:
+        """Inside a write transaction: extend the lease if this worker still holds it, else
+        raise :class:`LeaseLost`. The UPDATE locks the account row until commit (PostgreSQL),
+        and on SQLite takes the write lock first, so the transaction's writes and a rival's
+        claim cannot interleave."""
+        row = session.execute(
+            update(_ACCOUNTS)
+            .where(self.held([account_id]))
+            .values(lease_expires_at=db_now(self.lease.total_seconds()))
+            .returning(_ACCOUNTS.c.id)
+        ).first()
+        if row is None:
+            raise LeaseLost(f"the lease on account {account_id} ran out")
 
     def release(self, result: AccountResult, failures: int | None = None) -> None:
         """Record the outcome and give the lease back, in one statement (``failures``:
-        the account's failure count when it was claimed, read again if not given)."""
+        the account's failure count when it was claimed, read again if not given). A lease
+        this worker no longer holds is left alone: its new holder records the outcome."""
         now = datetime.now(UTC)
         with self.sessions.begin() as s:
             if failures is None:
                 failures = s.scalar(select(_ACCOUNTS.c.failure_count).where(_ACCOUNTS.c.id == result.account_id)) or 0
             out = plan_next(result, failures, self.config.sync, now)
-            s.execute(
+            released = s.execute(
                 update(_ACCOUNTS)
                 .where(_ACCOUNTS.c.id == result.account_id, _ACCOUNTS.c.lease_owner == self.owner)
                 .values(
@@ -239,8 +278,11 @@ class Scheduler:
                     lease_expires_at=None,
                     **outcome_values(result, now),
                 )
-            )
-        result.status = out.status
+            ).rowcount  # type: ignore[attr-defined]
+        if released:
+            result.status = out.status
+        else:  # another worker claimed the account after this pass's last write
+            result.lease_lost = True
 
     def release_unrecorded(self) -> None:
         """Record the outcomes that could not be written when their sync ended.
@@ -269,29 +311,54 @@ class Scheduler:
             if email is None:
                 raise AccountError(f"No mail account with id {account_id}.")
             return AccountResult(account_id, email, skipped=True)
-        last_renew = [time.monotonic()]
-
-        def heartbeat() -> None:
-            if time.monotonic() - last_renew[0] > self.lease.total_seconds() / 4:
-                self.renew([account_id])
-                last_renew[0] = time.monotonic()
-
+        lease = AccountLease(self, account_id)
         log.debug("sync started", extra=extra)
         try:
-            result = AccountSync(self.config, self.sessions, account_id, heartbeat=heartbeat).run(record=False)
+            result = AccountSync(self.config, self.sessions, account_id, lease=lease).run(record=False)
         except Exception as exc:  # a bug or the database: record it, never take the worker down
-            log.exception("sync crashed", extra=extra)
+            summary = error_summary(exc)
+            log.error("sync crashed: %s\n%s", summary, where(exc), extra=extra)
             result = AccountResult(account_id, claim.email)
-            result.fail(exc, f"Internal error: {type(exc).__name__}: {exc}")
-        try:
-            self.release(result, claim.failure_count)
-        except SQLAlchemyError as exc:  # retried by release_unrecorded(); else the lease expires by itself
-            log.error("could not record the result: %s", str(exc).splitlines()[0], extra=extra)
-            with self._unrecorded_lock:
-                self._unrecorded[account_id] = result
+            result.fail(exc, f"Internal error: {summary}")
+        if not result.lease_lost:  # the account's outbox, while the lease is still held
+            from sync.outbox import process_outbox  # (sync.outbox imports this module)
+
+            try:
+                process_outbox(self.config, self.sessions, account_id, self.owner)
+            except Exception as exc:  # never fails the sync, never takes the worker down
+                log.error("outbox pass failed: %s", error_summary(exc), extra=extra)
+        if result.lease_lost:
+            log.warning("lease ran out mid-pass; another worker has the account now", extra=extra)
+        else:
+            try:
+                self.release(result, claim.failure_count)
+            except SQLAlchemyError as exc:  # retried by release_unrecorded(); else the lease expires by itself
+                log.error("could not record the result: %s", error_summary(exc), extra=extra)
+                with self._unrecorded_lock:
+                    self._unrecorded[account_id] = result
         if self.sink is not None:
             self.sink.observe(result)
         return result
+
+
+class AccountLease:
+    """One worker's hold on one account while it syncs it (:class:`sync.leases.Lease`):
+    renewed at most every quarter of ``sync.lease_seconds``, proven by every guarded write."""
+
+    def __init__(self, scheduler: Scheduler, account_id: int) -> None:
+        self.scheduler, self.account_id = scheduler, account_id
+        self._last = time.monotonic()
+        self._every = scheduler.lease.total_seconds() / 4
+
+    def heartbeat(self) -> None:
+        if time.monotonic() - self._last > self._every:
+            if self.scheduler.renew([self.account_id]):
+                raise LeaseLost(f"the lease on account {self.account_id} ran out")
+            self._last = time.monotonic()
+
+    def hold(self, session: Session) -> None:
+        self.scheduler.hold(session, self.account_id)
+        self._last = time.monotonic()
 
 
 def sync_account(config: Config, sessions: sessionmaker[Session], account_id: int) -> AccountResult:

@@ -5,16 +5,43 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import FromClause
+from sqlalchemy import Float, FromClause, literal
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
-from postroom.models import Organisation
+from postroom.models import Organisation, UTCDateTime
 
 T = TypeVar("T")
 
 # SQLite allows 32k bound parameters per statement since 3.32; PostgreSQL 65k.
 CHUNK = 500
+
+
+class db_now(FunctionElement[Any]):
+    """The database server's clock (UTC), plus ``seconds``: the one clock every worker on
+    every machine agrees on, for leases and claims (a worker's own clock may be off).
+
+    PostgreSQL: ``statement_timestamp()``; SQLite: ``strftime('%Y-%m-%d %H:%M:%f', 'now')``,
+    which compares correctly with the timestamps SQLAlchemy stores there."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__(literal(float(seconds), Float()))
+
+
+@compiles(db_now, "postgresql")
+def _db_now_postgresql(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"(statement_timestamp() + make_interval(secs => {compiler.process(element.clauses, **kw)}))"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"strftime('%Y-%m-%d %H:%M:%f', 'now', ({compiler.process(element.clauses, **kw)}) || ' seconds')"
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

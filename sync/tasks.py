@@ -115,7 +115,7 @@ def dispatch_due(
                     MailAccount.id.in_(candidates),
                     MailAccount.status.in_(SCHEDULED),
                     or_(MailAccount.next_sync_at.is_(None), MailAccount.next_sync_at <= now),
-                    or_(MailAccount.lease_owner.is_(None), MailAccount.lease_expires_at < now),
+                    Scheduler.free_lease(),
                 )
                 .values(dispatched_at=now, next_sync_at=now + timedelta(seconds=config.sync.lease_seconds))
                 .returning(MailAccount.id)

@@ -14,6 +14,17 @@ Two steps, one per request of the connect flow (:mod:`web.blueprints.microsoft_c
    (a mismatch raises ``ValueError``) and the nonce, redeems the code with the PKCE
    verifier, and Postroom then asks Graph ``/me`` for the mailbox's address.
 
+Who signed in is the ID token's ``tid`` (the tenant, immutable) and ``oid`` (the user's
+object id in that tenant: immutable, never reused), never the ``mail`` attribute, which
+an administrator can change and, once freed, give to someone else (Microsoft's "ID token
+claims reference": use ``oid`` and ``tid`` to identify a user). Since msal 1.38 the
+``id_token_claims`` msal returns are decoded, not validated, apart from the nonce (msal
+issue #911): the ID token came straight from the token endpoint over TLS, which OpenID
+Connect Core §3.1.3.7 (6) accepts in place of its signature. :func:`signed_in_user` makes
+the remaining checks that matter here: the audience is this app, the issuer names the
+same tenant as ``tid``, both ids are GUIDs, and the tenant is one of
+``microsoft.allowed_tenants`` (when set) — before Postroom calls Graph or stores anything.
+
 Scopes (delegated permissions on Microsoft Graph), the fewest that let Postroom work:
 
 * ``Mail.ReadWrite`` — read messages and folders (sync: delta queries, ``$value``),
@@ -33,9 +44,11 @@ msal speaks https only and reads ``REQUESTS_CA_BUNDLE`` over ``Session.verify``;
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -61,11 +74,20 @@ class Consent:
 
 
 @dataclass(frozen=True)
+class SignedInUser:
+    """Who signed in, by Microsoft's immutable ids (lower-case GUIDs)."""
+
+    tenant_id: str  # the ID token's tid
+    object_id: str  # the ID token's oid
+
+
+@dataclass(frozen=True)
 class MicrosoftGrant:
     email: str
     refresh_token: str
     access_token: str
     expiry: datetime
+    user: SignedInUser
 
 
 class _Http(requests.Session):
@@ -138,10 +160,36 @@ def finish(ms: MicrosoftConfig, flow: dict[str, Any], response: dict[str, str], 
             )
         if not result.get("refresh_token"):
             raise ConnectError("Microsoft issued no refresh token, so Postroom could not sync later; connect again.")
+        user = signed_in_user(ms, result.get("id_token_claims"))
         access_token = str(result["access_token"])
         email = mailbox_address(ms, http, access_token)
     expiry = datetime.now(UTC) + timedelta(seconds=int(result.get("expires_in", 3600)))
-    return MicrosoftGrant(email, str(result["refresh_token"]), access_token, expiry)
+    return MicrosoftGrant(email, str(result["refresh_token"]), access_token, expiry, user)
+
+
+def signed_in_user(ms: MicrosoftConfig, claims: object) -> SignedInUser:
+    """The tenant and user of msal's ``id_token_claims``, checked (see the module docstring):
+    ``{"aud": client_id, "iss": "https://login.microsoftonline.com/<tid>/v2.0", "tid": <tid>,
+    "oid": <oid>, ...}`` gives ``SignedInUser(tenant_id=<tid>, object_id=<oid>)``."""
+    if not isinstance(claims, dict):
+        raise ConnectError("Microsoft's answer did not say who signed in (no ID token); please connect again.")
+    tenant_id, object_id = _guid(claims.get("tid")), _guid(claims.get("oid"))
+    issuer = urlsplit(str(claims.get("iss") or "")).path.strip("/").split("/")[0]
+    if claims.get("aud") != ms.client_id or tenant_id is None or object_id is None or _guid(issuer) != tenant_id:
+        raise ConnectError("Microsoft's ID token is not for Postroom or does not name your organisation and account.")
+    if ms.allowed_tenants and tenant_id not in ms.allowed_tenants:
+        raise ConnectError(
+            f"Your Microsoft 365 organisation (tenant {tenant_id}) may not connect mailboxes to Postroom; "
+            "an administrator can add it to microsoft.allowed_tenants."
+        )
+    return SignedInUser(tenant_id, object_id)
+
+
+def _guid(value: object) -> str | None:
+    try:
+        return str(uuid.UUID(str(value))) if isinstance(value, str) and len(value) == 36 else None
+    except ValueError:
+        return None
 
 
 def _refusal(result: dict[str, Any]) -> str:

@@ -91,6 +91,24 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("[microsoft]\nclient_secret = 's'\n", {}, "microsoft.client_secret is set but microsoft.client_id is not"),
         ("[microsoft]\nca_file = '/no/such/ca.pem'\n", {}, "microsoft.ca_file names /no/such/ca.pem"),
         ("[microsoft]\ninstance_discovery = 'no'\n", {}, "microsoft.instance_discovery must be a bool"),
+        (
+            "[microsoft]\nallowed_tenants = ['contoso.com']\n",
+            {},
+            "Setting microsoft.allowed_tenants must list tenant ids "
+            "(GUIDs such as aaaabbbb-0000-cccc-1111-dddd2222eeee), not 'contoso.com'.",
+        ),
+        ("[microsoft]\nallowed_tenants = 'x'\n", {}, "microsoft.allowed_tenants must be a list of tenant ids"),
+        (
+            "",
+            {"POSTROOM_MICROSOFT_ALLOWED_TENANTS": "aaaabbbb-0000-cccc-1111-dddd2222eeee;x"},
+            "POSTROOM_MICROSOFT_ALLOWED_TENANTS must list tenant ids",
+        ),
+        (
+            "[microsoft]\ntenant = 'aaaabbbb-0000-cccc-1111-dddd2222eeee'\n"
+            "allowed_tenants = ['bbbbcccc-1111-dddd-2222-eeee3333ffff']\n",
+            {},
+            "microsoft.allowed_tenants leaves out microsoft.tenant aaaabbbb-0000-cccc-1111-dddd2222eeee",
+        ),
     ],
 )
 def test_bad_settings_get_one_sentence_naming_the_setting(
@@ -159,6 +177,84 @@ def test_microsoft_defaults_are_microsofts_endpoints_and_the_tenant_shapes_the_a
     )
 
 
+def test_microsoft_allowed_tenants_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    assert load_config(env={"HOME": str(tmp_path)}).microsoft.allowed_tenants == ()  # any tenant
+    f = tmp_path / "c.toml"
+    f.write_text("[microsoft]\nallowed_tenants = ['AAAABBBB-0000-CCCC-1111-DDDD2222EEEE']\n")
+    ms = load_config(f, env={"HOME": str(tmp_path)}).microsoft
+    assert ms.allowed_tenants == ("aaaabbbb-0000-cccc-1111-dddd2222eeee",)  # as the ID token's tid has it
+    listed = " bbbbcccc-1111-dddd-2222-eeee3333ffff, aaaabbbb-0000-cccc-1111-dddd2222eeee,"
+    env = {"HOME": str(tmp_path), "POSTROOM_MICROSOFT_ALLOWED_TENANTS": listed}  # the environment wins
+    assert load_config(f, env=env).microsoft.allowed_tenants == (
+        "bbbbcccc-1111-dddd-2222-eeee3333ffff",
+        "aaaabbbb-0000-cccc-1111-dddd2222eeee",
+    )
+
+
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"Config file /nope.toml does not exist\."):
         load_config("/nope.toml", env={"HOME": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "needle"),
+    [
+        ('[security]\nprevious_keys = "old"\n', {}, "security.previous_keys must be a list of keys, each at least 16"),
+        ('[security]\nprevious_keys = ["short"]\n', {}, "security.previous_keys must be a list of keys"),
+        (
+            "",
+            {"POSTROOM_PREVIOUS_SECRET_KEYS": "an-old-key-long-enough-0123,short"},
+            "Environment variable POSTROOM_PREVIOUS_SECRET_KEYS must be a list of keys, each at least 16",
+        ),
+        ('[web]\nbase_url = "postroom.example.com"\n', {}, "web.base_url must be the address users open, such as"),
+        ('[web]\nbase_url = "https://postroom.example.com/app"\n', {}, "(scheme, host and port only)"),
+        ("", {"POSTROOM_BASE_URL": "ftp://postroom.example.com"}, "web.base_url must be the address users open"),
+        ("", {"POSTROOM_BASE_URL": "https://postroom.example.com:port"}, "web.base_url must be"),
+        ("[web]\ntrusted_proxies = 11\n", {}, "web.trusted_proxies must be the number of reverse proxies"),
+        ("[web]\ntrusted_proxies = -1\n", {}, "web.trusted_proxies must be the number of reverse proxies"),
+        ('[metrics]\ntoken = "short"\n', {}, "metrics.token must be at least 16 characters with no spaces"),
+        ("", {"POSTROOM_METRICS_TOKEN": "has spaces in it 0123456"}, "metrics.token must be at least 16 characters"),
+        ('[metrics]\nweb_endpoint = "no"\n', {}, "metrics.web_endpoint must be a bool"),
+        # a URL in a message never shows its password
+        ('[database]\nurl = "postgresql//bob:s3cret@db/x"\n', {}, "not 'postgresql//bob:***@db/x'."),
+        ("", {"POSTROOM_BROKER_URL": "amqp//guest:s3cret@rabbit//"}, "not 'amqp//guest:***@rabbit//'."),
+        ('[web]\nbase_url = "https://bob:s3cret@postroom.example.com"\n', {}, "'https://bob:***@postroom.example.com'"),
+    ],
+)
+def test_bad_security_and_web_settings_get_one_sentence(
+    tmp_path: Path, toml: str, env: dict[str, str], needle: str
+) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(f, env={"HOME": str(tmp_path), **env})
+    message = str(err.value)
+    assert needle in message and "s3cret" not in message
+    assert "\n" not in message and message.endswith(".")
+
+
+def test_security_web_and_metrics_settings_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    cfg = load_config(env={"HOME": str(tmp_path)})
+    assert (cfg.security.previous_keys, cfg.web.base_url, cfg.web.trusted_proxies) == ((), "", 0)
+    assert (cfg.metrics.token, cfg.metrics.web_endpoint) == ("", True)
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[security]\nsecret_key = "the-current-key-0123456789"\n'
+        'previous_keys = ["an-old-key-0123456789", "the-current-key-0123456789"]\n'
+        '[web]\nbase_url = "https://postroom.example.com/"\ntrusted_proxies = 2\n'
+        '[metrics]\ntoken = "file-token-0123456789abcdef"\nweb_endpoint = false\n'
+    )
+    cfg = load_config(f, env={"HOME": str(tmp_path)})
+    assert cfg.security.previous_keys == ("an-old-key-0123456789",)  # the current key is not a previous one
+    assert (cfg.web.base_url, cfg.web.trusted_proxies) == ("https://postroom.example.com", 2)
+    assert (cfg.metrics.token, cfg.metrics.web_endpoint) == ("file-token-0123456789abcdef", False)
+    assert "an-old-key" not in repr(cfg) and "file-token" not in repr(cfg)
+    env = {
+        "HOME": str(tmp_path),
+        "POSTROOM_PREVIOUS_SECRET_KEYS": " key-one-0123456789abc, key-two-0123456789abc,",
+        "POSTROOM_BASE_URL": "http://127.0.0.1:8000",
+        "POSTROOM_METRICS_TOKEN": "env-token-0123456789abcdef",
+    }
+    cfg = load_config(f, env=env)  # the environment wins
+    assert cfg.security.previous_keys == ("key-one-0123456789abc", "key-two-0123456789abc")
+    assert (cfg.web.base_url, cfg.metrics.token) == ("http://127.0.0.1:8000", "env-token-0123456789abcdef")

@@ -435,3 +435,84 @@ def test_compose_keeps_long_references_intact():
 def test_make_message_id_is_unique():
     ids = {make_message_id("acme.example") for _ in range(100)}
     assert len(ids) == 100 and all(i.startswith("<") and i.endswith("@acme.example>") for i in ids)
+
+
+# --------------------------------------------------------------------------- hostile headers
+
+
+@pytest.mark.parametrize(
+    ("headers", "field", "expected"),
+    [
+        # encoded-words that decode to text no database stores: lone surrogates, NUL, controls
+        ("Subject: =?utf-7?q?+2AA-?=", "subject", "\ufffd"),
+        ("Subject: =?utf-8?q?a=00b?=", "subject", "ab"),
+        ("Subject: =?utf-8?q?bell=07tab=09esc=1B?=", "subject", "belltab esc"),
+        ("From: =?utf-7?q?+2AA-?= <a@x.test>", "from_", (Address("\ufffd", "a@x.test"),)),
+        ("From: =?utf-8?q?x=00y?= <a@x.test>", "from_", (Address("xy", "a@x.test"),)),
+        # an address longer than any mailbox is dropped; a long name is cut
+        ("To: <" + "a" * 400 + "@x.test>, b@x.test", "to", (Address("", "b@x.test"),)),
+        ('From: "' + "N" * 300 + '" <a@x.test>', "from_", (Address("N" * 200, "a@x.test"),)),
+        ("Subject: " + "S" * 5000, "subject", "S" * 1000),
+        # dates no calendar type holds, or none a mailer writes
+        ("Date: Mon, 01 Jan 0001 00:30:00 +0000", "date", None),
+        ("Date: Fri, 31 Dec 99999 23:59:59 -1200", "date", None),
+        ("Date: Fri, 31 Dec 9999 23:59:59 -1200", "date", None),
+        ("Date: Sat, 01 Jan 1800 00:00:00 +0000", "date", None),
+    ],
+)
+def test_hostile_header_values_are_cleaned_where_they_are_parsed(headers, field, expected):
+    assert getattr(hdr(headers), field) == expected
+
+
+def test_raw_nul_and_invalid_utf8_never_reach_the_values():
+    h = parse_headers(b"Subject: hello\x00world\r\nFrom: \xff\xfe <ann@x.test>\r\nTo: rita\x00@x.test\r\n\r\n")
+    assert h.subject == "helloworld"
+    assert h.to == (Address("", "rita@x.test"),)
+    assert all("\x00" not in a.name + a.email for a in h.participants())
+    assert "8-bit header bytes not UTF-8, read as cp1252" in h.defects
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("<a@x.test>\r\nBcc: victim@example.org", ("<a@x.test>",)),  # the rest is not an id
+        ("<a b c@x.test>", ("<abc@x.test>",)),  # folded: unfolded
+        ("<\x01\x02@x> <ok@x.test>", ("<ok@x.test>",)),  # control characters: dropped
+        ("<caf\u00e9@x.test> <ok@x.test>", ("<ok@x.test>",)),  # not printable ASCII: dropped
+        ("<> <@> foo", ("<@>",)),
+    ],
+)
+def test_only_printable_ascii_message_ids_are_kept(value, expected):
+    assert hdr(f"Message-ID: <own@x.test>\nReferences: {value}").references == expected
+
+
+def test_an_over_long_id_is_hashed_the_same_way_wherever_it_appears():
+    long_id = "<" + "a" * 2000 + "@x.test>"
+    original = hdr(f"Message-ID: {long_id}")
+    reply = hdr(f"Message-ID: <r@x.test>\nIn-Reply-To: {long_id}\nReferences: <root@x.test> {long_id}")
+    assert original.message_id is not None and len(original.message_id) < 100
+    assert reply.in_reply_to == (original.message_id,) and reply.references[-1] == original.message_id
+    assert hdr(f"Message-ID: {long_id[:-1]}b>").message_id != original.message_id
+
+
+def test_references_are_bounded_to_the_root_and_the_nearest():
+    refs = " ".join(f"<r{i}@x.test>" for i in range(10_000))
+    h = hdr(f"Message-ID: <own@x.test>\nReferences: {refs}")
+    assert h.references == ("<r0@x.test>", *(f"<r{i}@x.test>" for i in range(9951, 10_000)))
+    assert "9950 of 10000 References dropped" in h.defects
+
+
+def test_address_lists_are_bounded():
+    h = hdr("To: " + ", ".join(f"r{i}@x.test" for i in range(10_000)))
+    assert len(h.to) == 1000 and h.to[0] == Address("", "r0@x.test")
+    assert "9000 of 10000 to addresses dropped" in h.defects
+
+
+def test_fingerprint_tells_reused_ids_apart_and_copies_together():
+    from postroom.mime import fingerprint
+
+    when = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+    same = fingerprint("ann@x.test", when, "Hello  there")
+    assert same == fingerprint("ANN@x.test", when.astimezone(), "hello there")  # one message, two copies
+    assert same != fingerprint("mallory@x.test", when, "Hello there")
+    assert same != fingerprint("ann@x.test", when.replace(second=1), "Hello there")

@@ -154,6 +154,18 @@ class ProviderContract:
         sent = env.raw_messages(FolderRole.SENT)
         assert [m for m in sent if mid.encode() in m]
 
+    def test_find_sent_finds_the_copy_in_sent_by_message_id_only(self, env: ProviderEnv) -> None:
+        mid, in_inbox = new_message_id(), new_message_id()
+        assert env.provider.find_sent(mid) is None
+        env.deliver(make_message(message_id=in_inbox, subject="not sent by us"), FolderRole.INBOX)
+        # a reply in Sent that only refers to the message is not the message
+        env.deliver(make_message(from_=env.address, in_reply_to=mid, references=[mid]), FolderRole.SENT)
+        assert env.provider.find_sent(mid) is None
+        copy = env.deliver(make_message(message_id=mid, from_=env.address, subject="Your interview"), FolderRole.SENT)
+        assert env.provider.find_sent(mid) == copy
+        assert env.provider.find_sent(in_inbox) is None  # only Sent is searched
+        assert env.provider.find_sent("<quote'and\"back\\slash@example.test>") is None  # quoted safely
+
     def test_move(self, env: ProviderEnv) -> None:
         moving = env.deliver(make_message(subject="to archive"), FolderRole.INBOX)
         staying = env.deliver(make_message(subject="stays"), FolderRole.INBOX)

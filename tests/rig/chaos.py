@@ -10,6 +10,11 @@ threads or sockets without bound. Modes, switchable at any time::
                            (the client gets exactly n bytes, then EOF)
     proxy.refuse()         new connections are accepted and reset at once
     proxy.drop_all()       close every open connection now (the mode is unchanged)
+    proxy.rewrite(fn)      pass what the server sends through ``fn(bytes) -> bytes`` first
+                           (a server that garbles something; None stops it; any mode)
+    proxy.delay(s, when)   on connections opened from now on, hold each answer of the server
+                           (or each one for which ``when(bytes)`` is true) ``s`` seconds before
+                           passing it on: a slow server; ``delay(0)`` for connections after that
 
 ``connections`` counts connections forwarded, ``refused`` those turned away, ``cuts``
 those closed by ``cut_after``; ``server_bytes`` totals the bytes the server sent.
@@ -25,15 +30,23 @@ import select
 import socket
 import struct
 import threading
+import time
+from collections.abc import Callable
 from types import TracebackType
 
 CHUNK = 65536
 
 
 class _Link:
-    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+    def __init__(
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        delay: tuple[float, Callable[[bytes], bool] | None] = (0.0, None),
+    ) -> None:
         self.client = client
         self.upstream = upstream
+        self.delay = delay
         self.server_bytes = 0
         self.dead = threading.Event()
 
@@ -58,6 +71,8 @@ class ChaosProxy:
         self.refused = 0
         self.cuts = 0
         self.server_bytes = 0
+        self._rewrite: Callable[[bytes], bytes] | None = None
+        self._delay: tuple[float, Callable[[bytes], bool] | None] = (0.0, None)
         self._links: dict[_Link, threading.Thread] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -79,6 +94,14 @@ class ChaosProxy:
         """Every connection (open or new) is closed once the server has sent it ``n`` bytes."""
         with self._lock:
             self.mode, self.cut_bytes = "cut", n
+
+    def rewrite(self, fn: Callable[[bytes], bytes] | None) -> None:
+        with self._lock:
+            self._rewrite = fn
+
+    def delay(self, seconds: float, when: Callable[[bytes], bool] | None = None) -> None:
+        with self._lock:
+            self._delay = (seconds, when)
 
     def refuse(self) -> None:
         with self._lock:
@@ -138,7 +161,9 @@ class ChaosProxy:
                 continue
             for sock in (client, upstream):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            link = _Link(client, upstream)
+            with self._lock:
+                delay = self._delay
+            link = _Link(client, upstream, delay)
             thread = threading.Thread(target=self._serve, args=(link,), name=f"chaos-{self.port}-link", daemon=True)
             with self._lock:
                 self.connections += 1
@@ -174,6 +199,12 @@ class ChaosProxy:
                     continue
                 with self._lock:
                     limit = self.cut_bytes if self.mode == "cut" else None
+                    rewrite = self._rewrite
+                seconds, when = link.delay
+                if seconds and (when is None or when(data)):
+                    time.sleep(seconds)
+                if rewrite is not None:
+                    data = rewrite(data)
                 if limit is not None and link.server_bytes + len(data) >= limit:
                     data = data[: max(0, limit - link.server_bytes)]
                     self._forward(link, data)

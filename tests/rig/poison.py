@@ -61,7 +61,7 @@ def poison_cases() -> Iterator[Poison]:
     yield Poison("message-id-2000-chars", _msg(_std(b"<" + long_local + b"@x.test>")), None)
     yield Poison(
         "message-id-4-byte-utf8",
-        _msg(_std("<".encode() + ("\U0001f600" * 900).encode() + b"@x.test>")),
+        _msg(_std(b"<" + ("\U0001f600" * 900).encode() + b"@x.test>")),
         None,
     )
     yield case("references-id-2000-chars", References=b"<" + long_local + b"@x.test>")
@@ -94,6 +94,7 @@ def poison_cases() -> Iterator[Poison]:
     )
     # dates no calendar type holds
     yield case("date-year-0", Date=b"Sat, 01 Jan 0000 00:00:00 +0000")
+    yield case("date-year-1", Date=b"Mon, 01 Jan 0001 00:30:00 +0000")
     yield case("date-year-1-east", Date=b"Mon, 01 Jan 0001 00:30:00 +0100")
     yield case("date-year-99999", Date=b"Fri, 31 Dec 99999 23:59:59 -1200")
     yield case("date-year-9999-west", Date=b"Fri, 31 Dec 9999 23:59:59 -1200")

@@ -17,6 +17,11 @@ they show up in that user's IMAP INBOX; other recipients are only captured.
 Fault injection by recipient local part (for send-path tests):
   tempfail-*@...  -> 451 at RCPT      permfail-*@... -> 550 at RCPT
   datafail-*@...  -> 554 after DATA
+  After the whole DATA body has arrived (the message is captured, "fault" in its .json):
+  dropdata-*@...  -> the connection is closed without any reply (accepted, answer lost)
+  dropfirst-*@... -> the same, the first time that address is seen only
+  stall-*@...     -> no reply at all, the connection held open (the client times out)
+  slow-*@...      -> 250, one second late
 Needs: pip install aiosmtpd
 """
 
@@ -77,6 +82,7 @@ class Handler:
         self.local = {d.lower() for d in a.local_domains.split(",") if d}
         self.seq = itertools.count(1)
         self.lock = threading.Lock()
+        self.seen: set[str] = set()  # addresses seen by dropfirst-*
         os.makedirs(a.capture_dir, exist_ok=True)
         existing = [int(f[:6]) for f in os.listdir(a.capture_dir) if f[:6].isdigit()]
         self.seq = itertools.count(max(existing, default=0) + 1)
@@ -133,9 +139,34 @@ class Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
+    def _fault(self, rcpt_tos):
+        """The after-DATA fault the recipients ask for, if any (see the module docstring)."""
+        for rcpt in rcpt_tos:
+            local = rcpt.split("@")[0].lower()
+            for mode in ("dropdata", "stall", "slow"):
+                if local.startswith(mode + "-"):
+                    return mode
+            if local.startswith("dropfirst-") and rcpt.lower() not in self.seen:
+                self.seen.add(rcpt.lower())
+                return "dropdata"
+        return None
+
     async def handle_DATA(self, server, session, envelope):
         if any(r.split("@")[0].lower().startswith("datafail-") for r in envelope.rcpt_tos):
             return "554 5.6.0 Simulated failure after DATA"
+        fault = self._fault(envelope.rcpt_tos)
+        reply = await self._capture(server, session, envelope, fault)
+        if fault == "dropdata":
+            server.transport.close()  # aiosmtpd's reply is then written nowhere
+        elif fault == "stall":
+            transport = server.transport
+            while transport is not None and not transport.is_closing():
+                await asyncio.sleep(0.2)
+        elif fault == "slow":
+            await asyncio.sleep(1.0)
+        return reply
+
+    async def _capture(self, server, session, envelope, fault):
         n = next(self.seq)
         base = os.path.join(self.a.capture_dir, f"{n:06d}")
         data = envelope.original_content or envelope.content
@@ -150,6 +181,7 @@ class Handler:
             "peer": list(session.peer or ()),
             "time": time.time(),
             "size": len(data),
+            "fault": fault,
         }
         local = [r for r in envelope.rcpt_tos if r.rsplit("@", 1)[-1].lower() in self.local]
         if local and self.a.lmtp_port:

@@ -37,10 +37,11 @@ def rig() -> Iterator[GraphRig]:
 
 def app(rig: GraphRig, **kwargs: object) -> msal.ConfidentialClientApplication:
     opts = rig.options()
+    tenant = kwargs.pop("tenant", None)
     return msal.ConfidentialClientApplication(
         rig.identity.client_id,
         client_credential=kwargs.pop("secret", rig.identity.client_secret),
-        authority=opts["authority"],
+        authority=f"{rig.idp_server.url}/{tenant}" if tenant else opts["authority"],
         instance_discovery=opts["instance_discovery"],
         http_client=_Verified(rig.ca_file),
     )
@@ -141,3 +142,64 @@ def test_discovery_documents_follow_the_published_shapes(rig: GraphRig) -> None:
     assert unknown.status_code == 400 and unknown.json()["error"] == "invalid_instance"
     missing = requests.get(f"{base}/nosuch.test/v2.0/.well-known/openid-configuration", verify=rig.ca_file, timeout=10)
     assert missing.status_code == 400 and missing.json()["error_codes"] == [90002]
+
+
+def sign_in(rig: GraphRig, user: str, tenant: str | None = None) -> dict[str, object]:
+    """``user`` signs in through ``tenant``'s authority (default the home tenant's): msal's result."""
+    client = app(rig, tenant=tenant)
+    rig.identity.auto_approve = user
+    flow = start(client)
+    return dict(client.acquire_token_by_auth_code_flow(flow, authorize(rig, flow)))
+
+
+def test_id_tokens_name_the_user_by_tenant_and_object_id_in_every_tenant(rig: GraphRig) -> None:
+    fabrikam = rig.identity.add_tenant("fabrikam.test")
+    fred = rig.identity.add_user("fred@fabrikam.test", tenant="fabrikam.test")
+    base = rig.idp_server.url
+    config = requests.get(f"{base}/organizations/v2.0/.well-known/openid-configuration", verify=rig.ca_file, timeout=10)
+    assert config.json()["issuer"] == f"{base}/{{tenantid}}/v2.0"  # as Microsoft publishes it for any tenant
+
+    rita = sign_in(rig, ADDRESS, "organizations")["id_token_claims"]
+    claims = sign_in(rig, "fred@fabrikam.test", "organizations")["id_token_claims"]
+    assert isinstance(rita, dict) and isinstance(claims, dict)
+    assert (rita["tid"], rita["oid"], rita["iss"]) == (
+        rig.identity.tenant_id,
+        rig.identity.users[ADDRESS].oid,
+        f"{base}/{rig.identity.tenant_id}/v2.0",
+    )
+    assert (claims["tid"], claims["oid"], claims["iss"]) == (fabrikam, fred.oid, f"{base}/{fabrikam}/v2.0")
+    assert rita["aud"] == claims["aud"] == rig.identity.client_id
+    assert fabrikam != rig.identity.tenant_id and fred.oid != rita["oid"]
+
+
+def test_a_tenants_authority_signs_in_its_own_users_only(rig: GraphRig) -> None:
+    rig.identity.add_user("fred@fabrikam.test", tenant="fabrikam.test")
+    client = app(rig)  # the home tenant's authority (contoso.test)
+    rig.identity.auto_approve = "fred@fabrikam.test"
+    page = requests.get(str(start(client)["auth_uri"]), allow_redirects=False, verify=rig.ca_file, timeout=10)
+    assert page.status_code == 400 and "AADSTS50020" in page.text
+
+
+def test_a_changed_mail_attribute_keeps_the_user_and_moves_their_tokens_to_the_new_address(rig: GraphRig) -> None:
+    before = sign_in(rig, ADDRESS)
+    rig.identity.change_mail(ADDRESS, "rita.jones@contoso.test")
+    after = sign_in(rig, ADDRESS)  # she still signs in with her sign-in name
+    assert isinstance(before["id_token_claims"], dict) and isinstance(after["id_token_claims"], dict)
+    assert after["id_token_claims"]["oid"] == before["id_token_claims"]["oid"]
+    assert after["id_token_claims"]["preferred_username"] == ADDRESS  # the UPN, not the mail attribute
+    for result in (before, after):  # Graph (and EWS) know the mailbox by its current address
+        assert rig.identity.user_for(str(result["access_token"])) == ("rita.jones@contoso.test", "")
+    with pytest.raises(ValueError, match="already the address of"):
+        rig.identity.add_user("rita.jones@contoso.test")  # one primary SMTP address, one recipient
+
+
+def test_a_deleted_users_grant_stops_and_their_address_goes_to_a_new_object_id(rig: GraphRig) -> None:
+    first = sign_in(rig, ADDRESS)
+    rig.identity.delete_user(ADDRESS)
+    refused = app(rig).acquire_token_by_refresh_token(str(first["refresh_token"]), scopes=list(GRAPH_SCOPES))
+    assert refused["error"] == "invalid_grant" and refused["error_codes"] == [50034]
+    assert rig.identity.user_for(str(first["access_token"]))[0] is None
+    newcomer = rig.identity.add_user(ADDRESS)
+    second = sign_in(rig, ADDRESS)
+    assert isinstance(first["id_token_claims"], dict) and isinstance(second["id_token_claims"], dict)
+    assert second["id_token_claims"]["oid"] == newcomer.oid != first["id_token_claims"]["oid"]

@@ -60,7 +60,15 @@ def test_poison_headers_are_indexed_or_quarantined_and_every_folder_syncs(
     assert len(inbox_copies) == len(inbox)  # every message is accounted for, none twice
     for remote_id, email_id in inbox_copies:
         assert email_id is not None or remote_id in quarantined, remote_id
+    assert quarantined == set()  # cleaned where they were parsed, every one of them could be indexed
     assert status == "active"
+    with sessions() as s:
+        subjects = dict(s.execute(select(Email.message_id, Email.subject)).tuples().all())
+    # (Dovecot serves a raw NUL as 0x80, which the cp1252 fallback reads as "€")
+    assert subjects["<poison-nul-raw-subject@x.test>"] in ("helloworld", "hello€world")
+    assert subjects["<poison-nul-encoded-subject@x.test>"] == "ab"
+    assert subjects["<poison-utf7-lone-surrogate-subject@x.test>"] == "\ufffd"
+    assert len(subjects["<poison-subject-1mb@x.test>"]) == 1000
 
     # The cursor moved past the poison: the next pass is idle, new mail still arrives.
     again = sync_ok(config, sessions, account_id)
@@ -71,3 +79,78 @@ def test_poison_headers_are_indexed_or_quarantined_and_every_folder_syncs(
     with sessions() as s:
         stored = {m: b for m, b in s.execute(select(Email.message_id, Email.body_id))}
     assert stored["<normal-0@x.test>"] is not None  # bodies after the poison were stored too
+
+
+def test_a_reused_message_id_never_hides_an_applicants_message(config: Config, sessions, new_mailbox) -> None:  # type: ignore[no-untyped-def]
+    """Two different messages with one Message-ID (a careless mailer, or a sender doing it on
+    purpose) stay two emails, both marked; the same message seen in two mailboxes stays one."""
+    first, second = new_mailbox(), new_mailbox()
+    # Mallory's message arrives first, in the second recruiter's mailbox, with the id Jane's will have.
+    second.append(make_message(message_id="<dup@x.test>", subject="Cheap watches", from_="mallory@spam.test"))
+    janes = make_message(
+        message_id="<dup@x.test>", subject="My application", from_="Jane <jane.doe@gmail.com>", date=WHEN
+    )
+    first.append(janes)
+    second.append(janes)  # and the same message of Jane's, in the second mailbox too
+    with sessions.begin() as s:
+        jane, _ = add_applicant(s, "Jane", ["jane.doe@gmail.com"])
+        jane_id = jane.id
+    b = connect(config, sessions, second)
+    sync_ok(config, sessions, b)
+    a = connect(config, sessions, first)
+    sync_ok(config, sessions, a)
+
+    with sessions() as s:
+        emails = s.execute(
+            select(Email.subject, Email.from_addr, Email.id_reused).where(Email.message_id == "<dup@x.test>")
+        ).all()
+        from sync.history import applicant_history
+
+        history = applicant_history(s, jane_id)
+    assert sorted(emails) == [
+        ("Cheap watches", "mallory@spam.test", True),
+        ("My application", "jane.doe@gmail.com", True),
+    ]
+    assert [(h.subject, h.account_ids) for h in history] == [("My application", sorted([a, b]))]
+
+
+def test_poison_through_the_gmail_api_never_stops_the_account(config: Config, sessions) -> None:  # type: ignore[no-untyped-def]
+    """The same hostile messages through the Gmail API (stand-in, google-api-python-client): raw
+    NUL bytes and all arrive as they were sent, and every one is indexed."""
+    import dataclasses
+
+    from postroom.config import GoogleConfig
+    from providers.base import FolderRole
+    from sync.accounts import add_gmail_account
+    from tests.standins.gmail_rig import ADDRESS, gmail_rig
+
+    with gmail_rig() as rig:
+        config = dataclasses.replace(
+            config,
+            google=GoogleConfig(
+                client_id=rig.standin.client_id,
+                client_secret=rig.standin.client_secret,
+                token_uri=rig.server.url + "/token",
+                api_root=rig.server.url + "/",
+            ),
+        )
+        poison = list(poison_cases())
+        normal = list(normal_messages(len(poison)))
+        for (_, raw), case in zip(normal, poison, strict=True):  # interleaved
+            rig.deliver(raw)
+            rig.deliver(case.raw)
+        sent = list(normal_messages(3, prefix="sent"))
+        for _, raw in sent:
+            rig.deliver(raw, FolderRole.SENT)
+        with sessions.begin() as s:
+            account_id = add_gmail_account(s, config, ADDRESS, rig.refresh_token).id
+            add_applicant(s, "Ann", ["ann@example.org"])
+        result = sync_ok(config, sessions, account_id)
+        assert result.status == "active"
+        with sessions() as s:
+            assert list_quarantined(s) == []
+            unlinked = s.scalar(select(MessageCopy.id).where(MessageCopy.email_id.is_(None)))
+            subject = s.scalar(select(Email.subject).where(Email.message_id == "<poison-nul-raw-subject@x.test>"))
+        assert unlinked is None and subject == "helloworld"
+        assert all(mid in copies(sessions, account_id) for mid, _ in normal)
+        assert sorted(copies(sessions, account_id, "sent")) == sorted(mid for mid, _ in sent)

@@ -171,6 +171,28 @@ def test_reconnecting_replaces_the_grant_and_resumes_syncing(connect: Connect) -
     assert sync_account(connect.config, connect.sessions, first["id"]).ok
 
 
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "page"])
+def test_reconnecting_a_disabled_account_stores_the_grant_but_keeps_it_disabled(
+    connect: Connect, as_json: bool
+) -> None:
+    first = connect.callback(connect.consent()).get_json()
+    old = connect.secret(first["id"])["refresh_token"]
+    with connect.sessions.begin() as s:  # an administrator disabled the account
+        account = s.get_one(MailAccount, first["id"])
+        account.status, account.next_sync_at = "disabled", None
+
+    resp = connect.callback(connect.consent(), as_json=as_json)
+    account = connect.account(first["id"])
+    assert (account.status, account.next_sync_at) == ("disabled", None)
+    assert connect.secret(first["id"])["refresh_token"] != old  # the new grant is kept for when it is enabled
+    sentence = f"{RITA} is reconnected, but an administrator has disabled it, so Postroom does not sync it."
+    assert resp.status_code == 200
+    if as_json:
+        assert resp.get_json() == {"id": first["id"], "email": RITA, "status": "disabled", "message": sentence}
+    else:
+        assert f"<p>{sentence}</p>" in html.unescape(resp.get_data(as_text=True))
+
+
 def test_connect_without_a_google_client_is_one_sentence(connect: Connect) -> None:
     bare = dataclasses.replace(connect.config, google=GoogleConfig())
     resp = create_app(bare).test_client().get("/connect/google", headers={"Accept": "application/json"})

@@ -20,10 +20,11 @@ from sqlalchemy import select
 from postroom.config import Config, MicrosoftConfig
 from postroom.crypto import SecretBox
 from postroom.models import MailAccount
+from sync.accounts import add_graph_account
 from sync.scheduler import sync_account
 from tests.rig.messages import make_message
 from tests.standins.graph_rig import ADDRESS, GraphRig, graph_rig
-from tests.web.microsoft_rig import microsoft_config
+from tests.web.microsoft_rig import change_mail, give_address_to_someone_else, microsoft_config
 from web import create_app
 
 CALLBACK = "http://localhost/connect/microsoft/callback"  # the Flask test client's host
@@ -63,6 +64,17 @@ class Connect:
         with self.sessions() as s:
             return list(s.scalars(select(MailAccount)))
 
+    def with_microsoft(self, tenant: str | None = None, **settings: object) -> Connect:
+        """The same database and stand-ins, with other ``[microsoft]`` settings (a new app)."""
+        cfg = dataclasses.replace(self.config, microsoft=microsoft_config(self.rig, tenant, **settings))
+        return Connect(cfg, create_app(cfg).test_client(), self.rig)
+
+    def disable(self, account_id: int) -> None:
+        """What an administrator does to an account that must not sync."""
+        with self.sessions.begin() as s:
+            account = s.get_one(MailAccount, account_id)
+            account.status, account.next_sync_at = "disabled", None
+
 
 @pytest.fixture
 def connect(config: Config) -> Iterator[Connect]:
@@ -96,11 +108,14 @@ def test_consent_stores_a_graph_account_with_its_grant_sealed_and_it_syncs(conne
     account = connect.account(data["id"])
     assert (account.provider, account.status, account.email) == ("graph", "active", ADDRESS)
     ms = connect.config.microsoft
+    rita = connect.rig.identity.users[ADDRESS]
     assert account.settings == {
         "authority": ms.authority,
         "graph_root": ms.graph_root,
         "client_id": ms.client_id,
         "instance_discovery": False,
+        "tenant_id": rita.tenant_id,  # who signed in: the ID token's tid and oid
+        "object_id": rita.oid,
     }
     secret = connect.secret(data["id"])
     assert connect.rig.identity.user_for(secret["access_token"])[0] == ADDRESS
@@ -167,6 +182,96 @@ def test_reconnecting_replaces_the_grant_and_resumes_syncing(connect: Connect) -
     assert account.next_sync_at is not None and account.next_sync_at <= datetime.now(UTC)
     assert connect.secret(first["id"])["refresh_token"] != old
     assert sync_account(connect.config, connect.sessions, first["id"]).ok
+
+
+def test_a_changed_mail_attribute_reconnects_the_same_account_under_the_new_address(connect: Connect) -> None:
+    first = connect.callback(connect.consent()).get_json()
+    connect.rig.deliver(make_message(message_id="<before@x.test>", subject="Before"))
+    assert sync_account(connect.config, connect.sessions, first["id"]).new == 1
+    # Rita marries; the administrator changes her primary SMTP address (she still signs in as before)
+    change_mail(connect.rig, ADDRESS, "rita.jones@contoso.test")
+
+    again = connect.callback(connect.consent()).get_json()
+    assert [(a.id, a.email) for a in connect.accounts()] == [(first["id"], "rita.jones@contoso.test")]  # not a second
+    assert (again["id"], again["email"], again["status"]) == (first["id"], "rita.jones@contoso.test", "active")
+    connect.rig.graph.mailbox("rita.jones@contoso.test").add(make_message(message_id="<after@x.test>"), "inbox")
+    result = sync_account(connect.config, connect.sessions, first["id"])
+    assert result.ok and result.new == 1, result.error  # resumes where it was: only the new message
+
+
+@pytest.mark.parametrize("tenant", [None, "fabrikam.test"], ids=["same-tenant", "domain-moved-tenant"])
+def test_an_address_given_to_someone_else_does_not_take_over_the_account(connect: Connect, tenant: str | None) -> None:
+    connect = connect.with_microsoft("organizations")  # a multi-tenant app: users of any organisation
+    first = connect.callback(connect.consent()).get_json()
+    grant = connect.secret(first["id"])["refresh_token"]
+    settings = connect.account(first["id"]).settings
+    # Rita leaves; her address goes to a new user (or, with the domain, to another organisation)
+    give_address_to_someone_else(connect.rig, ADDRESS, tenant)
+
+    resp = connect.callback(connect.consent())
+    assert (resp.status_code, resp.get_json()) == (
+        400,
+        {
+            "error": f"Postroom already has {ADDRESS} connected for a different Microsoft 365 user "
+            f"(account {first['id']}), so this sign-in was not stored."
+        },
+    )
+    account = connect.account(first["id"])
+    assert (account.settings, connect.secret(first["id"])["refresh_token"]) == (settings, grant)
+    assert len(connect.accounts()) == 1
+
+
+def test_an_account_stored_before_ids_were_kept_is_adopted_by_its_user(connect: Connect) -> None:
+    with connect.sessions.begin() as s:  # `postroom accounts add-graph`: a grant, no ID token
+        legacy = add_graph_account(s, connect.config, ADDRESS, connect.rig.refresh_token).id
+    assert "object_id" not in connect.account(legacy).settings
+
+    again = connect.callback(connect.consent()).get_json()
+    assert again["id"] == legacy
+    rita = connect.rig.identity.users[ADDRESS]
+    settings = connect.account(legacy).settings
+    assert (settings["tenant_id"], settings["object_id"]) == (rita.tenant_id, rita.oid)
+
+
+def test_a_tenant_not_allowed_is_refused_and_nothing_is_stored(connect: Connect) -> None:
+    contoso = connect.rig.identity.tenant_id
+    connect = connect.with_microsoft("organizations", allowed_tenants=(contoso,))
+    connect.rig.identity.add_user("fred@fabrikam.test", tenant="fabrikam.test")
+    connect.rig.graph.add_user("fred@fabrikam.test")
+    connect.rig.identity.auto_approve = "fred@fabrikam.test"
+    fabrikam = connect.rig.identity.tenants["fabrikam.test"]
+
+    resp = connect.callback(connect.consent(), as_json=False)
+    assert resp.status_code == 400
+    assert html.unescape(resp.get_data(as_text=True)).endswith(
+        f"<p>Your Microsoft 365 organisation (tenant {fabrikam}) may not connect mailboxes to Postroom; "
+        "an administrator can add it to microsoft.allowed_tenants.</p>"
+    )
+    assert connect.accounts() == []
+    assert [c.route for c in connect.rig.graph.calls] == []  # refused before Graph was asked anything
+
+    connect.rig.identity.auto_approve = ADDRESS  # a user of an allowed tenant
+    assert connect.callback(connect.consent()).get_json()["email"] == ADDRESS
+
+
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "page"])
+def test_reconnecting_a_disabled_account_stores_the_grant_but_keeps_it_disabled(
+    connect: Connect, as_json: bool
+) -> None:
+    first = connect.callback(connect.consent()).get_json()
+    old = connect.secret(first["id"])["refresh_token"]
+    connect.disable(first["id"])
+
+    resp = connect.callback(connect.consent(), as_json=as_json)
+    account = connect.account(first["id"])
+    assert (account.status, account.next_sync_at) == ("disabled", None)
+    assert connect.secret(first["id"])["refresh_token"] != old  # the new grant is kept for when it is enabled
+    sentence = f"{ADDRESS} is reconnected, but an administrator has disabled it, so Postroom does not sync it."
+    assert resp.status_code == 200
+    if as_json:
+        assert resp.get_json() == {"id": first["id"], "email": ADDRESS, "status": "disabled", "message": sentence}
+    else:
+        assert f"<p>{sentence}</p>" in html.unescape(resp.get_data(as_text=True))
 
 
 def test_connect_without_a_microsoft_app_is_one_sentence(connect: Connect) -> None:

@@ -6,10 +6,12 @@ must survive the round trip through Google — the ``state`` and the PKCE code
 verifier — waits in Flask's signed session cookie, and is used once. Every
 failure answers 400 (503 when Gmail connect is not configured) with one sentence,
 as HTML for a browser or ``{"error": "..."}`` for a client that asks for JSON;
-success answers ``{"id": N, "email": "..."}`` or a small page saying the same.
+success answers ``{"id": N, "email": "...", "status": "active", "message": "..."}`` (``status``
+"disabled" when an administrator disabled the account) or a small page with the message.
 
 Connecting an address that already has a Gmail account reconnects it: the new
-refresh token replaces the old one and the account is ``active`` and due at once.
+refresh token replaces the old one and the account is ``active`` and due at once,
+unless an administrator disabled it, which reconnecting never undoes (the answer says so).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, redirect, request, session, url_for
 
-from sync.accounts import AccountError, add_gmail_account
+from sync.accounts import DISABLED, AccountError, add_gmail_account
 from web import google_consent
 from web.answers import answer
 
@@ -79,9 +81,13 @@ def callback() -> Response:
                 token_expiry=grant.expiry,
                 reconnect=True,
             )
-            account_id, email = account.id, account.email
+            account_id, email, status = account.id, account.email, account.status
     except (google_consent.ConnectError, AccountError) as exc:
         return _fail(str(exc))
-    log.info("connected Gmail mailbox %s", email, extra={"account_id": account_id})
-    sentence = f"{email} is connected; Postroom starts syncing it now."
-    return answer(200, "Gmail connected", sentence, {"id": account_id, "email": email})
+    log.info("connected Gmail mailbox %s (%s)", email, status, extra={"account_id": account_id})
+    if status == DISABLED:
+        title = "Gmail account disabled"
+        sentence = f"{email} is reconnected, but an administrator has disabled it, so Postroom does not sync it."
+    else:
+        title, sentence = "Gmail connected", f"{email} is connected; Postroom starts syncing it now."
+    return answer(200, title, sentence, {"id": account_id, "email": email, "status": status, "message": sentence})

@@ -1,5 +1,5 @@
 """Connect a Microsoft 365 mailbox: ``GET /connect/microsoft`` → Microsoft's sign-in and consent →
-``GET /connect/microsoft/callback``.
+``POST /connect/microsoft/callback``.
 
 The connect flow chooses Microsoft Graph for Microsoft 365 accounts; Exchange mailboxes
 reached through EWS (on-premises Exchange Server) are added with their server URL and
@@ -14,11 +14,18 @@ posts its answer to the callback (``form_post``), a cross-site POST, so that coo
 along); the state msal checks is what ties the answer to this browser's sign-in.
 Every failure answers 400 (503 when Microsoft connect is not set up or the sign-in
 service is unreachable) with one sentence, as HTML for a browser or ``{"error": "..."}``
-for a client that asks for JSON; success answers ``{"id": N, "email": "..."}`` or a
-small page saying the same.
+for a client that asks for JSON; success answers ``{"id": N, "email": "...", "status":
+"active", "message": "..."}`` (``status`` "disabled" when an administrator disabled the
+account) or a small page with the message.
 
-Connecting an address that already has a Microsoft 365 account reconnects it: the new
-refresh token replaces the old one and the account is ``active`` and due at once.
+The account is the signed-in user's: :func:`web.microsoft_consent.finish` reads the
+ID token's tenant and object id (``tid``, ``oid``) and refuses a tenant outside
+``microsoft.allowed_tenants``; :func:`sync.accounts.add_graph_account` finds the account by
+those ids, not by the ``mail`` attribute. Connecting again reconnects it, even after an
+administrator changed the user's address (the account takes the new one): the new refresh
+token replaces the old one and the account is ``active`` and due at once, unless an
+administrator disabled it, which reconnecting never undoes (the answer says so). An
+address whose account belongs to another user (other ids) is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import logging
 from flask import Blueprint, Response, current_app, redirect, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from sync.accounts import AccountError, add_graph_account
+from sync.accounts import DISABLED, AccountError, add_graph_account
 from web import microsoft_consent
 from web.answers import answer
 
@@ -103,10 +110,16 @@ def _connect() -> Response:
                 access_token=grant.access_token,
                 token_expiry=grant.expiry,
                 reconnect=True,
+                tenant_id=grant.user.tenant_id,
+                object_id=grant.user.object_id,
             )
-            account_id, email = account.id, account.email
+            account_id, email, status = account.id, account.email, account.status
     except (microsoft_consent.ConnectError, AccountError) as exc:
         return _fail(str(exc))
-    log.info("connected Microsoft 365 mailbox %s", email, extra={"account_id": account_id})
-    sentence = f"{email} is connected; Postroom starts syncing it now."
-    return answer(200, "Microsoft 365 connected", sentence, {"id": account_id, "email": email})
+    log.info("connected Microsoft 365 mailbox %s (%s)", email, status, extra={"account_id": account_id})
+    if status == DISABLED:
+        title = "Microsoft 365 account disabled"
+        sentence = f"{email} is reconnected, but an administrator has disabled it, so Postroom does not sync it."
+    else:
+        title, sentence = "Microsoft 365 connected", f"{email} is connected; Postroom starts syncing it now."
+    return answer(200, title, sentence, {"id": account_id, "email": email, "status": status, "message": sentence})
