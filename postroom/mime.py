@@ -177,12 +177,9 @@ def fingerprint(sender: str | None, date: datetime | None, subject: str) -> str:
     >>> len(fingerprint("ann@example.org", None, "Hello"))
     32
     """
-    parts = (
-        (sender or "").lower(),
-        date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if date else "",
-        " ".join(subject.split()).casefold(),
-    )
-    return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
+    when = int(date.timestamp()) if date else ""
+    text = f"{(sender or '').lower()}\x00{when}\x00{' '.join(subject.split()).casefold()}"
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
 
 
 # --------------------------------------------------------------------------- msg-ids

@@ -54,6 +54,7 @@ from lxml import etree
 from standins import ews_xml as x
 from standins.ews_schema import check
 from standins.ews_store import MSGFLAG_READ, MSGFLAG_UNSENT, EwsFault, EwsMailbox
+from standins.faults import DROPPED, Fault, Faults
 from standins.graph_https import HttpsServerThread
 from standins.httpserver import ServerThread, drop_connection
 from standins.microsoft_identity import IdentityStandIn
@@ -85,15 +86,6 @@ class _Busy:
     mailbox: str | None
 
 
-@dataclass
-class _Fault:
-    operation: str
-    times: int
-    drop: bool  # no answer: the connection is closed
-    stall: float  # seconds before the real answer
-
-
-DROPPED = 0  # the status of an answer that is never written (see EwsStandIn.fail)
 IIS_ERROR = b"<html><body><h1>Server Error in '/EWS' Application.</h1></body></html>"
 
 
@@ -108,7 +100,7 @@ class EwsStandIn:
         self._tokens: dict[str, str] = {}  # bearer token -> address
         self._delegates: set[tuple[str, str]] = set()  # (caller, mailbox)
         self._busy: list[_Busy] = []
-        self._faults: list[_Fault] = []
+        self._faults = Faults()
         self.calls: list[Call] = []
         self.outbound: list[tuple[str, list[str], bytes]] = []
         self.schema_violations: list[str] = []
@@ -149,8 +141,7 @@ class EwsStandIn:
         """Carry the next ``times`` requests of ``operation`` out (a send is sent), then answer
         with an IIS error page (HTTP 500), or not at all (``drop``: the connection is closed),
         or with the real answer ``stall`` seconds late (a client's read timeout)."""
-        with self._lock:
-            self._faults.append(_Fault(operation, times, drop, stall))
+        self._faults.add(Fault(operation, times, after=True, drop=drop, stall=stall))
 
     def requests(self, operation: str | None = None) -> list[Call]:
         return [c for c in self.calls if operation in (None, c.operation)]
@@ -219,7 +210,7 @@ class EwsStandIn:
             box = self.mailbox(target)
             with box.lock:
                 handler(box, operation_el, messages, operation)
-        fault = self._take_fault(operation)
+        fault = self._faults.take(operation)
         if fault is not None:  # carried out; only the answer goes wrong
             time.sleep(fault.stall)
             if fault.drop:
@@ -284,14 +275,6 @@ class EwsStandIn:
                 if busy.times > 0 and busy.operation in ("*", operation) and busy.mailbox in (None, mailbox):
                     busy.times -= 1
                     return busy
-        return None
-
-    def _take_fault(self, operation: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.times > 0 and fault.operation in ("*", operation):
-                    fault.times -= 1
-                    return fault
         return None
 
     # ------------------------------------------------------------ folders

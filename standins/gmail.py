@@ -45,6 +45,7 @@ from werkzeug.wrappers import Request, Response
 
 from standins import gmail_api
 from standins.discovery import Method, ParameterError, load_document, methods, validate
+from standins.faults import DROPPED, Fault, Faults, with_fault
 from standins.gmail_batch import MAX_PARTS, BatchFormatError, format_batch, parse_batch
 from standins.gmail_store import GmailError, Mailbox
 from standins.httpserver import ServerThread, drop_connection
@@ -132,21 +133,6 @@ class Call:
 
 
 @dataclass
-class _Fault:
-    method: str
-    times: int
-    status: int
-    reason: str
-    retry_after: float | None
-    after: bool = False  # the call is carried out first; its answer is what goes wrong
-    drop: bool = False  # no answer: the connection is closed
-    stall: float = 0.0  # seconds before answering
-
-
-DROPPED = 0  # the status of an answer that is never written (see GmailStandIn.fail)
-
-
-@dataclass
 class _Grant:
     user: str
     revoked: bool = False
@@ -169,7 +155,7 @@ class GmailStandIn:
         self.mailboxes: dict[str, Mailbox] = {}
         self._grants: dict[str, _Grant] = {}  # refresh token -> grant
         self._access: dict[str, tuple[str, float]] = {}  # access token -> (refresh token, expiry)
-        self._faults: list[_Fault] = []
+        self._faults = Faults()
         self._broken: dict[str, int] = {}  # message id -> status every messages.get of it answers
         self.calls: list[Call] = []
         self.schema_violations: list[str] = []
@@ -253,8 +239,7 @@ class GmailStandIn:
         closed), or with the call's own answer ``stall`` seconds late (a client's read
         timeout). Only calls made outside a batch can be dropped."""
         default = {429: "rateLimitExceeded", 403: "rateLimitExceeded"}.get(status, "backendError")
-        with self._lock:
-            self._faults.append(_Fault(method, times, status, reason or default, retry_after, after, drop, stall))
+        self._faults.add(Fault(method, times, status, reason or default, retry_after, after, drop, stall))
 
     def break_message(self, message_id: str, status: int = 500) -> None:
         """Make every ``messages.get`` of this message fail with ``status`` (500: the "Backend
@@ -324,22 +309,16 @@ class GmailStandIn:
         if broken is not None:
             text = "Backend Error" if broken >= 500 else "Invalid message"
             return self._error(broken, text, _REASONS.get(broken, "backendError"))
-        fault = self._take_fault(mid)
-        if fault is not None and not fault.after:
-            return self._fault_answer(fault)
-        answer = self._carry_out(method, mid, user, args, query, body)
-        if fault is None:
-            return answer
-        if fault.stall:
-            time.sleep(fault.stall)
-        if fault.drop:
-            return DROPPED, {}, b""
-        return answer if fault.stall else self._fault_answer(fault)
+        return with_fault(
+            self._faults.take(mid),
+            lambda: self._carry_out(method, mid, user, args, query, body),
+            self._fault_answer,
+        )
 
-    def _fault_answer(self, fault: _Fault) -> tuple[int, dict[str, str], bytes]:
+    def _fault_answer(self, fault: Fault) -> tuple[int, dict[str, str], bytes]:
         extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
         message = "Too many concurrent requests for user." if fault.status in (403, 429) else "Backend Error"
-        return self._error(fault.status, message, fault.reason, extra)
+        return self._error(fault.status, message, fault.reason or "backendError", extra)
 
     def _carry_out(
         self, method: Method, mid: str, user: str, args: dict[str, str], query: str, body: bytes
@@ -390,14 +369,6 @@ class GmailStandIn:
         with self._lock:
             self.calls.append(call)
 
-    def _take_fault(self, mid: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.method in ("*", mid) and fault.times > 0:
-                    fault.times -= 1
-                    return fault
-        return None
-
     def _authorize(self, header: str) -> tuple[str | None, frozenset[str] | None]:
         """The user an access token acts for and the scopes granted (None: all)."""
         scheme, _, token = header.partition(" ")
@@ -431,10 +402,10 @@ class GmailStandIn:
         return self._json(200, answer, "_Token")
 
     def _batch(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
-        fault = self._take_fault("batch")
+        fault = self._faults.take("batch")
         if fault is not None:
             self._log(Call("batch", None, fault.status))
-            return self._error(fault.status, "Backend Error", fault.reason)
+            return self._error(fault.status, "Backend Error", fault.reason or "backendError")
         try:
             parts = parse_batch(headers.get("content-type", ""), body)
         except BatchFormatError as exc:

@@ -37,7 +37,6 @@ import base64
 import json
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from urllib.parse import parse_qsl, unquote, urlencode
 from werkzeug.wrappers import Request, Response
 
 from standins import graph_render as render
+from standins.faults import DROPPED, Fault, Faults, with_fault
 from standins.graph_https import HttpsServerThread
 from standins.graph_schema import check
 from standins.graph_store import GraphError, GraphMailbox, Item
@@ -73,18 +73,6 @@ class Call:
     in_batch: bool = False
 
 
-@dataclass
-class _Fault:
-    route: str
-    times: int
-    status: int
-    retry_after: float | None
-    after: bool = False  # the call is carried out first; its answer is what goes wrong
-    drop: bool = False  # no answer: the connection is closed
-    stall: float = 0.0  # seconds before answering
-
-
-DROPPED = 0  # the status of an answer that is never written (see GraphStandIn.fail)
 _FILTER_ID = re.compile(r"internetMessageId eq '((?:[^']|'')*)'")
 
 
@@ -116,7 +104,7 @@ class GraphStandIn:
         self.identity = identity
         self._lock = threading.Lock()
         self.mailboxes: dict[str, GraphMailbox] = {}
-        self._faults: list[_Fault] = []
+        self._faults = Faults()
         self.calls: list[Call] = []
         self.outbound: list[tuple[str, list[str], bytes]] = []  # (sender, recipients, raw) leaving the tenant
         self.schema_violations: list[str] = []
@@ -165,8 +153,7 @@ class GraphStandIn:
         status, or not at all (``drop=True``: the connection is closed), or with the call's
         own answer ``stall`` seconds late (a client's read timeout). Only calls made
         outside a batch can be dropped."""
-        with self._lock:
-            self._faults.append(_Fault(route, times, status, retry_after, after, drop, stall))
+        self._faults.add(Fault(route, times, status, None, retry_after, after, drop, stall))
 
     def http_requests(self) -> list[Call]:
         """Calls that were requests on the wire (a batch counts once, its parts not at all)."""
@@ -245,17 +232,11 @@ class GraphStandIn:
         body: bytes,
         base: str,
     ) -> Answer:
-        fault = self._take_fault(route)
-        if fault is not None and not fault.after:
-            return self._fault(fault)
-        answer = self._carry_out(handler, user, query, groups, headers, body, base, route)
-        if fault is None:
-            return answer
-        if fault.stall:
-            time.sleep(fault.stall)
-        if fault.drop:
-            return DROPPED, {}, b""
-        return answer if fault.stall else self._fault(fault)
+        return with_fault(
+            self._faults.take(route),
+            lambda: self._carry_out(handler, user, query, groups, headers, body, base, route),
+            self._fault,
+        )
 
     def _carry_out(
         self,
@@ -305,7 +286,7 @@ class GraphStandIn:
         )
         return self._error(401, "InvalidAuthenticationToken", reason, {"WWW-Authenticate": challenge})
 
-    def _fault(self, fault: _Fault) -> Answer:
+    def _fault(self, fault: Fault) -> Answer:
         extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
         code, text = {
             429: ("ApplicationThrottled", "Application is over its MailboxConcurrency limit."),
@@ -317,14 +298,6 @@ class GraphStandIn:
     def _log(self, call: Call) -> None:
         with self._lock:
             self.calls.append(call)
-
-    def _take_fault(self, route: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.route in ("*", route) and fault.times > 0:
-                    fault.times -= 1
-                    return fault
-        return None
 
     # ------------------------------------------------------------ folders
     def _me(self, r: _Req) -> Answer:
@@ -530,7 +503,7 @@ class GraphStandIn:
         if user is None:
             self._log(Call("batch", None, 401))
             return self._unauthorized(reason or "Access token is empty.")
-        fault = self._take_fault("batch")
+        fault = self._faults.take("batch")
         if fault is not None:
             self._log(Call("batch", user, fault.status))
             return self._fault(fault)

@@ -144,6 +144,17 @@ _ACCOUNTS = cast(Table, MailAccount.__table__)
 _FOLDERS = cast(Table, Folder.__table__)
 
 
+# The account's folders with their sync state, and whether some quarantined message of each is
+# to be tried again (postroom quarantine retry): one read per pass, built once.
+_FOLDERS_OF_ACCOUNT = select(
+    _FOLDERS,
+    select(QuarantinedMessage.id)
+    .where(QuarantinedMessage.folder_id == _FOLDERS.c.id, QuarantinedMessage.retry_requested)
+    .exists()
+    .label("retry"),
+).where(_FOLDERS.c.account_id == bindparam("aid"))
+
+
 def outcome_values(result: AccountResult, now: datetime | None = None) -> dict[str, Any]:
     """The account columns a finished pass sets: its error (or none) and, if it worked, when."""
     folder_error = next((f.error for f in result.folders if f.error), None)
@@ -318,15 +329,7 @@ class AccountSync:
         """Create rows for new folders, mark vanished ones; returns the folders to sync, with
         their stored state. Writes nothing when the server's folders are as recorded."""
         with self.sessions() as s:
-            retry = (  # quarantined messages someone asked to try again: in the same read
-                select(QuarantinedMessage.id)
-                .where(QuarantinedMessage.folder_id == _FOLDERS.c.id, QuarantinedMessage.retry_requested)
-                .exists()
-                .label("retry")
-            )
-            rows = {
-                r.name: r for r in s.execute(select(_FOLDERS, retry).where(_FOLDERS.c.account_id == self.account_id))
-            }
+            rows = {r.name: r for r in s.execute(_FOLDERS_OF_ACCOUNT, {"aid": self.account_id})}
         out: list[_FolderState] = []
         added: list[tuple[RemoteFolder, str | None]] = []
         changed: list[dict[str, Any]] = []

@@ -9,9 +9,41 @@ account, which ends the pass at once, before anything more is written.
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from typing import Protocol
 
 from sqlalchemy.orm import Session
+
+
+def worker_id() -> str:
+    """A lease (or outbox claim) owner: ``host:pid:random``, unique per worker object."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def process_alive(owner: str) -> bool:
+    """Whether the process named in a ``host:pid:...`` owner id (of this host) still runs."""
+    try:
+        pid = int(owner.split(":")[1])
+    except (IndexError, ValueError):
+        return True  # not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited; it only waits for its parent to collect it
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def dead_local_owner(owner: str | None) -> bool:
+    """Whether ``owner`` names a process on this host that no longer runs."""
+    return owner is not None and owner.split(":", 1)[0] == socket.gethostname() and not process_alive(owner)
 
 
 class LeaseLost(Exception):

@@ -37,7 +37,6 @@ the provider.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,6 +56,7 @@ from providers.base import Capability, MailProvider, OutgoingMessage
 from providers.errors import ProviderError, SendError, SendUncertain
 from providers.transport import ConfigurationError
 from sync.accounts import open_account
+from sync.leases import dead_local_owner, worker_id
 from sync.outbox_rows import OPEN, OutboxEntry, OutboxError, OutboxStatus, get_entry, list_outbox, open_rows
 
 __all__ = [
@@ -112,19 +112,6 @@ class OutboxPass:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def owner_id() -> str:
-    from sync.scheduler import worker_id  # scheduler imports this module: import late
-
-    return worker_id()
-
-
-def _dead(owner: str | None) -> bool:
-    """Whether ``owner`` (``host:pid:...``) is a process on this host that no longer runs."""
-    from sync.scheduler import _process_alive
-
-    return owner is not None and owner.split(":", 1)[0] == socket.gethostname() and not _process_alive(owner)
 
 
 # ------------------------------------------------------------------ queueing
@@ -187,7 +174,7 @@ def queue_message(session: Session, req: SendRequest, *, owner: str | None = Non
 def send_message(config: Config, sessions: sessionmaker[Session], req: SendRequest) -> OutboxEntry:
     """Queue ``req`` held by this process, then submit it at once; returns how it ended
     (``sent``, ``uncertain``, ``failed``, or ``queued`` for a safe failure the worker retries)."""
-    owner = owner_id()
+    owner = worker_id()
     with sessions.begin() as s:
         outbox_id = queue_message(s, req, owner=owner).id
     return deliver(config, sessions, outbox_id, owner=owner)
@@ -253,12 +240,12 @@ def deliver(
     """Claim one queued message and submit it now; returns how it ended. Raises
     :class:`OutboxError` when the row cannot be claimed (unknown, held by a live process,
     not queued)."""
-    me = owner or owner_id()
+    me = owner or worker_id()
     with sessions.begin() as s:
         row = s.get(OutboxMessage, outbox_id)
         if row is None:
             raise OutboxError(f"No outbox message with id {outbox_id}.")
-        dead_owner = row.owner if row.status == OutboxStatus.QUEUED and _dead(row.owner) else None
+        dead_owner = row.owner if row.status == OutboxStatus.QUEUED and dead_local_owner(row.owner) else None
         claimed = _claim(s, outbox_id, me, now=utcnow(), manual=True, dead_owner=dead_owner)
     if not claimed:
         entry = get_entry(sessions, outbox_id)
@@ -382,7 +369,7 @@ def abandoned_reason(owner: str | None, claimed_until: datetime | None, now: dat
     """Why a ``sending`` row counts as abandoned, or None while its sender may still be at work."""
     if claimed_until is None or claimed_until < now:
         return "the process sending it did not finish in time; it may have gone out"
-    if _dead(owner):
+    if dead_local_owner(owner):
         return f"the process sending it ({owner}) died; it may have gone out"
     return None
 
@@ -427,7 +414,7 @@ def process_outbox(config: Config, sessions: sessionmaker[Session], account_id: 
         r
         for r in rows
         if r.status == OutboxStatus.QUEUED
-        and (r.claimed_until is None or r.claimed_until < now or r.owner == owner or _dead(r.owner))
+        and (r.claimed_until is None or r.claimed_until < now or r.owner == owner or dead_local_owner(r.owner))
     ][:PASS_LIMIT]
     if not (check or waiting):
         return done
@@ -493,7 +480,7 @@ def _deliver_one(
     done: OutboxPass,
     account_id: int,
 ) -> None:
-    dead_owner = held_by if held_by != me and _dead(held_by) else None
+    dead_owner = held_by if held_by != me and dead_local_owner(held_by) else None
     with sessions.begin() as s:
         if not _claim(s, outbox_id, me, now=utcnow(), manual=False, dead_owner=dead_owner):
             return  # someone else has it

@@ -20,6 +20,7 @@ from postroom.logs import error_summary
 from postroom.models import MailAccount, OutboxMessage
 from providers.errors import ProviderError
 from sync.accounts import open_account
+from sync.leases import worker_id
 from sync.outbox import (
     SEND_CLAIM,
     abandoned_reason,
@@ -27,7 +28,6 @@ from sync.outbox import (
     deliver,
     make_uncertain,
     not_deliverable,
-    owner_id,
     settle_from_sent,
     submit,
     utcnow,
@@ -49,7 +49,7 @@ def retry_message(
     one whose sender died) is looked for in Sent first: found, it is marked sent; not found,
     it is sent again only with ``force``. Raises :class:`OutboxError` with the reason."""
     entry = get_entry(sessions, outbox_id)
-    me = owner_id()
+    me = worker_id()
     if entry.status == OutboxStatus.SENT:
         return RetryOutcome(entry, already_sent=True)
     if entry.status == OutboxStatus.SENDING:

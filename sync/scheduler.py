@@ -32,31 +32,39 @@ tasks (sync.tasks) all go through :meth:`Scheduler.sync`.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, cast
 
-from sqlalchemy import ColumnElement, Table, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config, SyncConfig
 from postroom.logs import error_summary, where
-from postroom.models import MailAccount
+from postroom.models import MailAccount, OutboxMessage
 from sync.accounts import AccountError
 from sync.engine import AccountResult, AccountSync, outcome_values
-from sync.leases import LeaseLost
+from sync.leases import LeaseLost, process_alive, worker_id
+from sync.outbox import process_outbox
+from sync.outbox_rows import OPEN
 from sync.store import db_now
 
 log = logging.getLogger("postroom.scheduler")
 _ACCOUNTS = cast(Table, MailAccount.__table__)
+_FREE_LEASE = or_(_ACCOUNTS.c.lease_owner.is_(None), _ACCOUNTS.c.lease_expires_at < db_now())
+# returned by the claim itself, so an account with nothing in its outbox costs no query for it
+_OPEN_OUTBOX = (
+    select(OutboxMessage.id)
+    .where(OutboxMessage.account_id == _ACCOUNTS.c.id, OutboxMessage.status.in_(OPEN))
+    .exists()
+    .label("outbox")
+)
 
 SCHEDULED = ("active", "backing-off", "syncing")  # states the worker picks up when due
 NEVER = ("disabled",)
@@ -72,6 +80,7 @@ class Claim:
 
     email: str
     failure_count: int
+    outbox: bool = False  # the account has outbox rows not settled yet (queued, sending, uncertain)
 
 
 @dataclass(frozen=True)
@@ -103,29 +112,6 @@ def plan_next(
     return Outcome("backing-off", now + timedelta(seconds=delay), failures)
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _process_alive(owner: str) -> bool:
-    """Whether the process named in a ``host:pid:...`` owner id (of this host) still runs."""
-    try:
-        pid = int(owner.split(":")[1])
-    except (IndexError, ValueError):
-        return True  # not ours to judge
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited; it only waits for its parent to collect it
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 class Scheduler:
     def __init__(
         self, config: Config, sessions: sessionmaker[Session], owner: str | None = None, sink: ResultSink | None = None
@@ -135,6 +121,23 @@ class Scheduler:
         self.owner = owner or worker_id()
         self.sink = sink
         self.lease = timedelta(seconds=config.sync.lease_seconds)
+        # built once: it runs for every account pass
+        self._claim = (
+            update(_ACCOUNTS)
+            .where(
+                _ACCOUNTS.c.id == bindparam("aid"),
+                _ACCOUNTS.c.status.in_(bindparam("allowed", expanding=True)),
+                _FREE_LEASE,
+            )
+            .values(
+                lease_owner=self.owner,
+                lease_expires_at=db_now(self.lease.total_seconds()),
+                status="syncing",
+                dispatched_at=None,
+                last_sync_at=db_now(),
+            )
+            .returning(_ACCOUNTS.c.email, _ACCOUNTS.c.failure_count, _OPEN_OUTBOX)
+        )
         # outcomes that could not be recorded (the database was away), by account
         self._unrecorded: dict[int, AccountResult] = {}
         self._unrecorded_lock = threading.Lock()
@@ -144,7 +147,7 @@ class Scheduler:
     @staticmethod
     def free_lease() -> ColumnElement[bool]:
         """Nobody holds the account: no lease, or one that ran out by the database's clock."""
-        return or_(MailAccount.lease_owner.is_(None), MailAccount.lease_expires_at < db_now())
+        return _FREE_LEASE
 
     def held(self, account_ids: Sequence[int]) -> ColumnElement[bool]:
         """This worker still holds these accounts: it is still their lease's owner. A lease that
@@ -182,19 +185,8 @@ class Scheduler:
         None if another worker holds it or it is not schedulable."""
         allowed = [s for s in ("active", "backing-off", "syncing", "reconnect-needed") if force or s in SCHEDULED]
         with self.sessions.begin() as s:
-            row = s.execute(
-                update(_ACCOUNTS)
-                .where(_ACCOUNTS.c.id == account_id, _ACCOUNTS.c.status.in_(allowed), self.free_lease())
-                .values(
-                    lease_owner=self.owner,
-                    lease_expires_at=db_now(self.lease.total_seconds()),
-                    status="syncing",
-                    dispatched_at=None,
-                    last_sync_at=db_now(),
-                )
-                .returning(_ACCOUNTS.c.email, _ACCOUNTS.c.failure_count)
-            ).one_or_none()
-        return None if row is None else Claim(row.email, row.failure_count or 0)
+            row = s.execute(self._claim, {"aid": account_id, "allowed": allowed}).one_or_none()
+        return None if row is None else Claim(row.email, row.failure_count or 0, bool(row.outbox))
 
     def reap_dead_local_leases(self) -> int:
         """Free the leases of workers on this machine whose process is gone (killed, crashed).
@@ -214,7 +206,7 @@ class Scheduler:
                     MailAccount.lease_expires_at >= db_now(),
                 )
             ).all()
-        dead = [(aid, owner) for aid, owner in held if owner != self.owner and not _process_alive(owner)]
+        dead = [(aid, owner) for aid, owner in held if owner != self.owner and not process_alive(owner)]
         freed = 0
         for account_id, owner in dead:
             with self.sessions.begin() as s:
@@ -320,9 +312,7 @@ class Scheduler:
             log.error("sync crashed: %s\n%s", summary, where(exc), extra=extra)
             result = AccountResult(account_id, claim.email)
             result.fail(exc, f"Internal error: {summary}")
-        if not result.lease_lost:  # the account's outbox, while the lease is still held
-            from sync.outbox import process_outbox  # (sync.outbox imports this module)
-
+        if claim.outbox and not result.lease_lost:  # the account's outbox, while the lease is still held
             try:
                 process_outbox(self.config, self.sessions, account_id, self.owner)
             except Exception as exc:  # never fails the sync, never takes the worker down

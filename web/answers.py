@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Response, jsonify, make_response, request
 from markupsafe import escape
 
+from sync.accounts import DISABLED
+
 
 def wants_json() -> bool:
     return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
@@ -20,3 +22,14 @@ def answer(status: int, title: str, sentence: str, data: dict[str, object]) -> R
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def connected(service: str, account_id: int, email: str, status: str) -> Response:
+    """The answer to a finished connect flow: ``{"id", "email", "status", "message"}`` or a page. A
+    reconnected account an administrator disabled stays disabled, and the answer says so."""
+    if status == DISABLED:
+        title = f"{service} account disabled"
+        sentence = f"{email} is reconnected, but an administrator has disabled it, so Postroom does not sync it."
+    else:
+        title, sentence = f"{service} connected", f"{email} is connected; Postroom starts syncing it now."
+    return answer(200, title, sentence, {"id": account_id, "email": email, "status": status, "message": sentence})

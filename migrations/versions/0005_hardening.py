@@ -31,12 +31,9 @@ def _fingerprint(sender: str | None, date: datetime | None, subject: str | None)
     """The formula of postroom.mime.fingerprint as of this revision (frozen here on purpose)."""
     if date is not None and date.tzinfo is None:
         date = date.replace(tzinfo=UTC)
-    parts = (
-        (sender or "").lower(),
-        date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if date else "",
-        " ".join((subject or "").split()).casefold(),
-    )
-    return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
+    when = int(date.timestamp()) if date else ""
+    text = f"{(sender or '').lower()}\x00{when}\x00{' '.join((subject or '').split()).casefold()}"
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
 
 
 def upgrade() -> None:

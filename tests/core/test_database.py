@@ -66,3 +66,39 @@ def test_upgrade_marks_the_bodies_applicants_still_wait_for(tmp_path) -> None:  
     assert wanted == [1]
     assert history == [1, 3]  # not cascaded away with the old table
     assert foreign_keys == 1  # and enforced again afterwards
+
+
+def test_upgrade_gives_existing_emails_the_fingerprint_new_copies_will_have(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Migration 0005: an email indexed before it gets the fingerprint the indexer computes for
+    the same message, so a copy of it synced later (another mailbox) joins it, not a new email;
+    the rows that reference the emails survive the SQLite table rebuild."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+
+    from postroom.config import DatabaseConfig
+    from postroom.mime import fingerprint
+
+    engine = db.make_engine(DatabaseConfig(url=f"sqlite:///{tmp_path / 'old.db'}"))
+    command.upgrade(db.alembic_config(engine), "0004")
+    sent = datetime(2026, 3, 3, 9, 0, 5, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO organisations (id, name, created_at) VALUES (1, 'o', CURRENT_TIMESTAMP)"))
+        conn.execute(
+            text(
+                'INSERT INTO emails (id, org_id, message_id, subject, from_addr, from_name, sent_at, "references", '
+                "to_addrs, cc_addrs, created_at, body_wanted) VALUES (1, 1, '<a@x.test>', 'Your  application', "
+                "'ann@example.org', '', :sent, '[]', '[]', '[]', CURRENT_TIMESTAMP, 0)"
+            ),
+            {"sent": sent.replace(tzinfo=None).isoformat(sep=" ")},
+        )
+        conn.execute(
+            text("INSERT INTO participants (email_id, address, role, org_id) VALUES (1, 'ann@example.org', 'from', 1)")
+        )
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT fingerprint, id_reused FROM emails")).one()
+        participants = conn.execute(text("SELECT count(*) FROM participants")).scalar()
+    engine.dispose()
+    assert stored == (fingerprint("ann@example.org", sent, "Your application"), 0)
+    assert participants == 1

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from postroom.config import Config, GoogleConfig
 from providers.base import Credentials, FolderRole, ProviderSettings
 from providers.gmail import GmailProvider
 from standins.gmail import GmailStandIn
@@ -39,6 +41,16 @@ class GmailRig:
         return ProviderSettings(
             self.address, creds, opts, timeout=10.0, on_token_refresh=lambda t, e: self.refreshes.append((t, e))
         )
+
+    def config(self, config: Config) -> Config:
+        """``config`` with ``[google]`` pointing at this stand-in (its client, token endpoint and API)."""
+        google = GoogleConfig(
+            client_id=self.standin.client_id,
+            client_secret=self.standin.client_secret,
+            token_uri=self.server.url + "/token",
+            api_root=self.server.url + "/",
+        )
+        return dataclasses.replace(config, google=google)
 
     def provider(self, refresh_token: str | None = None, **options: Any) -> GmailProvider:
         return GmailProvider.open(self.settings(refresh_token, **options), sleep=self.sleeps.append)

@@ -5,14 +5,13 @@ sending through the outbox."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
-from postroom.config import Config, GoogleConfig
+from postroom.config import Config
 from postroom.crypto import SecretBox
 from postroom.models import Email, MailAccount, OutboxMessage
 from providers.base import FolderRole
@@ -41,13 +40,7 @@ def rig() -> Iterator[GmailRig]:
 @pytest.fixture
 def gconfig(config: Config, rig: GmailRig) -> Config:
     """The test config with [google] pointing at the stand-in (its own token endpoint)."""
-    google = GoogleConfig(
-        client_id=rig.standin.client_id,
-        client_secret=rig.standin.client_secret,
-        token_uri=rig.server.url + "/token",
-        api_root=rig.server.url + "/",
-    )
-    return dataclasses.replace(config, google=google)
+    return rig.config(config)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from postroom.config import Config, GoogleConfig
+from postroom.config import Config
 from postroom.models import OutboxMessage
 from providers.base import FolderRole, OutgoingMessage
 from providers.errors import SendUncertain, TransientError
@@ -68,13 +68,7 @@ def gmail() -> Iterator[GmailRig]:
 
 @pytest.fixture
 def gconfig(config: Config, gmail: GmailRig) -> Config:
-    google = GoogleConfig(
-        client_id=gmail.standin.client_id,
-        client_secret=gmail.standin.client_secret,
-        token_uri=gmail.server.url + "/token",
-        api_root=gmail.server.url + "/",
-    )
-    return dataclasses.replace(config, google=google)
+    return gmail.config(config)
 
 
 @pytest.fixture

@@ -117,23 +117,13 @@ def test_a_reused_message_id_never_hides_an_applicants_message(config: Config, s
 def test_poison_through_the_gmail_api_never_stops_the_account(config: Config, sessions) -> None:  # type: ignore[no-untyped-def]
     """The same hostile messages through the Gmail API (stand-in, google-api-python-client): raw
     NUL bytes and all arrive as they were sent, and every one is indexed."""
-    import dataclasses
 
-    from postroom.config import GoogleConfig
     from providers.base import FolderRole
     from sync.accounts import add_gmail_account
     from tests.standins.gmail_rig import ADDRESS, gmail_rig
 
     with gmail_rig() as rig:
-        config = dataclasses.replace(
-            config,
-            google=GoogleConfig(
-                client_id=rig.standin.client_id,
-                client_secret=rig.standin.client_secret,
-                token_uri=rig.server.url + "/token",
-                api_root=rig.server.url + "/",
-            ),
-        )
+        config = rig.config(config)
         poison = list(poison_cases())
         normal = list(normal_messages(len(poison)))
         for (_, raw), case in zip(normal, poison, strict=True):  # interleaved

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, text
 
 from postroom import db
-from postroom.config import Config, GoogleConfig
+from postroom.config import Config
 from postroom.models import Email, Folder, MailAccount, MessageCopy
 from sync.accounts import add_gmail_account
 from sync.history import add_applicant
@@ -251,13 +251,7 @@ def test_a_server_that_refuses_every_message_fails_the_folder_and_quarantines_no
 @pytest.fixture
 def gmail_config(config: Config) -> Iterator[tuple[Config, object]]:
     with gmail_rig() as rig:
-        google = GoogleConfig(
-            client_id=rig.standin.client_id,
-            client_secret=rig.standin.client_secret,
-            token_uri=rig.server.url + "/token",
-            api_root=rig.server.url + "/",
-        )
-        yield dataclasses.replace(config, google=google), rig
+        yield rig.config(config), rig
 
 
 @pytest.mark.parametrize("status", [400, 500])

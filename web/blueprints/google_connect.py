@@ -21,9 +21,9 @@ import logging
 
 from flask import Blueprint, Response, current_app, redirect, request, session, url_for
 
-from sync.accounts import DISABLED, AccountError, add_gmail_account
+from sync.accounts import AccountError, add_gmail_account
 from web import google_consent
-from web.answers import answer
+from web.answers import answer, connected
 
 bp = Blueprint("google_connect", __name__)
 log = logging.getLogger("postroom.web")
@@ -85,9 +85,4 @@ def callback() -> Response:
     except (google_consent.ConnectError, AccountError) as exc:
         return _fail(str(exc))
     log.info("connected Gmail mailbox %s (%s)", email, status, extra={"account_id": account_id})
-    if status == DISABLED:
-        title = "Gmail account disabled"
-        sentence = f"{email} is reconnected, but an administrator has disabled it, so Postroom does not sync it."
-    else:
-        title, sentence = "Gmail connected", f"{email} is connected; Postroom starts syncing it now."
-    return answer(200, title, sentence, {"id": account_id, "email": email, "status": status, "message": sentence})
+    return connected("Gmail", account_id, email, status)

@@ -35,9 +35,9 @@ import logging
 from flask import Blueprint, Response, current_app, redirect, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from sync.accounts import DISABLED, AccountError, add_graph_account
+from sync.accounts import AccountError, add_graph_account
 from web import microsoft_consent
-from web.answers import answer
+from web.answers import answer, connected
 
 bp = Blueprint("microsoft_connect", __name__)
 log = logging.getLogger("postroom.web")
@@ -117,9 +117,4 @@ def _connect() -> Response:
     except (microsoft_consent.ConnectError, AccountError) as exc:
         return _fail(str(exc))
     log.info("connected Microsoft 365 mailbox %s (%s)", email, status, extra={"account_id": account_id})
-    if status == DISABLED:
-        title = "Microsoft 365 account disabled"
-        sentence = f"{email} is reconnected, but an administrator has disabled it, so Postroom does not sync it."
-    else:
-        title, sentence = "Microsoft 365 connected", f"{email} is connected; Postroom starts syncing it now."
-    return answer(200, title, sentence, {"id": account_id, "email": email, "status": status, "message": sentence})
+    return connected("Microsoft 365", account_id, email, status)
