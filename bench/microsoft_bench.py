@@ -112,7 +112,7 @@ import providers.graph as graph_provider  # noqa: E402
 from postroom.config import MicrosoftConfig, load_config  # noqa: E402
 from postroom.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
 from postroom.models import Email, Folder, MessageCopy  # noqa: E402
-from providers import graph_sync  # noqa: E402
+from providers import graph_codec  # noqa: E402
 from standins import httpserver  # noqa: E402
 from standins.graph_store import GraphMailbox  # noqa: E402
 from sync.accounts import add_graph_account  # noqa: E402
@@ -431,21 +431,21 @@ def instrument_graph() -> None:
         setattr(cls, name, TIMERS.wrap(name, getattr(cls, name)))
     cls.fetch_headers = TIMERS.wrap_gen("fetch_headers", cls.fetch_headers)  # type: ignore[method-assign]
     # the provider's own glue inside fetch_headers (Graph JSON -> RemoteMessage)
-    graph_sync.remote_message = TIMERS.wrap("remote_message", graph_sync.remote_message)
+    graph_codec.remote_message = TIMERS.wrap("remote_message", graph_codec.remote_message)
 
 
 def instrument_ews() -> None:
     import providers.ews as ews_provider
-    from providers import ews_sync
+    from providers import ews_codec
 
     cls = ews_provider.EwsProvider
     for name in ("list_folders", "fetch_changes", "fetch_bodies"):
         setattr(cls, name, TIMERS.wrap(name, getattr(cls, name)))
     cls.fetch_headers = TIMERS.wrap_gen("fetch_headers", cls.fetch_headers)  # type: ignore[method-assign]
-    original = ews_sync.remote_message
+    original = ews_codec.remote_message
 
     def remote_message(item: Any) -> Any:
-        # providers/ews_sync.py hands exchangelib's EWSDateTime on as internal_date, and
+        # providers/ews_codec.py hands exchangelib's EWSDateTime on as internal_date, and
         # EWSDateTime.astimezone(datetime.timezone.utc) raises InvalidTypeError when the
         # engine stores it (postroom.models.UTCDateTime): no EWS account can sync. Until
         # that is fixed there, the benchmark passes the same instant as a plain datetime,
@@ -457,7 +457,7 @@ def instrument_ews() -> None:
             msg = dataclasses.replace(msg, internal_date=datetime.fromtimestamp(when.timestamp(), tz=UTC))
         return msg
 
-    ews_sync.remote_message = TIMERS.wrap("remote_message", remote_message)
+    ews_codec.remote_message = TIMERS.wrap("remote_message", remote_message)
 
 
 # ================================================================== Postroom instances

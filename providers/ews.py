@@ -82,7 +82,7 @@ from exchangelib.services import (
     SyncFolderItems,
 )
 
-from providers import ews_sync
+from providers import ews_codec
 from providers.base import (
     Capability,
     ChangeSet,
@@ -219,7 +219,7 @@ class EwsProvider:
         if opts.get("ca_file") and self._url:
             _EndpointTrustAdapter.trust(self._url, str(opts["ca_file"]))
         _EndpointTrustAdapter.install()
-        ews_sync.register_properties()
+        ews_codec.register_properties()
         self._account: Account | None = None
         self._tokens: MicrosoftTokens | None = None
         self._token_session: requests.Session | None = None
@@ -349,7 +349,7 @@ class EwsProvider:
         roles = {ids[cls]: role for cls, role in ROLE_FOLDERS.items() if cls in ids}
         with self._translate("SyncFolderHierarchy"):
             svc = SyncFolderHierarchy(account=acc)
-            paths = {ews_sync.FieldPath(field=root.get_field_by_fieldname(n)) for n in FOLDER_FIELDS}
+            paths = {ews_codec.FieldPath(field=root.get_field_by_fieldname(n)) for n in FOLDER_FIELDS}
             tree = [f for kind, f in svc.call(folder=root, shape="IdOnly", additional_fields=paths, sync_state=None)]
         parents = {f.id: getattr(f.parent_folder_id, "id", None) for f in tree}
         top = ids.get(MsgFolderRoot)
@@ -369,12 +369,12 @@ class EwsProvider:
     def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
         """SyncFolderItems from the folder's SyncState until IncludesLastItemInRange."""
         acc = self._acc()
-        state = None if cursor is None else ews_sync.Cursor.load(cursor, folder.name).sync_state
+        state = None if cursor is None else ews_codec.Cursor.load(cursor, folder.name).sync_state
         new: dict[str, frozenset[str]] = {}
         changed: dict[str, frozenset[str]] = {}
         removed: dict[str, None] = {}
         reread: dict[str, None] = {}
-        fields = ews_sync.field_paths(ews_sync.SYNC_FIELD_NAMES)
+        fields = ews_codec.field_paths(ews_codec.SYNC_FIELD_NAMES)
         svc = SyncFolderItems(account=acc)
         with self._translate("SyncFolderItems"):
             while True:
@@ -392,9 +392,9 @@ class EwsProvider:
                         raise obj
                     if kind == svc.CREATE:
                         removed.pop(obj.id, None)
-                        new[obj.id] = ews_sync.flags_of(obj)
+                        new[obj.id] = ews_codec.flags_of(obj)
                     elif kind == svc.UPDATE:
-                        (new if obj.id in new else changed)[obj.id] = ews_sync.flags_of(obj)
+                        (new if obj.id in new else changed)[obj.id] = ews_codec.flags_of(obj)
                         reread.pop(obj.id, None)
                     elif kind == svc.DELETE:
                         for seen in (new, changed, reread):
@@ -406,9 +406,9 @@ class EwsProvider:
                 state = svc.sync_state
                 if done:
                     break
-        for item in self._get(list(reread), ews_sync.SYNC_FIELD_NAMES, HEADER_BATCH):
-            changed[item.id] = ews_sync.flags_of(item)
-        next_cursor = ews_sync.Cursor(folder.name, str(state)).dump()
+        for item in self._get(list(reread), ews_codec.SYNC_FIELD_NAMES, HEADER_BATCH):
+            changed[item.id] = ews_codec.flags_of(item)
+        next_cursor = ews_codec.Cursor(folder.name, str(state)).dump()
         ids = tuple(new)
         if cursor is None:
             return ChangeSet(new=ids, present=frozenset(ids), cursor=next_cursor)
@@ -420,7 +420,7 @@ class EwsProvider:
         if not ids:
             return
         acc = self._acc()
-        fields = ews_sync.field_paths(names)
+        fields = ews_codec.field_paths(names)
         with self._translate("GetItem"):
             svc = GetItem(account=acc, chunk_size=batch)
             answers = svc.call(items=[ItemId(id=i) for i in ids], additional_fields=fields, shape="IdOnly")
@@ -436,11 +436,11 @@ class EwsProvider:
 
     # ------------------------------------------------------------ messages
     def fetch_headers(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> Iterator[RemoteMessage]:
-        for item in self._get(list(dict.fromkeys(remote_ids)), ews_sync.HEADER_FIELD_NAMES, HEADER_BATCH):
-            yield ews_sync.remote_message(item)
+        for item in self._get(list(dict.fromkeys(remote_ids)), ews_codec.HEADER_FIELD_NAMES, HEADER_BATCH):
+            yield ews_codec.remote_message(item)
 
     def fetch_bodies(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> dict[str, bytes]:
-        items = self._get(list(dict.fromkeys(remote_ids)), ews_sync.BODY_FIELD_NAMES, BODY_BATCH)
+        items = self._get(list(dict.fromkeys(remote_ids)), ews_codec.BODY_FIELD_NAMES, BODY_BATCH)
         return {str(item.id): bytes(item.mime_content) for item in items if item.mime_content is not None}
 
     # ------------------------------------------------------------ writing
@@ -518,10 +518,10 @@ class EwsProvider:
             account=self._acc(),
             mime_content=raw,
             is_read=seen,
-            postroom_message_flags=ews_sync.MSGFLAG_READ if seen else 0,
+            postroom_message_flags=ews_codec.MSGFLAG_READ if seen else 0,
         )
         if "\\Flagged" in flags:
-            message.postroom_flag_status = ews_sync.FLAG_STATUS_FLAGGED  # type: ignore[attr-defined]
+            message.postroom_flag_status = ews_codec.FLAG_STATUS_FLAGGED  # type: ignore[attr-defined]
         results = self._create(message, "SaveOnly", "sentitems")
         return str(results[0].id) if results and getattr(results[0], "id", None) else None
 

@@ -19,7 +19,7 @@ to the configured root (``api_endpoint`` alone would leave batches on Google's
 host). One ``httplib2.Http`` per provider instance: a provider is used by one
 thread at a time, and httplib2 is not thread-safe. Folder sync (cursors, the
 shared history window, the virtual ALL folder, the per-pass metadata cache) is
-in :mod:`providers.gmail_sync`.
+in :mod:`providers.gmail_history`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import httplib2
 from google.oauth2.credentials import Credentials as GoogleCredentials
 from googleapiclient import discovery
 
-from providers import gmail_sync
+from providers import gmail_history
 from providers.base import (
     Capability,
     ChangeSet,
@@ -123,8 +123,8 @@ class GmailProvider:
         self._http: google_auth_httplib2.AuthorizedHttp | None = None
         self._calls: GmailCalls | None = None
         self._labels: dict[str, RemoteFolder] | None = None
-        self._window: gmail_sync.HistoryWindow | None = None
-        self._metadata = gmail_sync.MetadataCache()
+        self._window: gmail_history.HistoryWindow | None = None
+        self._metadata = gmail_history.MetadataCache()
 
     @classmethod
     def open(cls, settings: ProviderSettings, **kwargs: Any) -> GmailProvider:
@@ -197,7 +197,7 @@ class GmailProvider:
                 folders[label_id] = RemoteFolder(label_id, ROLES[label_id])
             elif label.get("type") == "user":
                 folders[label_id] = RemoteFolder(label_id, None)
-        folders[gmail_sync.ALL_MAIL] = RemoteFolder(gmail_sync.ALL_MAIL, FolderRole.ALL)
+        folders[gmail_history.ALL_MAIL] = RemoteFolder(gmail_history.ALL_MAIL, FolderRole.ALL)
         self._labels = folders
         self._metadata.clear(folders)
         return list(folders.values())
@@ -206,12 +206,12 @@ class GmailProvider:
     def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
         if cursor is None:
             return self._listing(folder)
-        start = gmail_sync.Cursor.load(cursor).history_id
+        start = gmail_history.Cursor.load(cursor).history_id
         window = self._window
         if window is None or not window.covers(folder.name, start):
             window = self._window = self._history(start)
         window.served.add(folder.name)
-        return gmail_sync.folder_changes(folder.name, window.records, start, window.end)
+        return gmail_history.folder_changes(folder.name, window.records, start, window.end)
 
     def _listing(self, folder: RemoteFolder) -> ChangeSet:
         api = self._api()
@@ -219,9 +219,9 @@ class GmailProvider:
         history_id = int(profile["historyId"])
         ids: list[str] = []
         # ALL: no labelIds, and (includeSpamTrash false) Gmail leaves out TRASH and SPAM
-        labels = {} if folder.name == gmail_sync.ALL_MAIL else {"labelIds": [folder.name]}
+        labels = {} if folder.name == gmail_history.ALL_MAIL else {"labelIds": [folder.name]}
         request = api.messages.list(
-            userId="me", **labels, includeSpamTrash=folder.name in gmail_sync.HIDDEN, maxResults=500
+            userId="me", **labels, includeSpamTrash=folder.name in gmail_history.HIDDEN, maxResults=500
         )
         while request is not None:
             try:
@@ -233,9 +233,9 @@ class GmailProvider:
             ids.extend(m["id"] for m in page.get("messages", []))
             request = api.messages.list_next(request, page)
         ordered = list(dict.fromkeys(reversed(ids)))  # Gmail lists newest first
-        return ChangeSet(new=tuple(ordered), present=frozenset(ordered), cursor=gmail_sync.Cursor(history_id).dump())
+        return ChangeSet(new=tuple(ordered), present=frozenset(ordered), cursor=gmail_history.Cursor(history_id).dump())
 
-    def _history(self, start: int) -> gmail_sync.HistoryWindow:
+    def _history(self, start: int) -> gmail_history.HistoryWindow:
         api = self._api()
         records: list[Mapping[str, Any]] = []
         end = start
@@ -252,7 +252,7 @@ class GmailProvider:
             # the last page's historyId is where the next pass starts (Gmail's guidance)
             end = max([end, int(page["historyId"]), *(int(r["id"]) for r in history)])
             request = api.history.list_next(request, page)
-        return gmail_sync.HistoryWindow(start, end, records)
+        return gmail_history.HistoryWindow(start, end, records)
 
     # ------------------------------------------------------------ messages
     def fetch_headers(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> Iterator[RemoteMessage]:
@@ -324,8 +324,8 @@ class GmailProvider:
         if target.name == "TRASH":
             self.trash(remote_ids)
             return
-        add = [] if target.name == gmail_sync.ALL_MAIL else [target.name]
-        remove = [] if folder.name == gmail_sync.ALL_MAIL else [folder.name]
+        add = [] if target.name == gmail_history.ALL_MAIL else [target.name]
+        remove = [] if folder.name == gmail_history.ALL_MAIL else [folder.name]
         if not (add or remove):
             return
         api = self._api()
@@ -356,7 +356,7 @@ def message_from_metadata(answer: dict[str, Any]) -> RemoteMessage:
     return RemoteMessage(
         remote_id=answer["id"],
         headers=block,
-        flags=gmail_sync.flags_from_labels(labels),
+        flags=gmail_history.flags_from_labels(labels),
         size=int(answer["sizeEstimate"]) if "sizeEstimate" in answer else None,
         internal_date=datetime.fromtimestamp(int(internal) / 1000, UTC) if internal else None,
         thread_hint=answer.get("threadId"),

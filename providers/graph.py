@@ -23,7 +23,7 @@ Request counts: ``list_folders`` is one ``$batch`` (the folder list plus the wel
 folders that give roles), plus one per level of nested folders; a no-change
 ``fetch_changes`` is one GET of the stored deltaLink; ``fetch_headers`` is one
 ``$batch`` per 20 messages; ``fetch_bodies`` one GET of ``$value`` per message.
-Folder sync (cursors, header blocks) is in :mod:`providers.graph_sync`; HTTP, tokens,
+Folder sync (cursors, header blocks) is in :mod:`providers.graph_codec`; HTTP, tokens,
 retries and batching in :mod:`providers.graph_calls`.
 """
 
@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 import requests
 
-from providers import graph_sync
+from providers import graph_codec
 from providers.base import (
     Capability,
     ChangeSet,
@@ -196,9 +196,9 @@ class GraphProvider:
         api = self._api()
         headers = {"Prefer": f"odata.maxpagesize={self._page_size}"}
         if cursor is None:
-            url = f"{self._root}/me/mailFolders/{quote(folder.name)}/messages/delta?$select={graph_sync.DELTA_SELECT}"
+            url = f"{self._root}/me/mailFolders/{quote(folder.name)}/messages/delta?$select={graph_codec.DELTA_SELECT}"
         else:
-            url = graph_sync.Cursor.load(cursor, self._root).delta_link
+            url = graph_codec.Cursor.load(cursor, self._root).delta_link
         live: dict[str, frozenset[str]] = {}
         removed: dict[str, None] = {}
         while True:
@@ -210,13 +210,13 @@ class GraphProvider:
                     removed[mid] = None
                 else:
                     removed.pop(mid, None)
-                    live[mid] = graph_sync.flags_of(entry)
+                    live[mid] = graph_codec.flags_of(entry)
             if page.get("@odata.nextLink"):
                 url = page["@odata.nextLink"]
                 continue
             if not page.get("@odata.deltaLink"):
                 raise ProtocolError(f"Graph {self._settings.email}: a delta page with neither nextLink nor deltaLink")
-            next_cursor = graph_sync.Cursor(page["@odata.deltaLink"]).dump()
+            next_cursor = graph_codec.Cursor(page["@odata.deltaLink"]).dump()
             break
         ids = tuple(live)
         if cursor is None:
@@ -227,14 +227,14 @@ class GraphProvider:
     # ------------------------------------------------------------ messages
     def fetch_headers(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> Iterator[RemoteMessage]:
         api = self._api()
-        query = f"$select={graph_sync.HEADER_SELECT}&$expand={graph_sync.EXPAND}"
+        query = f"$select={graph_codec.HEADER_SELECT}&$expand={graph_codec.EXPAND}"
         ids = list(dict.fromkeys(remote_ids))
         for start in range(0, len(ids), 100):
             chunk = ids[start : start + 100]
             answers = api.batch({rid: {"url": f"/me/messages/{quote(rid)}?{query}"} for rid in chunk}, "messages.get")
             for rid in chunk:
                 if rid in answers:
-                    yield graph_sync.remote_message(answers[rid])
+                    yield graph_codec.remote_message(answers[rid])
 
     def fetch_bodies(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> dict[str, bytes]:
         api = self._api()

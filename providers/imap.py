@@ -16,7 +16,7 @@ Options (``ProviderSettings.options``)::
     disable_move       shorthand for disabling MOVE (copy + delete + expunge instead)
 
 Folder sync (``fetch_changes``, the cursor format, the CONDSTORE/QRESYNC and
-listing paths) lives in :mod:`providers.imap_sync`.
+listing paths) lives in :mod:`providers.imap_changes`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from providers import imap_changes
 from providers import imap_protocol as proto
-from providers import imap_sync
 from providers.base import (
     Capability,
     ChangeSet,
@@ -322,7 +322,7 @@ class ImapProvider:
         if self._has("SPECIAL-USE") and self._has("LIST-EXTENDED"):
             returns.append("SPECIAL-USE")
         if self._has("LIST-STATUS"):
-            returns.append(f"STATUS ({imap_sync.status_items(self)})")
+            returns.append(f"STATUS ({imap_changes.status_items(self)})")
         if returns:
             _, responses = self._command("LIST", '""', '"*"', "RETURN", f"({' '.join(returns)})")
         else:
@@ -355,7 +355,7 @@ class ImapProvider:
                 return folder
         raise FolderNotFound(f"{self._where()}: no folder with role {role.value}")
 
-    def _select(self, folder: RemoteFolder, qresync: imap_sync.Cursor | None = None) -> dict[str, list[Any]]:
+    def _select(self, folder: RemoteFolder, qresync: imap_changes.Cursor | None = None) -> dict[str, list[Any]]:
         args = [self._wire(folder)]
         if qresync is not None and qresync.highestmodseq is not None:
             args.append(f"(QRESYNC ({qresync.uidvalidity} {qresync.highestmodseq}))")
@@ -388,7 +388,7 @@ class ImapProvider:
 
     # ------------------------------------------------------------ sync
     def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
-        return imap_sync.fetch_changes(self, folder, cursor)
+        return imap_changes.fetch_changes(self, folder, cursor)
 
     def _parse(self, parser: Callable[[Any], Any], data: Any) -> Any:
         try:
@@ -489,7 +489,7 @@ def message_from_fetch(item: dict[str, Any], gmail: bool = False) -> RemoteMessa
     return RemoteMessage(
         remote_id=str(item["UID"]),
         headers=headers,
-        flags=imap_sync.message_flags(item.get("FLAGS", ())),
+        flags=imap_changes.message_flags(item.get("FLAGS", ())),
         size=item.get("RFC822.SIZE"),
         internal_date=proto.parse_internaldate(date) if date else None,
         thread_hint=item.get("X-GM-THRID") if gmail else None,

@@ -1,4 +1,4 @@
-"""Folder sync for :class:`providers.graph.GraphProvider`: cursors, delta pages, header blocks.
+"""Graph messages as Postroom reads them, for :class:`providers.graph.GraphProvider`: cursors, flags, header blocks.
 
 Cursors are JSON: ``{"v": 1, "deltaLink": "https://graph.microsoft.com/v1.0/me/mailFolders('AAMk...')/
 messages/delta?$deltatoken=..."}`` -- the ``@odata.deltaLink`` of the folder's last

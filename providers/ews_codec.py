@@ -1,4 +1,4 @@
-"""Folder sync for :class:`providers.ews.EwsProvider`: cursors, requested properties, header blocks.
+"""EWS items as Postroom reads them (for :class:`providers.ews.EwsProvider`): cursors, properties, header blocks.
 
 Cursors are JSON: ``{"v": 1, "folder": "AAMkF...", "syncState": "H4sIAAAA..."}`` -- the
 SyncState Exchange returned with the last page of the folder's last completed

@@ -1,4 +1,4 @@
-"""Folder sync for :class:`providers.imap.ImapProvider`: everything behind ``fetch_changes``.
+"""What changed in an IMAP folder since a cursor: everything behind :meth:`providers.imap.ImapProvider.fetch_changes`.
 
 Three paths, chosen by what the server offers and what the cursor holds:
 

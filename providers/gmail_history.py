@@ -1,4 +1,4 @@
-"""Folder sync for :class:`providers.gmail.GmailProvider`: cursors and history windows.
+"""Gmail's mailbox history as per-folder changes (for :class:`providers.gmail.GmailProvider`): cursors, windows.
 
 Cursors are JSON: ``{"v": 1, "historyId": "123456"}``, the mailbox's historyId
 when the folder's state was taken (for an initial listing, read from
