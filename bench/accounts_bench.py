@@ -9,14 +9,14 @@ One run starts a throwaway Dovecot (tests/rig, with ``high_performance=True``: i
 ``service_count = 0`` + ``process_min_avail``, larger process/client limits) with N users
 written to its passwd file up front, seeds every user's INBOX Maildir directly with a few
 small messages, creates a fresh Postroom database (SQLite, or a scratch PostgreSQL database
-with ``--postgres``) with N IMAP accounts (``sync.accounts.add_imap_account`` in bulk), and
+with ``--postgres``) with N IMAP accounts (``services.accounts.add_imap_account`` in bulk), and
 runs one initial pass over all of them (two worker processes with a huge interval) so
 that every account is idle: a pass finds nothing new.
 
 Then, for every (workers, concurrency) configuration — alternating, in ``--rounds`` rounds,
 so that 1 and 2 workers are measured side by side under the same machine noise — it
 spreads ``next_sync_at`` uniformly over one interval (a steady state), starts
-``python -m postroom.cli worker`` processes (POSTROOM_SYNC_INTERVAL, a config file for
+``python -m cli worker`` processes (POSTROOM_SYNC_INTERVAL, a config file for
 ``[sync] concurrency``), waits one interval of warm-up and measures for ``--window``
 intervals:
 
@@ -66,7 +66,7 @@ from sqlalchemy import bindparam, create_engine, text, update  # noqa: E402
 from postroom.config import load_config  # noqa: E402
 from postroom.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
 from postroom.models import MailAccount  # noqa: E402
-from sync.accounts import ImapAccountRequest, add_imap_account  # noqa: E402
+from services.accounts import ImapAccountRequest, add_imap_account  # noqa: E402
 from tests.rig.mailrig import MailRig  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789abcdef"
@@ -223,7 +223,7 @@ def start_workers(
     for k in range(count):
         logf = open(Path(db.dir, f"worker-{tag}-{k}.log"), "ab")  # noqa: SIM115 (closed in stop_workers)
         p = subprocess.Popen(
-            [sys.executable, "-m", "postroom.cli", "worker"],
+            [sys.executable, "-m", "cli", "worker"],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

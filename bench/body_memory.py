@@ -50,8 +50,8 @@ def _vm_hwm_kb() -> int:
 def child(args: argparse.Namespace) -> None:
     from postroom import db
     from postroom.config import load_config
-    from sync.accounts import ImapAccountRequest, add_imap_account
-    from sync.scheduler import sync_account
+    from services.accounts import ImapAccountRequest, add_imap_account
+    from sync.scheduler import sync_all
 
     config = load_config(
         env={
@@ -80,7 +80,7 @@ def child(args: argparse.Namespace) -> None:
 
     tracemalloc.start()
     started = time.perf_counter()
-    result = sync_account(config, sessions, account_id)
+    (result,) = sync_all(config, sessions, account_id)
     wall = time.perf_counter() - started
     traced_peak = tracemalloc.get_traced_memory()[1]
     assert result.ok, result.summary()

@@ -57,7 +57,7 @@ from tests.rig.corpus import generate  # noqa: E402
 from tests.rig.mailrig import MailRig  # noqa: E402
 from tests.sync.helpers import database_snapshot  # noqa: E402
 
-POSTROOM = [sys.executable, "-m", "postroom.cli"]
+POSTROOM = [sys.executable, "-m", "cli"]
 SECRET = "bench-secret-key-0123456789abcdef"
 USER, PW = "alice@example.test", "alicepw"
 

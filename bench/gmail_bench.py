@@ -84,13 +84,13 @@ from postroom.config import GoogleConfig, load_config  # noqa: E402
 from postroom.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
 from postroom.models import Email, Folder, MessageCopy  # noqa: E402
 from providers.gmail_calls import GmailCalls  # noqa: E402
+from services.accounts import add_gmail_account  # noqa: E402
+from services.applicants import add_applicant  # noqa: E402
 from standins import httpserver  # noqa: E402
 from standins.gmail import QUOTA_UNITS, GmailStandIn  # noqa: E402
 from standins.httpserver import ServerThread  # noqa: E402
-from sync.accounts import add_gmail_account  # noqa: E402
 from sync.bodies import BodyFetcher  # noqa: E402
 from sync.engine import AccountSync  # noqa: E402
-from sync.history import add_applicant  # noqa: E402
 from sync.scheduler import Scheduler  # noqa: E402
 from tests.rig.corpus import Item, generate  # noqa: E402
 

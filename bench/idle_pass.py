@@ -40,7 +40,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from accounts_bench import Db, tiny_messages, tree_cpu, users_for  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
-from sync.history import add_applicant  # noqa: E402
+from services.applicants import add_applicant  # noqa: E402
 from sync.scheduler import Scheduler  # noqa: E402
 from tests.rig.mailrig import MailRig  # noqa: E402
 

@@ -113,10 +113,10 @@ from postroom.config import MicrosoftConfig, load_config  # noqa: E402
 from postroom.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
 from postroom.models import Email, Folder, MessageCopy  # noqa: E402
 from providers import graph_codec  # noqa: E402
+from services.accounts import add_graph_account  # noqa: E402
+from services.applicants import add_applicant  # noqa: E402
 from standins import httpserver  # noqa: E402
 from standins.graph_store import GraphMailbox  # noqa: E402
-from sync.accounts import add_graph_account  # noqa: E402
-from sync.history import add_applicant  # noqa: E402
 from sync.scheduler import Scheduler  # noqa: E402
 from tests.rig.corpus import Item, generate  # noqa: E402
 
@@ -513,7 +513,7 @@ def new_graph_instance(base: str, info: dict[str, Any], policy: str, applicants:
 
 def new_ews_instance(base: str, info: dict[str, Any], policy: str, applicants: list[str]) -> Instance:
     """An EWS account as ``postroom accounts add-ews --auth basic`` stores it (HTTPS, the test CA)."""
-    from sync.accounts import EwsAccountRequest, add_ews_account
+    from services.accounts import EwsAccountRequest, add_ews_account
 
     d = tempfile.mkdtemp(prefix="bench-ms-", dir=base)
     config = _config(d, policy)

@@ -11,9 +11,9 @@ addresses occur in ~10 % of the messages, then measures, alternating and repeate
 
   floor     plain imaplib: connect + LOGIN + SELECT + one UID FETCH 1:* of flags, size,
             date and the header fields Postroom indexes (no parsing beyond imaplib's);
-  initial   postroom.sync.engine.sync_account on a fresh database (end to end: LIST,
+  initial   sync.scheduler.sync_all (one account) on a fresh database (end to end: LIST,
             headers, parse, index, threads, history, bodies of applicant mail);
-  nochange  sync_account again with nothing changed on the server.
+  nochange  the same again with nothing changed on the server.
 
 Each is measured "warm" (Dovecot's index cache and the page cache hot from the run
 before) and, if possible, "cold" (every dovecot.index.cache deleted and
@@ -69,9 +69,9 @@ import sync.bodies as sync_bodies  # noqa: E402
 from postroom.config import load_config  # noqa: E402
 from postroom.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
 from postroom.models import HistoryEntry, MailAccount  # noqa: E402
-from sync.accounts import ImapAccountRequest, add_imap_account  # noqa: E402
-from sync.history import add_applicant  # noqa: E402
-from sync.scheduler import sync_account  # noqa: E402
+from services.accounts import ImapAccountRequest, add_imap_account  # noqa: E402
+from services.applicants import add_applicant  # noqa: E402
+from sync.scheduler import sync_all  # noqa: E402
 from tests.rig.corpus import Item, generate  # noqa: E402
 from tests.rig.mailrig import MailRig  # noqa: E402
 
@@ -228,7 +228,7 @@ def new_instance(
 def run_sync(inst: Instance) -> tuple[float, float, Any]:
     BODY_SECONDS[0] = 0.0
     t0 = time.perf_counter()
-    res = sync_account(inst.config, inst.sessions, inst.account_id)
+    (res,) = sync_all(inst.config, inst.sessions, inst.account_id)
     dt = time.perf_counter() - t0
     if not res.ok or any(f.error for f in res.folders):
         raise RuntimeError(f"sync failed: {res.summary()}")

@@ -28,6 +28,7 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, getaddresses
 
+from postroom.errors import UserError
 from postroom.mime import Address, is_msgid
 
 __all__ = ["ComposeError", "compose_message", "make_message_id", "unsafe_header_text"]
@@ -40,8 +41,9 @@ _COMPOSE_POLICY = policy.SMTP
 _PLAIN_ADDRESS = re.compile(r"[^\s\"<>(),;:\\@]+@[^\s\"<>(),;:\\@]+")
 
 
-class ComposeError(ValueError):
-    """A message that cannot be written as asked; the text says why in one sentence."""
+class ComposeError(UserError):
+    """A message that cannot be written as asked; the text says why in one sentence, ``field``
+    names the input at fault (``subject``, ``to``, ``in_reply_to``, ``message_id``, ``sender``)."""
 
 
 def unsafe_header_text(value: str) -> bool:
@@ -84,7 +86,8 @@ def compose_message(
     for name, value in (("Message-ID", message_id), ("In-Reply-To", in_reply_to)):
         if value is not None and not is_msgid(value):
             raise ComposeError(
-                f"{name} must be one Message-ID like <id@example.com> (printable ASCII, no spaces), not {value!r}."
+                f"{name} must be one Message-ID like <id@example.com> (printable ASCII, no spaces), not {value!r}.",
+                name.lower().replace("-", "_"),
             )
     message_id = message_id or make_message_id(domain)
     msg = EmailMessage(policy=_COMPOSE_POLICY)
@@ -117,15 +120,17 @@ def compose_message(
 
 def _check(sender: Address | str, subject: str, to: list[str]) -> None:
     if unsafe_header_text(subject):
-        raise ComposeError("The subject contains a line break or another control character.")
+        raise ComposeError("The subject contains a line break or another control character.", "subject")
     name, address = (sender.name or "", sender.email) if isinstance(sender, Address) else ("", sender)
     if unsafe_header_text(name) or not _PLAIN_ADDRESS.fullmatch(address):
-        raise ComposeError(f"The sender {address!r} is not a plain email address.")
+        raise ComposeError(f"The sender {address!r} is not a plain email address.", "sender")
     if not to:
-        raise ComposeError("A message needs at least one recipient.")
+        raise ComposeError("A message needs at least one recipient.", "to")
     for rcpt in to:
         if unsafe_header_text(rcpt):
-            raise ComposeError(f"The recipient address {rcpt!r} contains a line break or another control character.")
+            raise ComposeError(
+                f"The recipient address {rcpt!r} contains a line break or another control character.", "to"
+            )
         _recipient(rcpt)
 
 
@@ -134,5 +139,5 @@ def _recipient(rcpt: str) -> str:
     anything that is not exactly one plain address raises :class:`ComposeError`."""
     parsed = getaddresses([rcpt])
     if len(parsed) != 1 or not _PLAIN_ADDRESS.fullmatch(parsed[0][1]):
-        raise ComposeError(f"The recipient {rcpt!r} is not one plain email address like ann@example.com.")
+        raise ComposeError(f"The recipient {rcpt!r} is not one plain email address like ann@example.com.", "to")
     return formataddr(parsed[0])

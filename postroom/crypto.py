@@ -24,9 +24,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from postroom.config import SecurityConfig
+from postroom.errors import UserError
 
 
-class SecretError(Exception):
+class SecretError(UserError):
     """A stored secret cannot be decrypted with the configured key or any previous key."""
 
 
@@ -46,7 +47,7 @@ class SecretBox:
 
     @classmethod
     def for_config(cls, security: SecurityConfig) -> SecretBox:
-        return cls(security.secret_key, security.previous_keys)
+        return cls(security.key(), security.previous_keys)
 
     def seal(self, value: dict[str, Any]) -> bytes:
         return self._current.encrypt(json.dumps(value, separators=(",", ":")).encode("utf-8"))

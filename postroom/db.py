@@ -31,14 +31,16 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from postroom.config import DatabaseConfig, redact_url
+from postroom.config import DatabaseConfig
+from postroom.errors import UserError
 from postroom.private_files import private_dir, private_file, tighten
+from postroom.urls import redact_url
 
 # migrations/ sits beside this package, both in a checkout and when installed.
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-class DatabaseError(Exception):
+class DatabaseError(UserError):
     """The database cannot be reached or is not at the expected schema version."""
 
 

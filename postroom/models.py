@@ -44,6 +44,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from postroom.states import AccountStatus, FolderState
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -87,17 +89,6 @@ class Organisation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class User(Base):
-    """A recruiter who signs in and owns mail accounts."""
-
-    __tablename__ = "users"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    name: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
 class MailAccount(Base):
     """A connected mailbox. ``secret`` holds encrypted credentials (see postroom.crypto)."""
 
@@ -105,13 +96,12 @@ class MailAccount(Base):
     __table_args__ = (UniqueConstraint("org_id", "provider", "email"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     email: Mapped[str] = mapped_column(String(320))
     provider: Mapped[str] = mapped_column(String(32))
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     secret: Mapped[bytes] = mapped_column(LargeBinary)
     # active | syncing | backing-off | reconnect-needed | disabled (see sync.scheduler)
-    status: Mapped[str] = mapped_column(String(32), default="active")
+    status: Mapped[str] = mapped_column(String(32), default=AccountStatus.ACTIVE.value)
     last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -136,7 +126,7 @@ class Folder(Base):
     name: Mapped[str] = mapped_column(String(1000))
     role: Mapped[str | None] = mapped_column(String(32))
     delimiter: Mapped[str] = mapped_column(String(4), default="/")
-    state: Mapped[str] = mapped_column(String(16), default="initial")  # initial | incremental | resync
+    state: Mapped[str] = mapped_column(String(16), default=FolderState.INITIAL.value)
     cursor: Mapped[str | None] = mapped_column(Text)
     exists_remote: Mapped[bool] = mapped_column(Boolean, default=True)
     last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -21,7 +21,10 @@ import enum
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from postroom.config import Config
 
 
 class FolderRole(enum.StrEnum):
@@ -239,3 +242,30 @@ class ProviderSettings:
     # refresh token (Microsoft does on every refresh), before on_token_refresh; persist it,
     # since later refreshes must use it
     on_refresh_token_rotated: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+
+
+@runtime_checkable
+class ProviderFactory(Protocol):
+    """What the registry (:mod:`providers.registry`) loads for a backend name: usually the
+    backend class itself (:class:`providers.common.backend.Backend` gives the defaults).
+
+    Opening an account is ``factory.open(settings)`` with
+    ``settings.options == factory.options_with_config(stored_options, credentials, config)``:
+    the backend says what it takes from the Postroom config, so the caller needs no
+    ``if provider == ...`` for it.
+    """
+
+    def open(self, settings: ProviderSettings) -> MailProvider:
+        """A provider for one account, e.g. ``ImapProvider.open(settings)``. Checks the settings
+        (:class:`~providers.errors.ConfigurationError`) and sends nothing: the connection
+        is made on first use."""
+        ...
+
+    def options_with_config(
+        self, options: Mapping[str, Any], credentials: Credentials, config: Config
+    ) -> dict[str, Any]:
+        """The account's stored ``options`` plus what this backend takes from ``config``, e.g.
+        for Gmail with a refresh token ``{..., "client_id": "123.apps.googleusercontent.com",
+        "client_secret": "..."}`` from ``[google]``: secrets that belong to the deployment,
+        never stored with an account."""
+        ...

@@ -22,6 +22,15 @@ class AuthError(ProviderError):
     grant). The account needs the user to reconnect; retrying will not help."""
 
 
+class ConfigurationError(ProviderError, ValueError):
+    """The account's settings cannot be used as given: an unknown security mode, plaintext
+    to a non-loopback host without ``allow_plaintext``, a bad proxy URL, no ``smtp_host``
+    for sending, a missing OAuth client id or secret, an endpoint that is not https. Raised
+    when the provider is opened (or, for sending, when it is asked to send); retrying will
+    not help, so the engine stops the account as it does for :class:`AuthError`, and the
+    message says which setting to fix."""
+
+
 class TransientError(ProviderError):
     """A temporary failure: connection refused or dropped, timeout, throttling,
     server busy. Retry later; ``retry_after`` carries the server's hint in

@@ -46,9 +46,8 @@ the others carry on.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from typing import Any
 
 import requests
@@ -69,7 +68,7 @@ from exchangelib import (
 from exchangelib import errors as ews_errors
 from exchangelib.folders import DeletedItems, Drafts, Inbox, JunkEmail, MsgFolderRoot, Outbox, Root, SentItems
 from exchangelib.properties import DistinguishedFolderId, FolderId, ItemId, Mailbox
-from exchangelib.protocol import BaseProtocol, Protocol
+from exchangelib.protocol import Protocol
 from exchangelib.restriction import Q, Restriction
 from exchangelib.services import (
     CreateItem,
@@ -94,19 +93,12 @@ from providers.base import (
     RemoteMessage,
     SendResult,
 )
-from providers.errors import (
-    AuthError,
-    CursorInvalidError,
-    FolderNotFound,
-    ProtocolError,
-    ProviderError,
-    SendError,
-    SendUncertain,
-    TransientError,
-)
+from providers.common.backend import check_oauth
+from providers.common.messages import FLAGGED, SEEN
+from providers.errors import ConfigurationError, ProtocolError, SendError, SendUncertain
 from providers.ews_oauth import EWS_SCOPES, BearerCredentials, RefreshOn401
-from providers.microsoft_tokens import MicrosoftTokens
-from providers.transport import ConfigurationError, request_may_have_arrived
+from providers.ews_transport import TRANSIENT, EndpointTrustAdapter, may_have_sent, translate
+from providers.microsoft_tokens import MicrosoftBackend, MicrosoftTokens
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com/organizations"
 DEFAULT_BUILD = "15.1.2507.6"  # Exchange 2016 CU: SyncFolderItems, MIME sends in one CreateItem
@@ -123,63 +115,7 @@ HEADER_BATCH, BODY_BATCH = 100, 10
 FOLDER_FIELDS = ("name", "parent_folder_id", "folder_class")
 
 
-class _ChunkedResponse(requests.Response):
-    """exchangelib parses every SOAP answer from ``iter_content()``, whose default chunk is
-    one byte: reading 64 KiB at a time makes parsing several times cheaper (measured
-    184 → 14 ns per byte; seconds of CPU on a 10,000-message initial sync)."""
-
-    def iter_content(self, chunk_size: int | None = 65536, decode_unicode: bool = False) -> Any:  # type: ignore[override]
-        return super().iter_content(chunk_size, decode_unicode)  # type: ignore[call-overload]
-
-
-class _EndpointTrustAdapter(requests.adapters.HTTPAdapter):
-    """exchangelib's HTTP adapter here: trusts a configured CA bundle for the endpoints
-    that asked for one, and hands out responses that stream in 64 KiB chunks.
-
-    exchangelib builds its own requests sessions and posts without ``verify=``, so
-    ``REQUESTS_CA_BUNDLE`` (set on many machines) would override any ``Session.verify``;
-    the adapter is the one place that sees every request. exchangelib takes the adapter
-    class from the class attribute ``BaseProtocol.HTTP_ADAPTER_CLS`` (process-wide), so it
-    is installed once, when the first EWS provider is built; for endpoints without a CA
-    file it verifies exactly as requests does.
-    """
-
-    bundles: dict[str, str] = {}  # "https://host:port" -> PEM path
-    _lock = threading.Lock()
-
-    @classmethod
-    def install(cls) -> None:
-        with cls._lock:
-            if BaseProtocol.HTTP_ADAPTER_CLS is not cls:
-                BaseProtocol.HTTP_ADAPTER_CLS = cls
-
-    @classmethod
-    def trust(cls, endpoint: str, ca_file: str) -> None:
-        with cls._lock:
-            cls.bundles[_origin(endpoint)] = ca_file
-        cls.install()
-
-    def _verify(self, url: str, verify: Any) -> Any:
-        return self.bundles.get(_origin(url), verify)
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        super().cert_verify(conn, url, self._verify(url, verify), cert)
-
-    def get_connection_with_tls_context(self, request: Any, verify: Any, proxies: Any = None, cert: Any = None) -> Any:
-        return super().get_connection_with_tls_context(request, self._verify(request.url, verify), proxies, cert)
-
-    def build_response(self, req: Any, resp: Any) -> requests.Response:
-        response = super().build_response(req, resp)
-        response.__class__ = _ChunkedResponse
-        return response
-
-
-def _origin(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme.lower()}://{rest.split('/', 1)[0].lower()}"
-
-
-class EwsProvider:
+class EwsProvider(MicrosoftBackend):
     """A :class:`providers.base.MailProvider` for one Exchange mailbox, over EWS with exchangelib.
 
     Folders are named by their EWS folder id; the role says what they are::
@@ -199,11 +135,13 @@ class EwsProvider:
         auth = str(opts.get("auth") or "ntlm").lower()
         if auth not in AUTH_TYPES:
             raise ConfigurationError(f"EWS setting auth must be one of {', '.join(AUTH_TYPES)}, not {auth!r}.")
-        if auth == "oauth2" and not (creds.access_token or creds.refresh_token):
-            raise ConfigurationError("An EWS account with auth oauth2 needs a refresh token (or an access token).")
-        if auth == "oauth2" and creds.refresh_token and not (opts.get("client_id") and opts.get("client_secret")):
-            raise ConfigurationError("EWS oauth2 settings need client_id and client_secret for the Entra ID app.")
-        if auth != "oauth2" and creds.password is None:
+        if auth == "oauth2":
+            check_oauth(
+                settings,
+                no_grant="An EWS account with auth oauth2 needs a refresh token (or an access token).",
+                no_client="EWS oauth2 settings need client_id and client_secret for the Entra ID app.",
+            )
+        elif creds.password is None:
             raise ConfigurationError(f"An EWS account with auth {auth} needs a password.")
         self._url = str(opts.get("ews_url") or "")
         self._autodiscover = bool(opts.get("autodiscover", False))
@@ -213,12 +151,13 @@ class EwsProvider:
             self._build = Build(*(int(p) for p in str(opts.get("version") or DEFAULT_BUILD).split(".")))
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"EWS setting version must look like 15.1.2507.6: {exc}") from exc
-        self._settings, self._auth = settings, auth
+        super().__init__(settings)
+        self._auth = auth
         self._page_size = min(int(opts.get("page_size", MAX_PAGE)), MAX_PAGE)
         self._backoff_cap = float(opts.get("backoff_cap", 900.0))
         if opts.get("ca_file") and self._url:
-            _EndpointTrustAdapter.trust(self._url, str(opts["ca_file"]))
-        _EndpointTrustAdapter.install()
+            EndpointTrustAdapter.trust(self._url, str(opts["ca_file"]))
+        EndpointTrustAdapter.install()
         ews_codec.register_properties()
         self._account: Account | None = None
         self._tokens: MicrosoftTokens | None = None
@@ -236,17 +175,6 @@ class EwsProvider:
                 verify=opts.get("ca_bundle"),
                 where=f"EWS {settings.email}",
             )
-
-    @classmethod
-    def open(cls, settings: ProviderSettings) -> EwsProvider:
-        """Validate the settings; nothing is sent until the first call."""
-        return cls(settings)
-
-    def __enter__(self) -> EwsProvider:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -310,28 +238,9 @@ class EwsProvider:
         if self._token_session is not None:
             self._token_session.close()
 
-    @contextmanager
-    def _translate(self, what: str) -> Iterator[None]:
-        """exchangelib and requests errors -> :mod:`providers.errors`."""
-        who = f"EWS {self._settings.email} {what}"
-        try:
-            yield
-        except ProviderError:
-            raise
-        except ews_errors.ErrorServerBusy as exc:
-            wait = exc.back_off if exc.back_off is not None else None
-            retry = min(wait, self._backoff_cap) if wait is not None else None
-            raise TransientError(f"{who}: server busy ({exc})", retry_after=retry) from exc
-        except ews_errors.ErrorInvalidSyncStateData as exc:
-            raise CursorInvalidError(f"{who}: ErrorInvalidSyncStateData: {exc}") from exc
-        except ews_errors.ErrorFolderNotFound as exc:
-            raise FolderNotFound(f"{who}: {exc}") from exc
-        except (ews_errors.UnauthorizedError, ews_errors.ErrorAccessDenied, ews_errors.ErrorNonExistentMailbox) as exc:
-            raise AuthError(f"{who}: {exc}") from exc
-        except _TRANSIENT as exc:
-            raise TransientError(f"{who}: {exc}") from exc
-        except (ews_errors.EWSError, requests.exceptions.RequestException) as exc:
-            raise ProtocolError(f"{who}: {exc.__class__.__name__}: {exc}") from exc
+    def _translate(self, what: str) -> AbstractContextManager[None]:
+        """exchangelib and requests errors -> :mod:`providers.errors` (:func:`providers.ews_transport.translate`)."""
+        return translate(f"EWS {self._settings.email} {what}", self._backoff_cap)
 
     # ------------------------------------------------------------ folders
     def list_folders(self) -> list[RemoteFolder]:
@@ -427,7 +336,7 @@ class EwsProvider:
             for rid, item in zip(ids, answers, strict=False):  # answers come in the order asked
                 if isinstance(item, ews_errors.ErrorItemNotFound):
                     continue
-                if isinstance(item, Exception) and not isinstance(item, _TRANSIENT):
+                if isinstance(item, Exception) and not isinstance(item, TRANSIENT):
                     who = f"EWS {self._settings.email} GetItem"
                     raise ProtocolError(f"{who}: {item.__class__.__name__}: {item}", remote_id=rid) from item
                 if isinstance(item, Exception):
@@ -460,7 +369,7 @@ class EwsProvider:
             except (ews_errors.ErrorInvalidRecipients, ews_errors.ErrorMessageSizeExceeded) as exc:
                 raise SendError(f"EWS {self._settings.email} refused the message: {exc}") from exc
             except Exception as exc:
-                if disposition != "SaveOnly" and _may_have_sent(exc):
+                if disposition != "SaveOnly" and may_have_sent(exc):
                     text = f"EWS {self._settings.email} CreateItem {disposition}: no clear answer after the request"
                     raise SendUncertain(f"{text} was sent: {exc.__class__.__name__}: {exc}") from exc
                 raise
@@ -513,14 +422,14 @@ class EwsProvider:
         An item created from MIME is a draft (MSGFLAG_UNSENT) unless PidTagMessageFlags is
         given when it is created, so the CreateItem SaveOnly carries it without that bit.
         """
-        seen = "\\Seen" in flags
+        seen = SEEN in flags
         message = Message(
             account=self._acc(),
             mime_content=raw,
             is_read=seen,
             postroom_message_flags=ews_codec.MSGFLAG_READ if seen else 0,
         )
-        if "\\Flagged" in flags:
+        if FLAGGED in flags:
             message.postroom_flag_status = ews_codec.FLAG_STATUS_FLAGGED  # type: ignore[attr-defined]
         results = self._create(message, "SaveOnly", "sentitems")
         return str(results[0].id) if results and getattr(results[0], "id", None) else None
@@ -550,40 +459,6 @@ class EwsProvider:
             for result in results:
                 if isinstance(result, Exception) and not isinstance(result, ews_errors.ErrorItemNotFound):
                     raise result
-
-
-def _may_have_sent(exc: BaseException) -> bool:
-    """Whether a failed send request may have been acted on: a server error, or a connection
-    that failed after the request was written. Throttling (ErrorServerBusy with a back-off)
-    and failing to connect are answered before Exchange does anything."""
-    if isinstance(exc, ews_errors.ErrorServerBusy):
-        # Exchange's own throttling answer comes alone; exchangelib also reports server errors and
-        # timeouts as ErrorServerBusy, raised while handling them, and a non-200 answer that
-        # closed the connection as "Caused by closed connection"
-        if exc.__context__ is not None and exc.__context__ is not exc:
-            return _may_have_sent(exc.__context__)
-        return "closed connection" in str(exc)
-    if isinstance(exc, ews_errors.ErrorTimeoutExpired | requests.RequestException):
-        return request_may_have_arrived(exc)
-    return isinstance(
-        exc,
-        ews_errors.ErrorInternalServerError
-        | ews_errors.ErrorInternalServerTransientError
-        | ews_errors.MalformedResponseError,
-    )
-
-
-_TRANSIENT = (
-    ews_errors.ErrorServerBusy,
-    ews_errors.RateLimitError,
-    ews_errors.ErrorInternalServerTransientError,
-    ews_errors.ErrorTimeoutExpired,
-    ews_errors.ErrorMailboxStoreUnavailable,
-    ews_errors.ErrorMailboxMoveInProgress,
-    ews_errors.ErrorTooManyObjectsOpened,
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-)
 
 
 def _under(folder_id: str, top: str | None, parents: dict[str, str | None]) -> bool:

@@ -12,7 +12,7 @@ including the whole MIME message):
 
 * SyncFolderItems: :data:`SYNC_FIELDS` -- read state, draft state, follow-up flag.
 * GetItem for the index: :data:`HEADER_FIELDS` -- the header properties, size, dates,
-  flags and ConversationId; the header block is rebuilt from them (:func:`header_block`).
+  flags and ConversationId; the header block is rebuilt from them (:func:`headers_of`).
   EWS keeps Message-ID, In-Reply-To and References as properties of every item, so
   items created in the mailbox (Sent Items), which carry no transport headers, get
   the same block as delivered mail.
@@ -24,19 +24,18 @@ an extended property, since exchangelib's Message has no field for it.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.header import Header
-from email.utils import format_datetime, formataddr
 from typing import Any
 
 from exchangelib import ExtendedProperty, Message
 from exchangelib.fields import FieldPath
 
 from providers.base import RemoteMessage
+from providers.common import cursors
+from providers.common.messages import Address, HeaderFields, header_block, imap_flags
 from providers.errors import CursorInvalidError
 
 MSGFLAG_READ, MSGFLAG_UNSENT = 0x1, 0x8
@@ -109,70 +108,48 @@ class Cursor:
     sync_state: str
 
     def dump(self) -> str:
-        return json.dumps({"v": 1, "folder": self.folder, "syncState": self.sync_state}, sort_keys=True)
+        return cursors.dump({"folder": self.folder, "syncState": self.sync_state})
 
     @classmethod
     def load(cls, text: str, folder: str) -> Cursor:
-        try:
-            data = json.loads(text)
-            version, owner, state = int(data["v"]), str(data["folder"]), str(data["syncState"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CursorInvalidError(f"unreadable EWS cursor {text[:80]!r}") from exc
-        if version != 1 or owner != folder or not state:
-            raise CursorInvalidError(f"EWS cursor for another folder or version: {text[:80]!r}")
-        return cls(owner, state)
+        """The cursor in ``text``, refused unless it belongs to ``folder`` and holds a state."""
+        cursor = cursors.load(text, "EWS", lambda data: cls(str(data["folder"]), str(data["syncState"])))
+        if cursor.folder != folder or not cursor.sync_state:
+            raise CursorInvalidError(f"EWS cursor for another folder: {text[:80]!r}")
+        return cursor
 
 
 def flags_of(item: Any) -> frozenset[str]:
     """IMAP-style flags: IsRead -> ``\\Seen``, PidTagFlagStatus 2 -> ``\\Flagged``, IsDraft -> ``\\Draft``."""
-    flags = set()
-    if getattr(item, "is_read", False):
-        flags.add("\\Seen")
-    if getattr(item, "postroom_flag_status", None) == FLAG_STATUS_FLAGGED:
-        flags.add("\\Flagged")
-    if getattr(item, "is_draft", False):
-        flags.add("\\Draft")
-    return frozenset(flags)
+    flagged = getattr(item, "postroom_flag_status", None) == FLAG_STATUS_FLAGGED
+    return imap_flags(bool(getattr(item, "is_read", False)), flagged, bool(getattr(item, "is_draft", False)))
 
 
-def _address(mailbox: Any) -> str | None:
-    address = getattr(mailbox, "email_address", None)
-    if not address:
-        return None
-    name = getattr(mailbox, "name", None) or ""
-    return formataddr((name if name != address else "", address), charset="utf-8")
+def _address(mailbox: Any) -> Address:
+    return getattr(mailbox, "name", None), getattr(mailbox, "email_address", None)
 
 
-def _addresses(mailboxes: Iterable[Any] | None) -> str | None:
-    values = [a for a in (_address(m) for m in mailboxes or ()) if a]
-    return ", ".join(values) or None
+def _addresses(mailboxes: Iterable[Any] | None) -> list[Address]:
+    return [_address(m) for m in mailboxes or ()]
 
 
-HEADER_ORDER: tuple[str, ...] = ("Message-ID", "In-Reply-To", "References", "From", "Sender", "Reply-To")
-HEADER_ORDER += ("To", "Cc", "Bcc", "Subject", "Date")
-
-
-def header_block(item: Any) -> bytes:
-    """An RFC 5322 header block (CRLF lines) rebuilt from an item fetched with :data:`HEADER_FIELD_NAMES`."""
-    subject = item.subject
-    if subject is not None and not subject.isascii():
-        subject = Header(subject, "utf-8").encode()
-    sender, author = _address(item.sender), _address(item.author)
-    values = {
-        "Message-ID": item.message_id,
-        "In-Reply-To": item.in_reply_to,
-        "References": item.references,
-        "From": author,
-        "Sender": sender if sender != author else None,
-        "Reply-To": _addresses(item.reply_to),
-        "To": _addresses(item.to_recipients),
-        "Cc": _addresses(item.cc_recipients),
-        "Bcc": _addresses(item.bcc_recipients),
-        "Subject": subject,
-        "Date": format_datetime(item.datetime_sent) if item.datetime_sent else None,
-    }
-    lines = [f"{name}: {' '.join(str(values[name]).split())}" for name in HEADER_ORDER if values[name]]
-    return "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape")
+def headers_of(item: Any) -> bytes:
+    """An RFC 5322 header block (CRLF lines, each value on one line) rebuilt from an item
+    fetched with :data:`HEADER_FIELD_NAMES`."""
+    fields = HeaderFields(
+        message_id=item.message_id,
+        in_reply_to=item.in_reply_to,
+        references=item.references,
+        author=_address(item.author),
+        sender=_address(item.sender),
+        reply_to=_addresses(item.reply_to),
+        to=_addresses(item.to_recipients),
+        cc=_addresses(item.cc_recipients),
+        bcc=_addresses(item.bcc_recipients),
+        subject=item.subject,
+        sent=item.datetime_sent,
+    )
+    return header_block(fields, unfold=True)
 
 
 def plain_datetime(value: datetime | None) -> datetime | None:
@@ -186,7 +163,7 @@ def remote_message(item: Any) -> RemoteMessage:
     conversation = getattr(item.conversation_id, "id", None)
     return RemoteMessage(
         remote_id=str(item.id),
-        headers=header_block(item),
+        headers=headers_of(item),
         flags=flags_of(item),
         size=item.size,
         internal_date=plain_datetime(item.datetime_received),

@@ -2,7 +2,8 @@
 
 Options (``ProviderSettings.options``)::
 
-    client_id, client_secret   the OAuth client the refresh token was issued to (required)
+    client_id, client_secret   the OAuth client the refresh token was issued to (required; from
+                               ``[google]``, see :meth:`GmailProvider.options_with_config`)
     api_root                   default "https://gmail.googleapis.com/"
     token_uri                  default "https://oauth2.googleapis.com/token"
     retry_budget               seconds of backoff one call may spend on 429/403/5xx (default 60)
@@ -28,17 +29,17 @@ import base64
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import google_auth_httplib2
 import httplib2
 from google.oauth2.credentials import Credentials as GoogleCredentials
-from googleapiclient import discovery
 
 from providers import gmail_history
 from providers.base import (
     Capability,
     ChangeSet,
+    Credentials,
     FolderRole,
     OutgoingMessage,
     ProviderSettings,
@@ -46,9 +47,14 @@ from providers.base import (
     RemoteMessage,
     SendResult,
 )
+from providers.common.backend import Backend, check_oauth
+from providers.common.messages import FLAGGED, SEEN, header_lines
+from providers.common.retry import RetryPolicy
 from providers.errors import CursorInvalidError, FolderNotFound, ProtocolError, SendError
-from providers.gmail_calls import GmailCalls, SendOnceHttp, fresh_discovery
-from providers.transport import ConfigurationError
+from providers.gmail_calls import MAX_BACKOFF, GmailCalls, SendOnceHttp, build_service
+
+if TYPE_CHECKING:
+    from postroom.config import Config
 
 DEFAULT_API_ROOT = "https://gmail.googleapis.com/"
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -78,7 +84,7 @@ class _ReportingCredentials(GoogleCredentials):  # type: ignore[misc]
             self.on_refresh(self.token, expiry)
 
 
-class GmailProvider:
+class GmailProvider(Backend):
     """A :class:`providers.base.MailProvider` for one Gmail mailbox, over the REST API.
 
     Folders are labels, named by label id, plus ``ALL`` (All Mail: every message
@@ -106,18 +112,22 @@ class GmailProvider:
         http_factory: HttpFactory | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        opts, creds = settings.options, settings.credentials
-        if not creds.refresh_token and not creds.access_token:
-            raise ConfigurationError("A Gmail account needs a refresh token; reconnect it through Google sign-in.")
-        if creds.refresh_token and not (opts.get("client_id") and opts.get("client_secret")):
-            raise ConfigurationError("Gmail settings need client_id and client_secret for the Google OAuth client.")
-        self._settings = settings
+        check_oauth(
+            settings,
+            no_grant="A Gmail account needs a refresh token; reconnect it through Google sign-in.",
+            no_client="Gmail settings need client_id and client_secret for the Google OAuth client.",
+        )
+        super().__init__(settings)
+        opts = settings.options
         self._api_root = str(opts.get("api_root") or DEFAULT_API_ROOT).rstrip("/") + "/"
         self._token_uri = str(opts.get("token_uri") or DEFAULT_TOKEN_URI)
         self._http_factory = http_factory or (lambda: SendOnceHttp(timeout=settings.timeout))
-        self._retry_budget = float(opts.get("retry_budget", 60.0))
-        self._max_retries = int(opts.get("max_retries", 5))
-        self._retry_base = float(opts.get("retry_base", 1.0))
+        self._retry = RetryPolicy(
+            base=float(opts.get("retry_base", 1.0)),
+            cap=MAX_BACKOFF,
+            budget=float(opts.get("retry_budget", 60.0)),
+            max_retries=int(opts.get("max_retries", 5)),
+        )
         self._sleep = sleep
         self._credentials: _ReportingCredentials | None = None
         self._http: google_auth_httplib2.AuthorizedHttp | None = None
@@ -127,15 +137,17 @@ class GmailProvider:
         self._metadata = gmail_history.MetadataCache()
 
     @classmethod
-    def open(cls, settings: ProviderSettings, **kwargs: Any) -> GmailProvider:
-        """Validate the settings; nothing is sent until the first call."""
-        return cls(settings, **kwargs)
-
-    def __enter__(self) -> GmailProvider:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def options_with_config(
+        cls, options: Mapping[str, Any], credentials: Credentials, config: Config
+    ) -> dict[str, Any]:
+        """With a refresh token, the Google OAuth client from ``[google]``: its id unless the
+        account names the client its grant came from, and always its secret, which is never
+        stored with the account."""
+        options = dict(options)
+        if credentials.refresh_token:
+            options.setdefault("client_id", config.google.client_id)
+            options["client_secret"] = config.google.client_secret
+        return options
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -162,17 +174,9 @@ class GmailProvider:
             )
             self._credentials.on_refresh = self._settings.on_token_refresh
             self._http = google_auth_httplib2.AuthorizedHttp(self._credentials, http=self._http_factory())
-            doc = fresh_discovery()
-            doc["rootUrl"] = doc["mtlsRootUrl"] = self._api_root
-            service = discovery.build_from_document(doc, http=self._http)
+            service = build_service(self._api_root, self._http)
             self._calls = GmailCalls(
-                service,
-                self._http,
-                f"Gmail {self._settings.email}",
-                budget=self._retry_budget,
-                max_retries=self._max_retries,
-                base=self._retry_base,
-                sleep=self._sleep,
+                service, self._http, f"Gmail {self._settings.email}", policy=self._retry, sleep=self._sleep
             )
         return self._calls
 
@@ -308,9 +312,9 @@ class GmailProvider:
         """messages.insert into SENT (dated by its Date header); returns the Gmail id."""
         api = self._api()
         labels = ["SENT"]
-        if "\\Seen" not in flags:
+        if SEEN not in flags:
             labels.append("UNREAD")
-        if "\\Flagged" in flags:
+        if FLAGGED in flags:
             labels.append("STARRED")
         request = api.messages.insert(
             userId="me", body={"raw": _b64url(raw), "labelIds": labels}, internalDateSource="dateHeader"
@@ -350,7 +354,7 @@ class GmailProvider:
 def message_from_metadata(answer: dict[str, Any]) -> RemoteMessage:
     """A :class:`RemoteMessage` from a messages.get(format=metadata) answer."""
     headers = answer.get("payload", {}).get("headers", [])
-    block = "".join(f"{h['name']}: {h['value']}\r\n" for h in headers).encode("utf-8", "surrogateescape")
+    block = header_lines((h["name"], h["value"]) for h in headers)
     labels = frozenset(answer.get("labelIds", []))
     internal = answer.get("internalDate")
     return RemoteMessage(

@@ -20,12 +20,13 @@ retry while the other parts were answered)                  (``remote_id``), so 
 
 Backoff for attempt n is ``base * 2**n`` capped at 32 s, or the server's
 Retry-After when longer; a call gives up once its total sleep would pass the
-budget. Sends are not retried on 5xx or connection errors (the message may have
-gone out); they are on 429/403 rate limits, which Gmail answers before doing
-anything. A call that is not safe to repeat (``idempotent=False``: messages.send,
-messages.insert) raises :class:`SendUncertain` for a 5xx or for a connection that
-failed after the request was written (see :class:`SendOnceHttp`), and
-:class:`TransientError` for failures before anything reached Gmail.
+budget (:mod:`providers.common.retry`, which also runs the batches). Sends are not
+retried on 5xx or connection errors (the message may have gone out); they are on
+429/403 rate limits, which Gmail answers before doing anything. A call that is not
+safe to repeat (``idempotent=False``: messages.send, messages.insert) raises
+:class:`SendUncertain` for a 5xx or for a connection that failed after the request was
+written (see :class:`SendOnceHttp`), and :class:`TransientError` for failures before
+anything reached Gmail.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from typing import Any
 
 import google.auth.exceptions
 import httplib2
+from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 
+from providers.common.retry import Backoff, BatchRound, RetryPolicy, run_batch
 from providers.errors import AuthError, ProtocolError, ProviderError, SendUncertain, TransientError
 
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
@@ -57,18 +60,21 @@ def _discovery_text() -> str:
         return fh.read()
 
 
-@cache
-def load_discovery() -> dict[str, Any]:
-    """Gmail's discovery document as bundled with google-api-python-client (no network)."""
-    doc: dict[str, Any] = json.loads(_discovery_text())
-    return doc
-
-
 def fresh_discovery() -> dict[str, Any]:
-    """A private copy of the discovery document, for ``build_from_document`` (which
-    writes into it). Parsing the cached text is ~2.5x faster than a deepcopy."""
+    """A private copy of Gmail's discovery document as bundled with google-api-python-client
+    (no network), for ``build_from_document``, which writes into it. Parsing the cached text
+    is ~2.5x faster than a deepcopy of a parsed one."""
     doc: dict[str, Any] = json.loads(_discovery_text())
     return doc
+
+
+def build_service(api_root: str, http: Any) -> Any:
+    """The Gmail API service over ``http`` with every URL under ``api_root`` (``rootUrl``:
+    requests, batches and uploads alike; ``api_endpoint`` alone would leave batches on
+    Google's host). Used by the backend and by the web app's Google connect flow."""
+    doc = fresh_discovery()
+    doc["rootUrl"] = doc["mtlsRootUrl"] = api_root
+    return discovery.build_from_document(doc, http=http)
 
 
 class AnswerLost(httplib2.HttpLib2Error):
@@ -154,15 +160,13 @@ class GmailCalls:
         http: Any,
         where: str,
         *,
-        budget: float,
-        max_retries: int,
-        base: float,
+        policy: RetryPolicy,
         sleep: Callable[[float], None],
     ) -> None:
         self.users = service.users()
         self._service, self._http, self._where = service, http, where
         self._answered = False  # some call of this provider got an answer: the server is up
-        self._budget, self._max_retries, self._base, self._sleep = budget, max_retries, base, sleep
+        self._policy, self._sleep = policy, sleep
 
     @cached_property
     def messages(self) -> Any:
@@ -208,20 +212,6 @@ class GmailCalls:
             return SendUncertain(f"{self._where}: {what} failed: {exc!r}")  # cannot tell when it failed
         return None
 
-    def _retryable(self, err: ProviderError, exc: Exception, idempotent: bool) -> bool:
-        if not isinstance(err, TransientError):
-            return False
-        if idempotent:
-            return True
-        return isinstance(exc, HttpError) and (exc.status_code in (429, 403))
-
-    def _wait(self, attempt: int, waited: float, retry_after: float | None) -> float | None:
-        """Seconds to sleep before the next attempt, or None to give up."""
-        if attempt >= self._max_retries:
-            return None
-        delay = max(min(MAX_BACKOFF, self._base * 2**attempt), retry_after or 0.0)
-        return delay if waited + delay <= self._budget else None
-
     # ------------------------------------------------------------ calls
     def execute(
         self,
@@ -232,7 +222,7 @@ class GmailCalls:
         idempotent: bool = True,
     ) -> Any:
         """``request.execute()`` with retries; the parsed JSON answer."""
-        attempt, waited = 0, 0.0
+        backoff = Backoff(self._policy, self._sleep)
         while True:
             try:
                 if idempotent or not isinstance(getattr(self._http, "http", None), SendOnceHttp):
@@ -247,73 +237,43 @@ class GmailCalls:
                 if uncertain is not None:
                     raise uncertain from exc
                 err = self.translate(exc, what, not_found)
-                delay = None
-                if self._retryable(err, exc, idempotent):
-                    assert isinstance(err, TransientError)
-                    delay = self._wait(attempt, waited, err.retry_after)
-                if delay is None:
+                if not backoff.retry(err, idempotent=idempotent, throttled=_rate_limited(exc)):
                     raise err from exc
-            self._sleep(delay)
-            attempt, waited = attempt + 1, waited + delay
 
     def batch(self, requests: Mapping[str, Any], what: str) -> dict[str, Any]:
         """Run ``{key: request}`` as one batch; ``{key: answer}`` without the 404s.
 
         Parts that fail with a rate limit or a 5xx are retried in a smaller batch
-        after the backoff; any other failing part raises its translated error.
+        after the backoff; any other failing part raises its translated error
+        (:func:`providers.common.retry.run_batch`).
         """
-        pending = dict(requests)
-        results: dict[str, Any] = {}
-        attempt, waited = 0, 0.0
-        rate_limited = False  # some part was throttled: the account backs off, no message is at fault
-        while pending:
+
+        def send(keys: list[str]) -> BatchRound:
+            round_ = BatchRound()
             outcomes: dict[str, tuple[Any, Exception | None]] = {}
             batch = self._service.new_batch_http_request(callback=_collector(outcomes))
-            keys = list(pending)
             for i, key in enumerate(keys):
-                batch.add(pending[key], request_id=str(i))
-            retry: dict[str, Any] = {}
-            retry_after: float | None = None
-            last: TransientError | None = None
+                batch.add(requests[key], request_id=str(i))
             try:
                 batch.execute(http=self._http)
             except (HttpError, google.auth.exceptions.GoogleAuthError, OSError, httplib2.HttpLib2Error) as exc:
                 err = self.translate(exc, f"batch of {what}")
                 if not isinstance(err, TransientError):
                     raise err from exc
-                retry, retry_after, last = dict(pending), err.retry_after, err
-                rate_limited = True  # the whole batch failed: nothing says a message is at fault
-            else:
-                for i, key in enumerate(keys):
-                    response, exception = outcomes.get(str(i), (None, ProtocolError("no answer in the batch")))
-                    if exception is None:
-                        results[key] = response
-                        self._answered = True
-                        continue
+                round_.all_failed(keys, err)  # the whole batch failed: nothing says a message is at fault
+                return round_
+            for i, key in enumerate(keys):
+                response, exception = outcomes.get(str(i), (None, ProtocolError("no answer in the batch")))
+                if exception is None:
+                    round_.answered(key, response)
+                    self._answered = True
+                elif not (isinstance(exception, HttpError) and exception.status_code == 404):  # 404: vanished
                     err = self.translate(exception, f"{what} {key}")
-                    if isinstance(exception, HttpError) and exception.status_code == 404:
-                        continue  # vanished meanwhile: skipped, as the contract says
-                    if not isinstance(err, TransientError):
-                        if isinstance(err, ProtocolError):
-                            err.remote_id = key  # this part, not the batch: the engine quarantines it
-                        raise err from exception
-                    retry[key] = pending[key]
-                    last = err
-                    rate_limited = rate_limited or _rate_limited(exception)
-                    retry_after = max(retry_after or 0.0, err.retry_after or 0.0) or None
-            if not retry:
-                break
-            delay = self._wait(attempt, waited, retry_after)
-            if delay is None:
-                assert last is not None
-                if (len(retry) < len(requests) or (len(requests) == 1 and self._answered)) and not rate_limited:
-                    # the others (or this pass's other calls) were answered; these parts keep failing
-                    # with a server error of their own (Gmail does, for a message it cannot read)
-                    raise ProtocolError(f"{last} (every retry)", remote_id=next(iter(retry)))
-                raise TransientError(f"{last} ({len(retry)} of {len(requests)} calls)", retry_after=retry_after)
-            self._sleep(delay)
-            attempt, waited, pending = attempt + 1, waited + delay, retry
-        return results
+                    round_.failed(key, err, throttled=_rate_limited(exception), cause=exception)
+            return round_
+
+        backoff = Backoff(self._policy, self._sleep)
+        return run_batch(list(requests), send, backoff, answered_before=lambda: self._answered)
 
 
 def _rate_limited(exc: Exception) -> bool:

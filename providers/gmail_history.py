@@ -37,12 +37,13 @@ folder it belongs to has been served, or until the next ``list_folders``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from providers.base import ChangeSet, FlagUpdate, RemoteMessage
+from providers.common import cursors
+from providers.common.messages import imap_flags
 from providers.errors import CursorInvalidError
 
 ALL_MAIL = "ALL"  # the virtual folder for All Mail; no Gmail label has this id
@@ -58,31 +59,20 @@ class Cursor:
     history_id: int
 
     def dump(self) -> str:
-        return json.dumps({"v": 1, "historyId": str(self.history_id)}, sort_keys=True)
+        return cursors.dump({"historyId": str(self.history_id)})
 
     @classmethod
     def load(cls, text: str) -> Cursor:
-        try:
-            data = json.loads(text)
-            history_id = int(data["historyId"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CursorInvalidError(f"unreadable Gmail cursor {text[:80]!r}") from exc
-        if history_id <= 0:
-            raise CursorInvalidError(f"Gmail cursor with impossible historyId {history_id}")
-        return cls(history_id)
+        cursor = cursors.load(text, "Gmail", lambda data: cls(int(data["historyId"])))
+        if cursor.history_id <= 0:
+            raise CursorInvalidError(f"Gmail cursor with impossible historyId {cursor.history_id}")
+        return cursor
 
 
 def flags_from_labels(labels: Iterable[str]) -> frozenset[str]:
     """IMAP-style flags for Gmail labels, e.g. ``["INBOX", "STARRED"]`` -> ``{"\\Seen", "\\Flagged"}``."""
     labels = set(labels)
-    flags = set()
-    if "UNREAD" not in labels:
-        flags.add("\\Seen")
-    if "STARRED" in labels:
-        flags.add("\\Flagged")
-    if "DRAFT" in labels:
-        flags.add("\\Draft")
-    return frozenset(flags)
+    return imap_flags("UNREAD" not in labels, "STARRED" in labels, "DRAFT" in labels)
 
 
 def in_label(folder: str, labels: Iterable[str]) -> bool:

@@ -2,7 +2,8 @@
 
 Options (``ProviderSettings.options``)::
 
-    client_id, client_secret   the Entra ID app the refresh token was issued to (required)
+    client_id, client_secret   the Entra ID app the refresh token was issued to (required; with the
+                               authority and ca_bundle from ``[microsoft]``: :class:`MicrosoftBackend`)
     tenant                     default "organizations"
     authority                  default "https://login.microsoftonline.com/{tenant}"
     instance_discovery         msal's: None (Microsoft's endpoint), False, or a URL
@@ -53,9 +54,12 @@ from providers.base import (
     RemoteMessage,
     SendResult,
 )
-from providers.errors import FolderNotFound, ProtocolError, SendError
+from providers.common.backend import check_oauth
+from providers.common.messages import FLAGGED, SEEN
+from providers.common.retry import RetryPolicy
+from providers.errors import ConfigurationError, FolderNotFound, ProtocolError, SendError
 from providers.graph_calls import GraphCalls
-from providers.transport import ConfigurationError
+from providers.microsoft_tokens import MicrosoftBackend
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com/{tenant}"
 DEFAULT_GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
@@ -71,7 +75,7 @@ SKIPPED = ("outbox",)  # in-flight mail: not a folder recruiters read
 SessionFactory = Callable[[], requests.Session]
 
 
-class GraphProvider:
+class GraphProvider(MicrosoftBackend):
     """A :class:`providers.base.MailProvider` for one Microsoft 365 mailbox, over Microsoft Graph.
 
     Folders are named by their Graph id (stable across renames); the role says what they are::
@@ -97,35 +101,24 @@ class GraphProvider:
         session_factory: SessionFactory | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        opts, creds = settings.options, settings.credentials
-        if not creds.refresh_token and not creds.access_token:
-            raise ConfigurationError(
-                "A Microsoft 365 account needs a refresh token; reconnect it through Microsoft sign-in."
-            )
-        if creds.refresh_token and not (opts.get("client_id") and opts.get("client_secret")):
-            raise ConfigurationError("Microsoft Graph settings need client_id and client_secret for the Entra ID app.")
+        check_oauth(
+            settings,
+            no_grant="A Microsoft 365 account needs a refresh token; reconnect it through Microsoft sign-in.",
+            no_client="Microsoft Graph settings need client_id and client_secret for the Entra ID app.",
+        )
+        opts = settings.options
         root = str(opts.get("graph_root") or DEFAULT_GRAPH_ROOT).rstrip("/")
         authority = str(opts.get("authority") or DEFAULT_AUTHORITY.format(tenant=opts.get("tenant") or "organizations"))
         for name, url in (("graph_root", root), ("authority", authority)):
             if not url.startswith("https://"):
                 raise ConfigurationError(f"Microsoft Graph setting {name} must be an https URL, not {url!r}.")
-        self._settings, self._root, self._authority = settings, root, authority.rstrip("/")
+        super().__init__(settings)
+        self._root, self._authority = root, authority.rstrip("/")
         self._session_factory = session_factory or requests.Session
         self._sleep = sleep
         self._page_size = int(opts.get("page_size", 200))
         self._calls: GraphCalls | None = None
         self._session: requests.Session | None = None
-
-    @classmethod
-    def open(cls, settings: ProviderSettings, **kwargs: Any) -> GraphProvider:
-        """Validate the settings; nothing is sent until the first call."""
-        return cls(settings, **kwargs)
-
-    def __enter__(self) -> GraphProvider:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -141,10 +134,13 @@ class GraphProvider:
                 root=self._root,
                 authority=self._authority,
                 verify=opts.get("ca_bundle"),
-                budget=float(opts.get("retry_budget", 60.0)),
-                max_retries=int(opts.get("max_retries", 4)),
-                base=float(opts.get("retry_base", 1.0)),
-                cap=float(opts.get("retry_cap", 30.0)),
+                policy=RetryPolicy(
+                    base=float(opts.get("retry_base", 1.0)),
+                    cap=float(opts.get("retry_cap", 30.0)),
+                    budget=float(opts.get("retry_budget", 60.0)),
+                    max_retries=int(opts.get("max_retries", 4)),
+                    give_up_above_cap=True,
+                ),
                 sleep=self._sleep,
             )
         return self._calls
@@ -259,14 +255,7 @@ class GraphProvider:
         timeout or a connection lost after the request was written is :class:`SendUncertain`."""
         api = self._api()
         try:
-            api.request(
-                "POST",
-                "/me/sendMail",
-                "sendMail",
-                idempotent=False,
-                data=base64.b64encode(message.raw),
-                headers={"Content-Type": "text/plain"},
-            )
+            api.request("POST", "/me/sendMail", "sendMail", **_mime(message.raw))
         except ProtocolError as exc:
             raise SendError(f"Graph {self._settings.email} refused the message: {exc}") from exc
         return SendResult(message_id=message.message_id, sent_copy_stored=True)
@@ -286,14 +275,7 @@ class GraphProvider:
         JSON messages, which cannot carry our MIME structure)."""
         api = self._api()
         try:
-            draft = api.json(
-                "POST",
-                "/me/messages",
-                "messages.create",
-                idempotent=False,
-                data=base64.b64encode(message.raw),
-                headers={"Content-Type": "text/plain"},
-            )
+            draft = api.json("POST", "/me/messages", "messages.create", **_mime(message.raw))
             draft_id = quote(str(draft["id"]))
             delete_after_submit = {"singleValueExtendedProperties": [{"id": "Boolean 0x0E01", "value": "true"}]}
             api.json("PATCH", f"/me/messages/{draft_id}", "messages.update", json=delete_after_submit)
@@ -332,6 +314,11 @@ class GraphProvider:
         )
 
 
+def _mime(raw: bytes) -> dict[str, Any]:
+    """The request arguments that hand Graph a MIME message: base64 text, not safe to repeat."""
+    return {"idempotent": False, "data": base64.b64encode(raw), "headers": {"Content-Type": "text/plain"}}
+
+
 def _recipients(msg: EmailMessage, header: str) -> list[dict[str, Any]]:
     values = [str(v) for v in msg.get_all(header, [])]
     return [{"emailAddress": {"name": n or a, "address": a}} for n, a in getaddresses(values) if a]
@@ -344,7 +331,7 @@ def sent_copy_json(raw: bytes, flags: frozenset[str]) -> dict[str, Any]:
     body_part = msg.get_body(preferencelist=("html", "plain"))
     content = body_part.get_content() if body_part is not None else ""
     is_html = body_part is not None and body_part.get_content_subtype() == "html"
-    props = [{"id": "Integer 0x0E07", "value": "1" if "\\Seen" in flags else "0"}]  # MSGFLAG_READ, not MSGFLAG_UNSENT
+    props = [{"id": "Integer 0x0E07", "value": "1" if SEEN in flags else "0"}]  # MSGFLAG_READ, not MSGFLAG_UNSENT
     for prop, header in (("String 0x1042", "In-Reply-To"), ("String 0x1039", "References")):
         if msg.get(header):
             props.append({"id": prop, "value": " ".join(str(msg[header]).split())})
@@ -369,7 +356,7 @@ def sent_copy_json(raw: bytes, flags: frozenset[str]) -> dict[str, Any]:
         out["from"] = senders[0]
     if msg.get("Message-ID"):
         out["internetMessageId"] = str(msg["Message-ID"]).strip()
-    if "\\Flagged" in flags:
+    if FLAGGED in flags:
         out["flag"] = {"flagStatus": "flagged"}
     attachments = [
         {

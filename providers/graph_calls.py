@@ -21,7 +21,8 @@ retry while the other parts were answered)              (``remote_id``), so only
 
 Backoff for attempt n is ``base * 2**n``, at least the server's Retry-After; a
 Retry-After above ``cap`` or a sleep that would pass ``budget`` gives up at once, so the
-scheduler backs the account off instead of a worker thread sleeping. Sends are retried
+scheduler backs the account off instead of a worker thread sleeping
+(:mod:`providers.common.retry`, which also runs the batches). Sends are retried
 only on 429, which Graph answers before doing anything. A call that is not safe to
 repeat (``idempotent=False``: sendMail, creating a message) raises :class:`SendUncertain`
 for a 5xx, a read timeout or a connection lost after the request was written: Graph may
@@ -36,6 +37,8 @@ from typing import Any
 import requests
 
 from providers.base import ProviderSettings
+from providers.common.http import request_may_have_arrived
+from providers.common.retry import Backoff, BatchRound, RetryPolicy, run_batch
 from providers.errors import (
     AuthError,
     CursorInvalidError,
@@ -45,7 +48,6 @@ from providers.errors import (
     TransientError,
 )
 from providers.microsoft_tokens import MicrosoftTokens
-from providers.transport import request_may_have_arrived
 
 GRAPH_SCOPES = ("https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send")
 MAX_BATCH = 20  # Graph's limit for JSON batching
@@ -63,15 +65,12 @@ class GraphCalls:
         root: str,
         authority: str,
         verify: str | bool | None,
-        budget: float,
-        max_retries: int,
-        base: float,
-        cap: float,
+        policy: RetryPolicy,
         sleep: Callable[[float], None],
     ) -> None:
         self.root, self._session, self._verify = root, session, verify
         self._settings, self._where = settings, f"Graph {settings.email}"
-        self._budget, self._max_retries, self._base, self._cap, self._sleep = budget, max_retries, base, cap, sleep
+        self._policy, self._sleep = policy, sleep
         scopes = settings.options.get("scopes") or GRAPH_SCOPES
         self._tokens = MicrosoftTokens(
             settings, session, authority=authority, scopes=scopes, verify=verify, where=self._where
@@ -102,13 +101,6 @@ class GraphCalls:
             return CursorInvalidError(text)
         return ProtocolError(text)
 
-    def _wait(self, attempt: int, waited: float, retry_after: float | None) -> float | None:
-        """Seconds to sleep before the next attempt, or None to give up now."""
-        if attempt >= self._max_retries or (retry_after or 0.0) > self._cap:
-            return None
-        delay = max(min(self._cap, self._base * 2**attempt), retry_after or 0.0)
-        return delay if waited + delay <= self._budget else None
-
     # ------------------------------------------------------------ calls
     def request(
         self,
@@ -123,11 +115,10 @@ class GraphCalls:
         """One call with retries; ``url`` is absolute or relative to the Graph root."""
         if not url.startswith("https://") and not url.startswith("http://"):
             url = self.root + url
-        attempt, waited, refreshed = 0, 0.0, False
+        backoff, refreshed = Backoff(self._policy, self._sleep), False
         headers = dict(kwargs.pop("headers", None) or {})
         while True:
             headers["Authorization"] = f"Bearer {self._token()}"
-            retry_after: float | None = None
             try:
                 resp = self._session.request(
                     method, url, headers=headers, timeout=self._settings.timeout, verify=self._verify, **kwargs
@@ -137,7 +128,7 @@ class GraphCalls:
                     text = f"{self._where}: {what}: no answer after the request was sent: {exc!r}"
                     raise SendUncertain(text) from exc
                 err: ProviderError = TransientError(f"{self._where}: {what} failed: {exc!r}")
-                retryable = idempotent
+                throttled = False
             else:
                 if resp.status_code == 401 and not refreshed:
                     refreshed = True
@@ -149,13 +140,9 @@ class GraphCalls:
                     code, message = _error_of(resp)
                     raise SendUncertain(f"{self._where}: {what} answered {resp.status_code} {code}: {message}")
                 err = self.translate(resp, what, not_found)
-                retry_after = getattr(err, "retry_after", None)
-                retryable = isinstance(err, TransientError) and (idempotent or resp.status_code == 429)
-            delay = self._wait(attempt, waited, retry_after) if retryable else None
-            if delay is None:
+                throttled = resp.status_code == 429
+            if not backoff.retry(err, idempotent=idempotent, throttled=throttled):
                 raise err
-            self._sleep(delay)
-            attempt, waited = attempt + 1, waited + delay
 
     def json(self, method: str, url: str, what: str, **kwargs: Any) -> dict[str, Any]:
         resp = self.request(method, url, what, **kwargs)
@@ -178,52 +165,32 @@ class GraphCalls:
         return results
 
     def _one_batch(self, parts: Mapping[str, Mapping[str, Any]], what: str) -> dict[str, Any]:
-        pending, results = dict(parts), {}
-        attempt, waited, refreshed = 0, 0.0, False
-        throttled = False  # some part was throttled: the account backs off, no message is at fault
-        while pending:
-            keys = list(pending)
-            payload = {"requests": [_batch_request(str(i), pending[k]) for i, k in enumerate(keys)]}
+        refreshed = False
+
+        def send(keys: list[str]) -> BatchRound:
+            nonlocal refreshed
+            round_ = BatchRound()
+            payload = {"requests": [_batch_request(str(i), parts[k]) for i, k in enumerate(keys)]}
             answer = self.json("POST", "/$batch", f"batch of {what}", json=payload)
             by_id = {str(r.get("id")): r for r in answer.get("responses", [])}
-            retry, retry_after, last = {}, 0.0, None
             for i, key in enumerate(keys):
                 part = by_id.get(str(i))
                 if part is None:
                     raise ProtocolError(f"{self._where}: the batch of {what} did not answer part {key}")
                 status = int(part.get("status", 0))
                 if status < 400:
-                    results[key] = part.get("body")
-                    continue
-                fake = _PartResponse(status, part.get("headers") or {}, part.get("body"))
-                err = self.translate(fake, f"{what} {key}")  # type: ignore[arg-type]
-                if status == 404:
-                    continue  # vanished meanwhile: skipped, as the contract says
-                if status == 401 and not refreshed:
+                    round_.answered(key, part.get("body"))
+                elif status == 401 and not refreshed:
                     refreshed = True
                     self.refresh()
-                    retry[key] = pending[key]
-                    continue
-                if not isinstance(err, TransientError):
-                    if isinstance(err, ProtocolError):
-                        err.remote_id = key  # this part, not the batch: the engine quarantines it
-                    raise err
-                retry[key], last = pending[key], err
-                throttled = throttled or status == 429
-                retry_after = max(retry_after, err.retry_after or 0.0)
-            pending = retry
-            if not pending or last is None:
-                continue
-            delay = self._wait(attempt, waited, retry_after or None)
-            if delay is None:
-                if len(retry) < len(parts) and not throttled:
-                    # the others were answered; these parts keep failing with a server error of
-                    # their own: a message problem, not the server's
-                    raise ProtocolError(f"{last} (every retry)", remote_id=next(iter(retry)))
-                raise TransientError(f"{last} ({len(retry)} of {len(parts)} calls)", retry_after=retry_after or None)
-            self._sleep(delay)
-            attempt, waited = attempt + 1, waited + delay
-        return results
+                    round_.resend(key)
+                elif status != 404:  # 404: vanished meanwhile, skipped as the contract says
+                    fake = _PartResponse(status, part.get("headers") or {}, part.get("body"))
+                    err = self.translate(fake, f"{what} {key}")  # type: ignore[arg-type]
+                    round_.failed(key, err, throttled=status == 429)
+            return round_
+
+        return run_batch(list(parts), send, Backoff(self._policy, self._sleep))
 
 
 class _PartResponse:

@@ -17,21 +17,21 @@ rebuilt from what ``$select`` returns. Delivered mail carries its transport head
 (``internetMessageHeaders``), which are used as they are; items created in the
 mailbox (Sent Items, drafts) have none, so Message-ID comes from ``internetMessageId``,
 From/To/Cc/Reply-To/Subject/Date from the message properties, and In-Reply-To and
-References from the MAPI properties PidTagInReplyToId and PidTagInternetReferences.
+References from the MAPI properties PidTagInReplyToId and PidTagInternetReferences
+(:func:`providers.common.messages.header_block` writes the block, as for EWS).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.header import Header
-from email.utils import format_datetime, formataddr
 from typing import Any
 from urllib.parse import urlsplit
 
 from providers.base import RemoteMessage
+from providers.common import cursors
+from providers.common.messages import Address, HeaderFields, header_block, imap_flags
 from providers.errors import CursorInvalidError
 
 SIZE = ("integer", 0x0E08)  # PidTagMessageSize
@@ -45,8 +45,6 @@ HEADER_SELECT = (
     "replyTo,sentDateTime,receivedDateTime,conversationId,isRead,isDraft,flag"
 )
 DELTA_SELECT = "isRead,isDraft,flag"
-HEADER_ORDER: tuple[str, ...] = ("Message-ID", "In-Reply-To", "References", "From", "Sender", "Reply-To", "To", "Cc")
-HEADER_ORDER += ("Bcc", "Subject", "Date")
 
 
 @dataclass(frozen=True)
@@ -56,19 +54,16 @@ class Cursor:
     delta_link: str
 
     def dump(self) -> str:
-        return json.dumps({"v": 1, "deltaLink": self.delta_link}, sort_keys=True)
+        return cursors.dump({"deltaLink": self.delta_link})
 
     @classmethod
     def load(cls, text: str, root: str) -> Cursor:
-        try:
-            data = json.loads(text)
-            link = str(data["deltaLink"])
-            version = int(data["v"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CursorInvalidError(f"unreadable Graph cursor {text[:80]!r}") from exc
-        if version != 1 or "/messages/delta" not in link or _origin(link) != _origin(root):
-            raise CursorInvalidError(f"Graph cursor for another service or version: {link[:80]!r}")
-        return cls(link)
+        """The cursor in ``text``, refused unless it is a delta link under ``root``'s origin."""
+        cursor = cursors.load(text, "Graph", lambda data: cls(str(data["deltaLink"])))
+        link = cursor.delta_link
+        if "/messages/delta" not in link or _origin(link) != _origin(root):
+            raise CursorInvalidError(f"Graph cursor for another service: {link[:80]!r}")
+        return cursor
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -78,14 +73,8 @@ def _origin(url: str) -> tuple[str, str]:
 
 def flags_of(message: Mapping[str, Any]) -> frozenset[str]:
     """IMAP-style flags for a Graph message: isRead -> ``\\Seen``, flagged -> ``\\Flagged``, isDraft -> ``\\Draft``."""
-    flags = set()
-    if message.get("isRead"):
-        flags.add("\\Seen")
-    if (message.get("flag") or {}).get("flagStatus") == "flagged":
-        flags.add("\\Flagged")
-    if message.get("isDraft"):
-        flags.add("\\Draft")
-    return frozenset(flags)
+    flagged = (message.get("flag") or {}).get("flagStatus") == "flagged"
+    return imap_flags(bool(message.get("isRead")), flagged, bool(message.get("isDraft")))
 
 
 def extended(message: Mapping[str, Any]) -> dict[tuple[str, int], str]:
@@ -100,18 +89,13 @@ def extended(message: Mapping[str, Any]) -> dict[tuple[str, int], str]:
     return out
 
 
-def _address(recipient: Mapping[str, Any] | None) -> str | None:
+def _address(recipient: Mapping[str, Any] | None) -> Address:
     email = (recipient or {}).get("emailAddress") or {}
-    address = email.get("address")
-    if not address:
-        return None
-    name = email.get("name") or ""
-    return formataddr((name if name != address else "", address), charset="utf-8")
+    return email.get("name"), email.get("address")
 
 
-def _addresses(recipients: Iterable[Mapping[str, Any]] | None) -> str | None:
-    values = [a for a in (_address(r) for r in recipients or ()) if a]
-    return ", ".join(values) or None
+def _addresses(recipients: Iterable[Mapping[str, Any]] | None) -> list[Address]:
+    return [_address(r) for r in recipients or ()]
 
 
 def _graph_time(value: str | None) -> datetime | None:
@@ -123,38 +107,27 @@ def _graph_time(value: str | None) -> datetime | None:
         return None
 
 
-def header_block(message: Mapping[str, Any]) -> bytes:
-    """An RFC 5322 header block (CRLF lines) rebuilt from a Graph message."""
+def headers_of(message: Mapping[str, Any]) -> bytes:
+    """An RFC 5322 header block (CRLF lines) rebuilt from a Graph message (see the module docstring)."""
     transport: dict[str, tuple[str, str]] = {}
     for header in message.get("internetMessageHeaders") or []:
         name, value = str(header.get("name", "")), str(header.get("value", ""))
         transport.setdefault(name.lower(), (name, value))
     props = extended(message)
-    subject = message.get("subject")
-    if subject is not None and not subject.isascii():
-        subject = Header(subject, "utf-8").encode()
-    sent = _graph_time(message.get("sentDateTime"))
-    sender, author = _address(message.get("sender")), _address(message.get("from"))
-    synthesized = {
-        "Message-ID": message.get("internetMessageId"),
-        "In-Reply-To": props.get(IN_REPLY_TO),
-        "References": props.get(REFERENCES),
-        "From": author,
-        "Sender": sender if sender != author else None,
-        "Reply-To": _addresses(message.get("replyTo")),
-        "To": _addresses(message.get("toRecipients")),
-        "Cc": _addresses(message.get("ccRecipients")),
-        "Bcc": _addresses(message.get("bccRecipients")),
-        "Subject": subject,
-        "Date": format_datetime(sent) if sent else None,
-    }
-    lines = []
-    for name in HEADER_ORDER:
-        if name.lower() in transport:
-            lines.append("{}: {}".format(*transport[name.lower()]))
-        elif synthesized[name]:
-            lines.append(f"{name}: {synthesized[name]}")
-    return "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape")
+    fields = HeaderFields(
+        message_id=message.get("internetMessageId"),
+        in_reply_to=props.get(IN_REPLY_TO),
+        references=props.get(REFERENCES),
+        author=_address(message.get("from")),
+        sender=_address(message.get("sender")),
+        reply_to=_addresses(message.get("replyTo")),
+        to=_addresses(message.get("toRecipients")),
+        cc=_addresses(message.get("ccRecipients")),
+        bcc=_addresses(message.get("bccRecipients")),
+        subject=message.get("subject"),
+        sent=_graph_time(message.get("sentDateTime")),
+    )
+    return header_block(fields, transport)
 
 
 def remote_message(message: Mapping[str, Any]) -> RemoteMessage:
@@ -162,7 +135,7 @@ def remote_message(message: Mapping[str, Any]) -> RemoteMessage:
     size = extended(message).get(SIZE)
     return RemoteMessage(
         remote_id=str(message["id"]),
-        headers=header_block(message),
+        headers=headers_of(message),
         flags=flags_of(message),
         size=int(size) if size and size.isdigit() else None,
         internal_date=_graph_time(message.get("receivedDateTime")),

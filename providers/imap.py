@@ -16,17 +16,14 @@ Options (``ProviderSettings.options``)::
     disable_move       shorthand for disabling MOVE (copy + delete + expunge instead)
 
 Folder sync (``fetch_changes``, the cursor format, the CONDSTORE/QRESYNC and
-listing paths) lives in :mod:`providers.imap_changes`.
+listing paths) lives in :mod:`providers.imap_changes`; the connection, login and the
+commands sent on it in :mod:`providers.imap_session`, which both use.
 """
 
 from __future__ import annotations
 
-import base64
 import imaplib
-import ssl
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from providers import imap_changes
@@ -41,42 +38,18 @@ from providers.base import (
     RemoteMessage,
     SendResult,
 )
-from providers.errors import (
-    AuthError,
-    FolderNotFound,
-    ProtocolError,
-    ProviderError,
-    TransientError,
-)
-from providers.imap_connection import ImapFactory, close_quietly, connect_imap
-from providers.smtp import SmtpFactory, connect_smtp, send_message, xoauth2_bytes
-from providers.transport import ConfigurationError, Endpoint, check_endpoint
+from providers.common.backend import Backend
+from providers.errors import ConfigurationError, FolderNotFound, ProtocolError
+from providers.imap_connection import ImapFactory, connect_imap
+from providers.imap_session import ImapSession
+from providers.smtp import SmtpFactory, connect_smtp, send_message
+from providers.transport import Endpoint, check_endpoint
 
 HEADER_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES FROM TO CC BCC REPLY-TO SENDER SUBJECT DATE"
 DEFAULT_BATCH = 500
-LISTED_STATUS_MAX_AGE = 10.0  # seconds a LIST-STATUS answer may stand in for a STATUS command
 
 
-@dataclass
-class _Selected:
-    name: str
-    uidvalidity: int
-    uidnext: int
-    exists: int
-    highestmodseq: int | None
-
-
-def _last_int(responses: dict[str, list[Any]], key: str) -> int | None:
-    values = [v for v in responses.get(key, []) if isinstance(v, bytes) and v.strip()]
-    if not values:
-        return None
-    try:
-        return int(values[-1].split()[0])
-    except ValueError:
-        return None
-
-
-class ImapProvider:
+class ImapProvider(Backend):
     """A :class:`providers.base.MailProvider` for any IMAP server plus SMTP submission."""
 
     def __init__(
@@ -90,7 +63,7 @@ class ImapProvider:
         if not opts.get("imap_host"):
             raise ConfigurationError("IMAP settings need imap_host")
         security = str(opts.get("imap_security", "ssl")).lower()
-        self._imap_endpoint = Endpoint(
+        imap_endpoint = Endpoint(
             host=str(opts["imap_host"]),
             port=int(opts.get("imap_port") or (993 if security == "ssl" else 143)),
             security=security,
@@ -98,7 +71,7 @@ class ImapProvider:
             proxy=opts.get("proxy"),
         )
         allow_plaintext = bool(opts.get("allow_plaintext", False))
-        check_endpoint(self._imap_endpoint, allow_plaintext, "IMAP")
+        check_endpoint(imap_endpoint, allow_plaintext, "IMAP")
         self._smtp_endpoint: Endpoint | None = None
         if opts.get("smtp_host"):
             smtp_security = str(opts.get("smtp_security", "starttls")).lower()
@@ -117,223 +90,66 @@ class ImapProvider:
             disabled.add("MOVE")
         if "CONDSTORE" in disabled:
             disabled.add("QRESYNC")  # QRESYNC builds on CONDSTORE
-        self._disabled = frozenset(disabled)
-        self._settings = settings
-        self._imap_factory = imap_factory
+        super().__init__(settings)
+        self._session = ImapSession(
+            imap_endpoint, settings.credentials, settings.timeout, imap_factory, frozenset(disabled)
+        )
         self._smtp_factory = smtp_factory
-        self._conn: imaplib.IMAP4 | None = None
-        self._server_caps: frozenset[str] = frozenset()
-        self._selected: _Selected | None = None
-        self._wire_names: dict[str, str] = {}
         self._folders: list[RemoteFolder] | None = None
-        self._enabled = False
-        # STATUS of each folder as of the last LIST (LIST-STATUS, RFC 5819), by folder name
-        self._listed_status: dict[str, tuple[float, dict[str, int]]] = {}
-        self.command_count = 0  # IMAP commands sent, for tests and metrics
 
-    @classmethod
-    def open(cls, settings: ProviderSettings) -> ImapProvider:
-        """Validate the settings; the connection is made on first use."""
-        return cls(settings)
-
-    def __enter__(self) -> ImapProvider:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ------------------------------------------------------------ capabilities
-    def _has(self, name: str) -> bool:
-        return name in self._server_caps and name not in self._disabled
+    @property
+    def command_count(self) -> int:
+        """IMAP commands sent, for tests and metrics."""
+        return self._session.command_count
 
     @property
     def capabilities(self) -> frozenset[Capability]:
+        has = self._session.has
         caps = {Capability.STORE_SENT_COPY}
         if self._smtp_endpoint is not None:
             caps.add(Capability.SEND)
-        if self._has("CONDSTORE"):
+        if has("CONDSTORE"):
             caps.add(Capability.CONDSTORE)
-        if self._has("QRESYNC"):
+        if has("QRESYNC"):
             caps.add(Capability.QRESYNC)
-        if self._has("MOVE"):
+        if has("MOVE"):
             caps.add(Capability.MOVE)
-        if self._has("IDLE"):
+        if has("IDLE"):
             caps.add(Capability.PUSH)
-        if self._has("X-GM-EXT-1"):
+        if has("X-GM-EXT-1"):
             caps.update({Capability.SERVER_THREAD_IDS, Capability.LABELS})
         return frozenset(caps)
 
-    # ------------------------------------------------------------ connection
-    def _where(self) -> str:
-        return f"IMAP {self._imap_endpoint.host}:{self._imap_endpoint.port}"
-
-    def _connection(self) -> imaplib.IMAP4:
-        if self._conn is None:
-            self._conn = self._connect()
-        return self._conn
-
-    def _connect(self) -> imaplib.IMAP4:
-        endpoint, creds = self._imap_endpoint, self._settings.credentials
-        try:
-            conn = self._imap_factory(endpoint, self._settings.timeout)
-        except ProviderError:
-            raise
-        except ssl.SSLCertVerificationError as exc:
-            raise TransientError(f"{self._where()}: certificate not trusted ({exc.verify_message})") from exc
-        except (OSError, imaplib.IMAP4.error, EOFError) as exc:
-            raise TransientError(f"{self._where()}: cannot connect: {exc}") from exc
-        self.command_count += 1
-        try:
-            if creds.access_token is not None:
-                mechanism = creds.oauth_mechanism.upper()
-                _, said = self._authenticate(conn, mechanism, xoauth2_bytes(creds, endpoint.host, endpoint.port))
-            elif "AUTH=PLAIN" in conn.capabilities and "LOGINDISABLED" not in conn.capabilities:
-                said = self._authenticate_plain(conn, creds.username, creds.password or "")
-            else:
-                _, said = conn.login(creds.username, creds.password or "")
-            self.command_count += 1
-        except imaplib.IMAP4.abort as exc:
-            raise TransientError(f"{self._where()}: connection lost while logging in: {exc}") from exc
-        except imaplib.IMAP4.error as exc:
-            text = str(exc)
-            close_quietly(conn)
-            if "[UNAVAILABLE]" in text or "[INUSE]" in text:
-                raise TransientError(f"{self._where()}: login temporarily refused: {text}") from exc
-            raise AuthError(f"{self._where()} refused the credentials for {creds.username}: {text}") from exc
-        except OSError as exc:
-            raise TransientError(f"{self._where()}: connection lost while logging in: {exc}") from exc
-        self._conn = conn
-        self._selected = None
-        self._enabled = False
-        self._listed_status = {}
-        # imaplib keeps the pre-login list; servers often advertise more afterwards,
-        # usually in the login reply itself ("a OK [CAPABILITY ...] Logged in")
-        caps = proto.response_code(b" ".join(d for d in said if isinstance(d, bytes)), "CAPABILITY")
-        if caps is None:
-            _, responses = self._command("CAPABILITY")
-            self._server_caps = proto.parse_capabilities(responses.get("CAPABILITY", []))
-        else:
-            self._server_caps = frozenset(c.upper() for c in caps)
-        conn.capabilities = tuple(sorted(self._server_caps))
-        return conn
-
-    def _authenticate_plain(self, conn: imaplib.IMAP4, username: str, password: str) -> list[Any]:
-        """AUTHENTICATE PLAIN, in one round trip where the server takes an initial response (RFC 4959)."""
-        payload = f"\0{username}\0{password}".encode()
-        if "SASL-IR" not in conn.capabilities or "SASL-IR" in self._disabled:
-            return self._authenticate(conn, "PLAIN", payload)[1]
-        typ, said = conn._simple_command("AUTHENTICATE", "PLAIN", base64.b64encode(payload).decode())  # type: ignore[attr-defined]
-        if typ != "OK":
-            raise conn.error(b" ".join(d for d in said if isinstance(d, bytes)).decode("utf-8", "replace"))
-        conn.state = "AUTH"
-        return said  # type: ignore[no-any-return]
-
-    def _enable(self) -> None:
-        """ENABLE QRESYNC (or CONDSTORE) once per connection, before the first SELECT needs it."""
-        if self._enabled:
-            return
-        self._enabled = True
-        if self._has("ENABLE") and (self._has("QRESYNC") or self._has("CONDSTORE")):
-            self._command("ENABLE", "QRESYNC" if self._has("QRESYNC") else "CONDSTORE")
-
-    @staticmethod
-    def _authenticate(conn: imaplib.IMAP4, mechanism: str, payload: bytes) -> tuple[str, list[Any]]:
-        answered = False
-
-        def respond(_challenge: bytes) -> bytes:
-            # a second challenge is the server's error report (RFC 7628): answer empty
-            nonlocal answered
-            if answered:
-                return b""
-            answered = True
-            return payload
-
-        return conn.authenticate(mechanism, respond)  # type: ignore[return-value]
-
-    def _drop(self) -> None:
-        conn, self._conn, self._selected = self._conn, None, None
-        if conn is not None:
-            close_quietly(conn)
-
     def close(self) -> None:
         """Log out and release the connection. Safe to call twice."""
-        conn, self._conn, self._selected = self._conn, None, None
-        if conn is not None:
-            try:
-                conn.logout()
-            except (OSError, imaplib.IMAP4.error, EOFError):
-                close_quietly(conn)
-
-    def _command(self, name: str, *args: str) -> tuple[str, dict[str, list[Any]]]:
-        """Send one command; returns the tagged text and the untagged responses."""
-        return self._call(lambda conn: conn._simple_command(name, *args), name)  # type: ignore[attr-defined]
-
-    def _call(
-        self, send: Callable[[imaplib.IMAP4], tuple[str, list[Any]]], name: str
-    ) -> tuple[str, dict[str, list[Any]]]:
-        conn = self._connection()
-        conn.untagged_responses = {}
-        self.command_count += 1
-        try:
-            typ, data = send(conn)
-        except imaplib.IMAP4.abort as exc:
-            self._drop()
-            raise TransientError(f"{self._where()}: connection lost during {name}: {exc}") from exc
-        except imaplib.IMAP4.error as exc:
-            raise ProtocolError(f"{self._where()}: {name} rejected: {exc}") from exc
-        except (OSError, EOFError) as exc:
-            self._drop()
-            raise TransientError(f"{self._where()}: {name} failed: {exc!r}") from exc
-        responses, conn.untagged_responses = conn.untagged_responses, {}
-        text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
-        if typ != "OK":
-            if "[NONEXISTENT]" in text or (name in ("SELECT", "STATUS") and "exist" in text.lower()):
-                raise FolderNotFound(f"{self._where()}: {name}: {text}")
-            if any(code in text for code in ("[UNAVAILABLE]", "[INUSE]", "[LIMIT]", "[SERVERBUG]")):
-                raise TransientError(f"{self._where()}: {name}: {text}")
-            raise ProtocolError(f"{self._where()}: {name} failed: {text}")
-        self._track(responses)
-        return text, responses
-
-    def _track(self, responses: dict[str, list[Any]]) -> None:
-        """Keep the selected folder's message count current from unsolicited responses."""
-        if self._selected is None:
-            return
-        exists = _last_int(responses, "EXISTS")
-        if exists is not None:
-            self._selected.exists = exists
-        else:
-            gone = len(responses.get("EXPUNGE", []))
-            gone += len(proto.parse_vanished([v for v in responses.get("VANISHED", []) if b"EARLIER" not in v]))
-            self._selected.exists -= gone
+        self._session.close()
 
     # ------------------------------------------------------------ folders
-    def _wire(self, folder: RemoteFolder | str) -> str:
-        name = folder.name if isinstance(folder, RemoteFolder) else folder
-        return proto.quote(self._wire_names.get(name) or proto.encode_mailbox_name(name))
-
     def list_folders(self) -> list[RemoteFolder]:
         """Every selectable folder with its role. Where the server has LIST-STATUS
         (RFC 5819) the same command also returns each folder's STATUS, which the
         following :meth:`fetch_changes` of that folder uses instead of asking again:
         a no-change pass then costs one command for the whole account."""
-        self._connection()
+        session = self._session
+        session.connection()
         returns = []
-        if self._has("SPECIAL-USE") and self._has("LIST-EXTENDED"):
+        if session.has("SPECIAL-USE") and session.has("LIST-EXTENDED"):
             returns.append("SPECIAL-USE")
-        if self._has("LIST-STATUS"):
-            returns.append(f"STATUS ({imap_changes.status_items(self)})")
+        if session.has("LIST-STATUS"):
+            returns.append(f"STATUS ({session.status_items()})")
         if returns:
-            _, responses = self._command("LIST", '""', '"*"', "RETURN", f"({' '.join(returns)})")
+            _, responses = session.command("LIST", '""', '"*"', "RETURN", f"({' '.join(returns)})")
         else:
-            _, responses = self._command("LIST", '""', '"*"')
+            _, responses = session.command("LIST", '""', '"*"')
         try:
             entries = [e for e in proto.parse_list(responses.get("LIST", [])) if e.selectable]
             statuses = proto.parse_status_all(responses.get("STATUS", []))
         except proto.ParseError as exc:
-            raise ProtocolError(f"{self._where()}: unreadable LIST response: {exc}") from exc
-        listed_at = time.monotonic()
-        self._listed_status = {e.name: (listed_at, statuses[e.raw_name]) for e in entries if e.raw_name in statuses}
+            raise ProtocolError(f"{session.where}: unreadable LIST response: {exc}") from exc
+        session.listed(
+            {e.name: e.raw_name for e in entries},
+            {e.name: statuses[e.raw_name] for e in entries if e.raw_name in statuses},
+        )
         roles: dict[str, FolderRole | None] = {}
         for e in entries:
             roles[e.name] = FolderRole.INBOX if e.name.upper() == "INBOX" else proto.role_from_attributes(e.attributes)
@@ -344,7 +160,6 @@ class ImapProvider:
                 if guess is not None and guess not in taken:
                     roles[e.name] = guess
                     taken.add(guess)
-        self._wire_names = {e.name: e.raw_name for e in entries}
         self._folders = [RemoteFolder(e.name, roles[e.name], e.delimiter or "/", True) for e in entries]
         return list(self._folders)
 
@@ -353,48 +168,11 @@ class ImapProvider:
         for folder in folders:
             if folder.role == role:
                 return folder
-        raise FolderNotFound(f"{self._where()}: no folder with role {role.value}")
-
-    def _select(self, folder: RemoteFolder, qresync: imap_changes.Cursor | None = None) -> dict[str, list[Any]]:
-        args = [self._wire(folder)]
-        if qresync is not None and qresync.highestmodseq is not None:
-            args.append(f"(QRESYNC ({qresync.uidvalidity} {qresync.highestmodseq}))")
-        self._connection()
-        self._enable()
-        self._selected = None
-        _, responses = self._command("SELECT", *args)
-        conn = self._connection()
-        conn.state = "SELECTED"
-        uidvalidity = _last_int(responses, "UIDVALIDITY")
-        exists = _last_int(responses, "EXISTS")
-        if uidvalidity is None or exists is None:
-            raise ProtocolError(f"{self._where()}: SELECT {folder.name} gave no UIDVALIDITY/EXISTS")
-        modseq = None if "NOMODSEQ" in responses else _last_int(responses, "HIGHESTMODSEQ")
-        self._selected = _Selected(folder.name, uidvalidity, _last_int(responses, "UIDNEXT") or 0, exists, modseq)
-        return responses
-
-    def _ensure_selected(self, folder: RemoteFolder) -> _Selected:
-        if self._conn is None or self._selected is None or self._selected.name != folder.name:
-            self._select(folder)
-        assert self._selected is not None
-        return self._selected
-
-    def listed_status(self, folder: RemoteFolder) -> dict[str, int] | None:
-        """The folder's STATUS from the last LIST, once, if taken in the last few seconds."""
-        listed = self._listed_status.pop(folder.name, None)
-        if listed is None or time.monotonic() - listed[0] > LISTED_STATUS_MAX_AGE:
-            return None
-        return listed[1]
+        raise FolderNotFound(f"{self._session.where}: no folder with role {role.value}")
 
     # ------------------------------------------------------------ sync
     def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
-        return imap_changes.fetch_changes(self, folder, cursor)
-
-    def _parse(self, parser: Callable[[Any], Any], data: Any) -> Any:
-        try:
-            return parser(data)
-        except (proto.ParseError, ValueError) as exc:
-            raise ProtocolError(f"{self._where()}: unreadable response: {exc}") from exc
+        return imap_changes.fetch_changes(self._session, folder, cursor)
 
     # ------------------------------------------------------------ messages
     @staticmethod
@@ -405,24 +183,25 @@ class ImapProvider:
         wanted = self._uids(remote_ids)
         if not wanted:
             return
-        self._ensure_selected(folder)
+        session = self._session
+        session.ensure_selected(folder)
         for chunk, uid_set in proto.uid_chunks(wanted, self._batch_size):
-            _, responses = self._command("UID", "FETCH", uid_set, items)
-            parsed = self._parse(proto.parse_fetch, responses.get("FETCH", []))
+            _, responses = session.command("UID", "FETCH", uid_set, items)
+            parsed = session.parse(proto.parse_fetch, responses.get("FETCH", []))
             by_uid = {i["UID"]: i for i in parsed if "UID" in i and proto.fetch_body(i) is not None}
             for uid in chunk:
                 if uid in by_uid:
                     yield by_uid[uid]
 
     def fetch_headers(self, folder: RemoteFolder, remote_ids: Sequence[str]) -> Iterator[RemoteMessage]:
-        gmail = self._has("X-GM-EXT-1")
+        self._session.connection()
+        gmail = self._session.has("X-GM-EXT-1")
         items = "UID FLAGS RFC822.SIZE INTERNALDATE"
-        if self._has("CONDSTORE"):
+        if self._session.has("CONDSTORE"):
             items += " MODSEQ"
         if gmail:
             items += " X-GM-MSGID X-GM-THRID X-GM-LABELS"
         items = f"({items} BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"
-        self._connection()
         for item in self._fetch(folder, remote_ids, items):
             yield message_from_fetch(item, gmail)
 
@@ -449,18 +228,23 @@ class ImapProvider:
 
     def find_sent(self, message_id: str) -> str | None:
         """``UID SEARCH HEADER Message-ID`` in the Sent folder; the newest matching UID."""
-        self._connection()
-        self._select(self._folder_with_role(FolderRole.SENT))  # afresh: a selected view may not show new mail yet
-        _, responses = self._command("UID", "SEARCH", "HEADER", "Message-ID", proto.quote(message_id))
-        uids = self._parse(proto.parse_search, responses.get("SEARCH", []))
+        session = self._session
+        session.connection()
+        session.select(self._folder_with_role(FolderRole.SENT))  # afresh: a selected view may not show new mail yet
+        _, responses = session.command("UID", "SEARCH", "HEADER", "Message-ID", proto.quote(message_id))
+        uids = session.parse(proto.parse_search, responses.get("SEARCH", []))
         return str(max(uids)) if uids else None
 
     def store_sent_copy(self, raw: bytes, flags: frozenset[str] = frozenset({"\\Seen"})) -> str | None:
-        self._connection()
+        self._session.connection()
         sent = self._folder_with_role(FolderRole.SENT)
         flag_list = f"({' '.join(sorted(flags))})" if flags else None
-        mailbox = self._wire(sent)
-        text, _ = self._call(lambda conn: conn.append(mailbox, flag_list, None, raw), "APPEND")  # type: ignore[arg-type]
+        mailbox = self._session.wire(sent)
+
+        def append(conn: imaplib.IMAP4) -> tuple[str, list[Any]]:
+            return conn.append(mailbox, flag_list, None, raw)  # type: ignore[arg-type]
+
+        text, _ = self._session.call(append, "APPEND")
         code = proto.response_code(text, "APPENDUID")
         return code[1] if code and len(code) >= 2 else None
 
@@ -468,18 +252,19 @@ class ImapProvider:
         uids = self._uids(remote_ids)
         if not uids:
             return
-        self._connection()
-        self._ensure_selected(folder)
+        session = self._session
+        session.connection()
+        session.ensure_selected(folder)
         for _, uid_set in proto.uid_chunks(uids, self._batch_size):
-            if self._has("MOVE"):
-                self._command("UID", "MOVE", uid_set, self._wire(target))
+            if session.has("MOVE"):
+                session.command("UID", "MOVE", uid_set, session.wire(target))
                 continue
-            self._command("UID", "COPY", uid_set, self._wire(target))
-            self._command("UID", "STORE", uid_set, "+FLAGS.SILENT", "(\\Deleted)")
-            if self._has("UIDPLUS"):
-                self._command("UID", "EXPUNGE", uid_set)
+            session.command("UID", "COPY", uid_set, session.wire(target))
+            session.command("UID", "STORE", uid_set, "+FLAGS.SILENT", "(\\Deleted)")
+            if session.has("UIDPLUS"):
+                session.command("UID", "EXPUNGE", uid_set)
             else:  # also removes other \Deleted messages: the best a plain server allows
-                self._command("EXPUNGE")
+                session.command("EXPUNGE")
 
 
 def message_from_fetch(item: dict[str, Any], gmail: bool = False) -> RemoteMessage:

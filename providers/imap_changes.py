@@ -13,24 +13,22 @@ Sync cursors are JSON: ``{"v": 1, "uidvalidity": 7, "uidnext": 120, "exists": 10
 message's flags instead of ``highestmodseq``. A no-change pass costs one STATUS
 with CONDSTORE, and one SELECT plus one ``UID FETCH 1:* (UID FLAGS)`` without it.
 
-The functions drive the provider's connection (``_command``, ``_select``, ...);
-they hold no state of their own.
+The functions send their commands through the provider's
+:class:`~providers.imap_session.ImapSession`; they hold no state of their own.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from providers import imap_protocol as proto
 from providers.base import ChangeSet, FlagUpdate, RemoteFolder
+from providers.common import cursors
 from providers.errors import CursorInvalidError
-
-if TYPE_CHECKING:
-    from providers.imap import ImapProvider
+from providers.imap_session import ImapSession
 
 
 @dataclass(frozen=True)
@@ -42,24 +40,32 @@ class Cursor:
     exists: int
     highestmodseq: int | None = None
     flags: str | None = None
-    v: int = 1
 
     def dump(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, sort_keys=True)
+        return cursors.dump(
+            {
+                "uidvalidity": self.uidvalidity,
+                "uidnext": self.uidnext,
+                "exists": self.exists,
+                "highestmodseq": self.highestmodseq,
+                "flags": self.flags,
+            }
+        )
 
     @classmethod
     def load(cls, text: str) -> Cursor:
-        try:
-            data = json.loads(text)
-            return cls(
-                uidvalidity=int(data["uidvalidity"]),
-                uidnext=int(data["uidnext"]),
-                exists=int(data["exists"]),
-                highestmodseq=None if data.get("highestmodseq") is None else int(data["highestmodseq"]),
-                flags=data.get("flags"),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CursorInvalidError(f"unreadable IMAP cursor {text[:80]!r}") from exc
+        return cursors.load(text, "IMAP", cls._read)
+
+    @classmethod
+    def _read(cls, data: Mapping[str, Any]) -> Cursor:
+        modseq, flags = data.get("highestmodseq"), data.get("flags")
+        return cls(
+            uidvalidity=int(data["uidvalidity"]),
+            uidnext=int(data["uidnext"]),
+            exists=int(data["exists"]),
+            highestmodseq=None if modseq is None else int(modseq),
+            flags=None if flags is None else str(flags),
+        )
 
 
 def message_flags(values: Sequence[str]) -> frozenset[str]:
@@ -74,34 +80,29 @@ def _digest(listing: dict[int, frozenset[str]]) -> str:
     return h.hexdigest()[:20]
 
 
-def status_items(p: ImapProvider) -> str:
-    """The STATUS items a no-change check compares with the cursor."""
-    return "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ" if p._has("CONDSTORE") else "MESSAGES UIDNEXT UIDVALIDITY"
-
-
-def fetch_changes(p: ImapProvider, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
+def fetch_changes(s: ImapSession, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
     """What changed in ``folder`` since ``cursor`` (None: list everything).
 
     The answer is current as of this call, or as of the ``list_folders()`` call
     moments before it when that returned the folder's STATUS (LIST-STATUS):
     anything newer is reported by the next call, so nothing is lost.
     """
-    p._connection()
+    s.connection()
     if cursor is None:
-        p.listed_status(folder)  # an initial listing SELECTs anyway; drop the snapshot
-    condstore = p._has("CONDSTORE")
+        s.listed_status(folder)  # an initial listing SELECTs anyway; drop the snapshot
+    condstore = s.has("CONDSTORE")
     if cursor is None:
-        return _initial(p, folder, condstore)
+        return _initial(s, folder, condstore)
     old = Cursor.load(cursor)
     if condstore and old.highestmodseq is not None:
-        if p._selected is not None and p._selected.name == folder.name:
+        if s.selected is not None and s.selected.name == folder.name:
             # STATUS on the selected folder may show the session's stale view;
             # a QRESYNC/CONDSTORE re-SELECT costs one command just the same
-            return _modseq_changes(p, folder, old, qresync=p._has("QRESYNC"))
-        status = p.listed_status(folder)
+            return _modseq_changes(s, folder, old, qresync=s.has("QRESYNC"))
+        status = s.listed_status(folder)
         if status is None or "HIGHESTMODSEQ" not in status:
-            _, responses = p._command("STATUS", p._wire(folder), f"({status_items(p)})")
-            status = p._parse(proto.parse_status, responses.get("STATUS", []))
+            _, responses = s.command("STATUS", s.wire(folder), f"({s.status_items()})")
+            status = s.parse(proto.parse_status, responses.get("STATUS", []))
         if status.get("UIDVALIDITY") != old.uidvalidity:
             raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
         if (status.get("UIDNEXT"), status.get("MESSAGES"), status.get("HIGHESTMODSEQ")) == (
@@ -110,28 +111,28 @@ def fetch_changes(p: ImapProvider, folder: RemoteFolder, cursor: str | None) -> 
             old.highestmodseq,
         ):
             return ChangeSet(cursor=cursor)
-        return _modseq_changes(p, folder, old, qresync=p._has("QRESYNC"))
-    return _listing_changes(p, folder, old)
+        return _modseq_changes(s, folder, old, qresync=s.has("QRESYNC"))
+    return _listing_changes(s, folder, old)
 
 
-def _uid_listing(p: ImapProvider) -> dict[int, frozenset[str]]:
-    assert p._selected is not None
-    if p._selected.exists == 0:
+def _uid_listing(s: ImapSession) -> dict[int, frozenset[str]]:
+    assert s.selected is not None
+    if s.selected.exists == 0:
         return {}
-    _, responses = p._command("UID", "FETCH", "1:*", "(UID FLAGS)")
-    items = p._parse(proto.parse_fetch, responses.get("FETCH", []))
+    _, responses = s.command("UID", "FETCH", "1:*", "(UID FLAGS)")
+    items = s.parse(proto.parse_fetch, responses.get("FETCH", []))
     return {i["UID"]: message_flags(i.get("FLAGS", ())) for i in items if "UID" in i}
 
 
-def _initial(p: ImapProvider, folder: RemoteFolder, condstore: bool) -> ChangeSet:
-    p._select(folder)
-    sel = p._selected
+def _initial(s: ImapSession, folder: RemoteFolder, condstore: bool) -> ChangeSet:
+    s.select(folder)
+    sel = s.selected
     assert sel is not None
     digest = None
     if condstore and sel.highestmodseq is not None:
-        uids = sorted(_search_uids(p, "1:*")) if sel.exists else []
+        uids = sorted(_search_uids(s, "1:*")) if sel.exists else []
     else:
-        listing = _uid_listing(p)
+        listing = _uid_listing(s)
         uids, digest = sorted(listing), _digest(listing)
     new_cursor = Cursor(
         uidvalidity=sel.uidvalidity,
@@ -143,38 +144,39 @@ def _initial(p: ImapProvider, folder: RemoteFolder, condstore: bool) -> ChangeSe
     return ChangeSet(new=tuple(str(u) for u in uids), cursor=new_cursor.dump())
 
 
-def _search_uids(p: ImapProvider, uid_range: str) -> list[int]:
-    _, responses = p._command("UID", "SEARCH", "UID", uid_range)
-    return p._parse(proto.parse_search, responses.get("SEARCH", []))  # type: ignore[no-any-return]
+def _search_uids(s: ImapSession, uid_range: str) -> list[int]:
+    _, responses = s.command("UID", "SEARCH", "UID", uid_range)
+    return s.parse(proto.parse_search, responses.get("SEARCH", []))  # type: ignore[no-any-return]
 
 
-def _new_uids(p: ImapProvider, since: int) -> list[int]:
+def _new_uids(s: ImapSession, since: int) -> list[int]:
     """UIDs >= since; ``UID SEARCH UID n:*`` also matches the last message when n > max."""
-    assert p._selected is not None
-    if p._selected.uidnext and p._selected.uidnext <= since:
+    assert s.selected is not None
+    if s.selected.uidnext and s.selected.uidnext <= since:
         return []
-    return sorted(u for u in _search_uids(p, f"{since}:*") if u >= since)
+    return sorted(u for u in _search_uids(s, f"{since}:*") if u >= since)
 
 
-def _modseq_changes(p: ImapProvider, folder: RemoteFolder, old: Cursor, qresync: bool) -> ChangeSet:
-    responses = p._select(folder, qresync=old if qresync else None)
-    sel = p._selected
+def _modseq_changes(s: ImapSession, folder: RemoteFolder, old: Cursor, qresync: bool) -> ChangeSet:
+    known = (old.uidvalidity, old.highestmodseq) if qresync and old.highestmodseq is not None else None
+    responses = s.select(folder, qresync=known)
+    sel = s.selected
     assert sel is not None
     if sel.uidvalidity != old.uidvalidity:
         raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
     if sel.highestmodseq is None:  # the server stopped keeping modseqs for this folder
-        return _listing_changes(p, folder, old, selected=True)
+        return _listing_changes(s, folder, old, selected=True)
     removed: list[int] = []
     present: frozenset[str] | None = None
     if qresync:
-        vanished = p._parse(proto.parse_vanished, responses.get("VANISHED", []))
+        vanished = s.parse(proto.parse_vanished, responses.get("VANISHED", []))
         removed = sorted(u for u in set(vanished) if u < old.uidnext)
-        fetched = p._parse(proto.parse_fetch, responses.get("FETCH", []))
+        fetched = s.parse(proto.parse_fetch, responses.get("FETCH", []))
     elif sel.highestmodseq != old.highestmodseq and old.uidnext > 1:
-        _, fetch_responses = p._command(
+        _, fetch_responses = s.command(
             "UID", "FETCH", f"1:{old.uidnext - 1}", "(UID FLAGS)", f"(CHANGEDSINCE {old.highestmodseq})"
         )
-        fetched = p._parse(proto.parse_fetch, fetch_responses.get("FETCH", []))
+        fetched = s.parse(proto.parse_fetch, fetch_responses.get("FETCH", []))
     else:
         fetched = []
     gone = set(removed)
@@ -183,9 +185,9 @@ def _modseq_changes(p: ImapProvider, folder: RemoteFolder, old: Cursor, qresync:
         for i in fetched
         if "UID" in i and "FLAGS" in i and i["UID"] < old.uidnext and i["UID"] not in gone
     }
-    new = _new_uids(p, old.uidnext)
+    new = _new_uids(s, old.uidnext)
     if not qresync and sel.exists != old.exists + len(new):
-        present = frozenset(str(u) for u in _search_uids(p, "1:*")) if sel.exists else frozenset()
+        present = frozenset(str(u) for u in _search_uids(s, "1:*")) if sel.exists else frozenset()
     new_cursor = Cursor(
         uidvalidity=sel.uidvalidity,
         uidnext=max([sel.uidnext, old.uidnext, *(u + 1 for u in new[-1:])]),
@@ -201,15 +203,15 @@ def _modseq_changes(p: ImapProvider, folder: RemoteFolder, old: Cursor, qresync:
     )
 
 
-def _listing_changes(p: ImapProvider, folder: RemoteFolder, old: Cursor, selected: bool = False) -> ChangeSet:
+def _listing_changes(s: ImapSession, folder: RemoteFolder, old: Cursor, selected: bool = False) -> ChangeSet:
     """Without CONDSTORE: list every UID with its flags and compare digests."""
     if not selected:
-        p._select(folder)
-    sel = p._selected
+        s.select(folder)
+    sel = s.selected
     assert sel is not None
     if sel.uidvalidity != old.uidvalidity:
         raise CursorInvalidError(f"{folder.name}: UIDVALIDITY changed")
-    listing = _uid_listing(p)
+    listing = _uid_listing(s)
     known = {u: f for u, f in listing.items() if u < old.uidnext}
     new = sorted(u for u in listing if u >= old.uidnext)
     expunged = len(known) != old.exists

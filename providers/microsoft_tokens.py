@@ -5,45 +5,50 @@
 platform, ``temporarily_unavailable`` or ``server_error`` become
 :class:`~providers.errors.TransientError`. Microsoft rotates refresh tokens on every
 refresh: ``settings.on_refresh_token_rotated(new_refresh_token)`` is called, then
-``settings.on_token_refresh(access_token, expiry)``.
+``settings.on_token_refresh(access_token, expiry)``. What both backends take from the
+``[microsoft]`` config is :meth:`MicrosoftBackend.options_with_config`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msal
 import requests
 
-from providers.base import ProviderSettings
+from providers.base import Credentials, ProviderSettings
+from providers.common.backend import Backend
+from providers.common.http import MsalHttp
 from providers.errors import AuthError, TransientError
+
+if TYPE_CHECKING:
+    from postroom.config import Config
 
 EXPIRY_SKEW = timedelta(minutes=5)  # refresh this long before the stored expiry
 
 
-class MsalHttp:
-    """msal's ``http_client``: a requests session, with the CA bundle passed per request
-    (``REQUESTS_CA_BUNDLE`` in the environment would otherwise override ``Session.verify``)."""
+class MicrosoftBackend(Backend):
+    """The base of the Microsoft backends (Graph, EWS): what they take from ``[microsoft]``."""
 
-    def __init__(self, session: requests.Session, verify: str | bool | None, timeout: float) -> None:
-        self._session, self._verify, self._timeout = session, verify, timeout
-
-    def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        kwargs.setdefault("timeout", self._timeout)
-        if self._verify is not None:
-            kwargs["verify"] = self._verify
-        return kwargs
-
-    def get(self, url: str, **kwargs: Any) -> requests.Response:
-        return self._session.get(url, **self._kwargs(kwargs))
-
-    def post(self, url: str, **kwargs: Any) -> requests.Response:
-        return self._session.post(url, **self._kwargs(kwargs))
-
-    def close(self) -> None:  # the owner closes the session
-        pass
+    @classmethod
+    def options_with_config(
+        cls, options: Mapping[str, Any], credentials: Credentials, config: Config
+    ) -> dict[str, Any]:
+        """With a refresh token, the Entra ID app's id and authority unless the account names
+        those its grant came from, and always the app's secret, which is never stored with the
+        account; and the CA to trust for the identity platform and Graph (``ca_bundle``) when
+        one is configured."""
+        options = dict(options)
+        ms = config.microsoft
+        if credentials.refresh_token:
+            options.setdefault("client_id", ms.client_id)
+            options.setdefault("authority", ms.authority)
+            options["client_secret"] = ms.client_secret
+        if ms.ca_file:
+            options.setdefault("ca_bundle", ms.ca_file)
+        return options
 
 
 class MicrosoftTokens:

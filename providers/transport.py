@@ -1,25 +1,18 @@
 """Sockets for the IMAP and SMTP backends: TLS contexts, HTTP CONNECT proxies,
-TCP_NODELAY, and the plaintext policy; and, for the HTTP backends, whether a failed
-request may have reached the server (:func:`request_may_have_arrived`). No protocol
-logic lives here."""
+TCP_NODELAY, and the plaintext policy. No protocol logic lives here."""
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from providers.errors import ProviderError, TransientError
+from postroom.urls import is_loopback_host
+from providers.errors import ConfigurationError, TransientError
 
 SECURITY_MODES = ("ssl", "starttls", "none")
-
-
-class ConfigurationError(ProviderError, ValueError):
-    """The account's connection settings cannot be used as given (unknown security
-    mode, plaintext to a non-loopback host without ``allow_plaintext``, a bad proxy
-    URL). Raised when the provider is opened; the user must fix the settings."""
+is_loopback = is_loopback_host  # the name services.accounts imports; the test itself is the core's
 
 
 @dataclass(frozen=True)
@@ -36,22 +29,13 @@ class Endpoint:
         return ssl.create_default_context(cafile=self.ca_file)
 
 
-def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_endpoint(endpoint: Endpoint, allow_plaintext: bool, what: str) -> None:
     """Refuse settings that would send credentials in the clear to a remote host."""
     if endpoint.security not in SECURITY_MODES:
         raise ConfigurationError(
             f"{what}: security must be one of {', '.join(SECURITY_MODES)}, not {endpoint.security!r}"
         )
-    if endpoint.security == "none" and not allow_plaintext and not is_loopback(endpoint.host):
+    if endpoint.security == "none" and not allow_plaintext and not is_loopback_host(endpoint.host):
         raise ConfigurationError(
             f"{what}: refusing an unencrypted connection to {endpoint.host}; use 'ssl' or 'starttls', "
             "or set allow_plaintext"
@@ -102,38 +86,3 @@ def _connect_tunnel(sock: socket.socket, host: str, port: int) -> None:
     fields = status_line.split(None, 2)
     if len(fields) < 2 or fields[1] != "200":
         raise TransientError(f"proxy refused CONNECT to {target}: {status_line}")
-
-
-def request_may_have_arrived(exc: BaseException) -> bool:
-    """Whether a ``requests`` failure may have come after the server received the request.
-
-    Failing to connect (refused, unresolvable, connect timeout, TLS handshake) is before:
-    nothing was sent. A read timeout or a connection dropped while waiting for the answer
-    is after: the server may have acted on it. ``exc`` may also be an exception whose
-    ``__context__`` is the ``requests`` error (exchangelib re-raises them that way).
-
-    >>> import requests
-    >>> request_may_have_arrived(requests.exceptions.ConnectTimeout("connect timed out"))
-    False
-    >>> request_may_have_arrived(requests.exceptions.ReadTimeout("read timed out"))
-    True
-    """
-    import requests
-    from urllib3.exceptions import NewConnectionError
-
-    seen: BaseException | None = exc
-    for _ in range(8):  # the chain of causes is short; never follow a cycle
-        if seen is None or isinstance(seen, requests.RequestException):
-            break
-        seen = seen.__cause__ or seen.__context__
-    if not isinstance(seen, requests.RequestException):
-        seen = None
-    if seen is None:
-        return True  # not a transport error we can place: assume the worst
-    if isinstance(seen, requests.exceptions.ConnectTimeout | requests.exceptions.SSLError):
-        return False
-    if isinstance(seen, requests.exceptions.ConnectionError):
-        reason = seen.args[0] if seen.args else None
-        reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
-        return not isinstance(reason, NewConnectionError)
-    return not isinstance(seen, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema)

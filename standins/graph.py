@@ -6,7 +6,8 @@
 >>> with graph.serve(ssl_context) as server:            # doctest: +SKIP
 ...     requests.get(server.url + "/v1.0/me", headers={"Authorization": "Bearer " + token})
 
-Routes (also reachable as parts of ``POST /v1.0/$batch``, at most 20 per batch):
+Routes (also reachable as parts of ``POST /v1.0/$batch``, at most 20 per batch:
+:mod:`standins.graph_batch`):
 ``GET /me``; ``GET /me/mailFolders`` (``$top``/``$skip`` paging), ``/me/mailFolders/{id}``
 and ``.../childFolders`` (ids or well-known names); ``GET /me/mailFolders/{id}/messages/delta``
 (``$select``, ``$top`` or ``Prefer: odata.maxpagesize``, absolute ``@odata.nextLink`` /
@@ -24,7 +25,8 @@ mail to anyone else is kept in :attr:`GraphStandIn.outbound`.
 Every call needs a bearer token from the shared :class:`~standins.microsoft_identity.IdentityStandIn`.
 Test controls: :meth:`GraphStandIn.fail` (429/503/504 with Retry-After, per route,
 also inside batches; with ``after=True`` the call is carried out first and only its
-answer fails, is late or never comes), ``mailbox.expire_sync_state()`` and the identity stand-in's
+answer fails, is late or never comes), :meth:`GraphStandIn.break_message` (one message
+whose every GET fails), ``mailbox.expire_sync_state()`` and the identity stand-in's
 ``expire_access_tokens``/``revoke``. :attr:`calls` records every call (batch parts
 included) and :meth:`http_requests` the requests on the wire. Every JSON answer is
 validated against :mod:`standins.graph_schema`; a violation becomes a 500 and is
@@ -33,31 +35,29 @@ recorded in ``schema_violations``.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email import message_from_bytes
 from email.policy import compat32
 from email.utils import getaddresses, make_msgid
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from werkzeug.wrappers import Request, Response
 
 from standins import graph_render as render
 from standins.faults import DROPPED, Fault, Faults, with_fault
+from standins.graph_batch import batch_parts, part_answer
 from standins.graph_https import HttpsServerThread
 from standins.graph_schema import check
 from standins.graph_store import GraphError, GraphMailbox, Item
 from standins.httpserver import drop_connection
 from standins.microsoft_identity import IdentityStandIn
 
-MAX_BATCH = 20
 DEFAULT_PAGE, MAX_PAGE = 10, 1000
 PROP_DELETE_AFTER_SUBMIT = ("boolean", 0x0E01)  # PidTagDeleteAfterSubmit
 Answer = tuple[int, dict[str, str], bytes]
@@ -105,6 +105,7 @@ class GraphStandIn:
         self._lock = threading.Lock()
         self.mailboxes: dict[str, GraphMailbox] = {}
         self._faults = Faults()
+        self._broken: dict[str, int] = {}  # message id -> status every GET of it answers
         self.calls: list[Call] = []
         self.outbound: list[tuple[str, list[str], bytes]] = []  # (sender, recipients, raw) leaving the tenant
         self.schema_violations: list[str] = []
@@ -154,6 +155,17 @@ class GraphStandIn:
         own answer ``stall`` seconds late (a client's read timeout). Only calls made
         outside a batch can be dropped."""
         self._faults.add(Fault(route, times, status, None, retry_after, after, drop, stall))
+
+    def break_message(self, message_id: str, status: int = 500) -> None:
+        """Make every ``GET /me/messages/{id}`` of this message fail with ``status`` (500: an
+        item Exchange cannot render, again and again), alone or inside a batch, until
+        :meth:`mend_message`."""
+        with self._lock:
+            self._broken[message_id] = status
+
+    def mend_message(self, message_id: str) -> None:
+        with self._lock:
+            self._broken.pop(message_id, None)
 
     def http_requests(self) -> list[Call]:
         """Calls that were requests on the wire (a batch counts once, its parts not at all)."""
@@ -232,6 +244,9 @@ class GraphStandIn:
         body: bytes,
         base: str,
     ) -> Answer:
+        broken = self._broken.get(groups[0]) if route == "messages.get" else None
+        if broken is not None:
+            return render.unreadable_answer(broken)
         return with_fault(
             self._faults.take(route),
             lambda: self._carry_out(handler, user, query, groups, headers, body, base, route),
@@ -271,29 +286,9 @@ class GraphStandIn:
         out["request-id"] = str(uuid.uuid4())
         return status, {**out, **(headers or {})}, json.dumps(value).encode()
 
-    def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Answer:
-        rid = str(uuid.uuid4())
-        inner = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"), "request-id": rid, "client-request-id": rid}
-        body = {"error": {"code": code, "message": message, "innerError": inner}}
-        assert check(body, "error") == []
-        out = {"Content-Type": "application/json; charset=utf-8", "request-id": rid, **(headers or {})}
-        return status, out, json.dumps(body).encode()
-
-    def _unauthorized(self, reason: str) -> Answer:
-        challenge = (
-            'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
-            'client_id="00000003-0000-0000-c000-000000000000"'
-        )
-        return self._error(401, "InvalidAuthenticationToken", reason, {"WWW-Authenticate": challenge})
-
-    def _fault(self, fault: Fault) -> Answer:
-        extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
-        code, text = {
-            429: ("ApplicationThrottled", "Application is over its MailboxConcurrency limit."),
-            503: ("ServiceUnavailable", "Service is temporarily unavailable. Please try again later."),
-            504: ("GatewayTimeout", "The gateway timed out."),
-        }.get(fault.status, ("InternalServerError", "An internal server error occurred."))
-        return self._error(fault.status, code, text, extra)
+    _error = staticmethod(render.error_answer)
+    _unauthorized = staticmethod(render.unauthorized_answer)
+    _fault = staticmethod(render.fault_answer)
 
     def _log(self, call: Call) -> None:
         with self._lock:
@@ -508,42 +503,14 @@ class GraphStandIn:
             self._log(Call("batch", user, fault.status))
             return self._fault(fault)
         try:
-            parts = render.json_body(body).get("requests")
-            if not isinstance(parts, list) or not parts:
-                raise GraphError(400, "BadRequest", "Invalid batch payload format.")
-            if len(parts) > MAX_BATCH:
-                raise GraphError(400, "BadRequest", f"Number of batch requests exceeds the limit of {MAX_BATCH}.")
+            parts = batch_parts(body)
         except GraphError as exc:
             self._log(Call("batch", user, exc.status))
             return self._error(exc.status, exc.code, exc.message)
         self._log(Call("batch", user, 200))
-        responses = [self._batch_part(part, user, base) for part in parts]
-        return self._json(200, {"responses": responses}, "batchResponse")
 
-    def _batch_part(self, part: dict[str, Any], user: str, base: str) -> dict[str, Any]:
-        url, _, query = str(part.get("url", "")).partition("?")
-        url = unquote(url)
-        part_headers = {k.lower(): str(v) for k, v in (part.get("headers") or {}).items()}
-        body = part.get("body")
-        if isinstance(body, dict):
-            data = json.dumps(body).encode()
-            part_headers.setdefault("content-type", "application/json")
-        else:
-            data = str(body or "").encode()
-        if not url.startswith("/"):
-            status, out_headers, out = self._error(400, "BadRequest", "Batch request URLs must be relative.")
-        else:
-            status, out_headers, out = self.dispatch(
-                str(part.get("method", "GET")).upper(), url, query, part_headers, data, base, batch_user=user
-            )
-            if status == DROPPED:  # one part cannot close the batch's connection: a server error instead
-                status, out_headers, out = self._error(503, "ServiceUnavailable", "Service is temporarily unavailable.")
-        answer: dict[str, Any] = {
-            "id": str(part.get("id")),
-            "status": status,
-            "headers": {k: v for k, v in out_headers.items() if k != "request-id"},
-        }
-        if out:
-            is_json = out_headers.get("Content-Type", "").startswith("application/json")
-            answer["body"] = json.loads(out) if is_json else base64.b64encode(out).decode("ascii")
-        return answer
+        def dispatch(method: str, path: str, query: str, part_headers: dict[str, str], data: bytes) -> Answer:
+            return self.dispatch(method, path, query, part_headers, data, base, batch_user=user)
+
+        responses = [part_answer(part, dispatch, self._error) for part in parts]
+        return self._json(200, {"responses": responses}, "batchResponse")

@@ -6,7 +6,8 @@ every property by default, only the ``$select``-ed ones (plus ``id``) otherwise;
 ``singleValueExtendedProperties`` only through ``$expand`` with an ``id eq '...'``
 filter. :func:`mime_from_json` turns the ``message`` of sendMail or of a JSON
 create into RFC 5322 bytes, honouring ``internetMessageId`` and the MAPI
-properties for In-Reply-To and References.
+properties for In-Reply-To and References. Error answers (:func:`error_answer`) are
+worded as Graph words them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import base64
 import binascii
 import json
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
@@ -22,6 +24,8 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
 from typing import Any
 
+from standins.faults import Fault
+from standins.graph_schema import check
 from standins.graph_store import (
     PROP_IN_REPLY_TO,
     PROP_MESSAGE_FLAGS,
@@ -344,3 +348,45 @@ __all__ = [
     "mime_from_json",
     "without_bcc",
 ]
+
+
+# ---------------------------------------------------------------------------- error answers
+Answer = tuple[int, dict[str, str], bytes]
+_UNREADABLE = {  # what Graph answers for an item it cannot read
+    500: ("ErrorInternalServerError", "An internal server error occurred. The operation failed."),
+    400: ("ErrorCorruptData", "The item is corrupt and cannot be read."),
+}
+
+
+def error_answer(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Answer:
+    """Graph's error answer: ``{"error": {"code", "message", "innerError": {...}}}`` with a request id."""
+    rid = str(uuid.uuid4())
+    inner = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"), "request-id": rid, "client-request-id": rid}
+    body = {"error": {"code": code, "message": message, "innerError": inner}}
+    assert check(body, "error") == []
+    out = {"Content-Type": "application/json; charset=utf-8", "request-id": rid, **(headers or {})}
+    return status, out, json.dumps(body).encode()
+
+
+def unauthorized_answer(reason: str) -> Answer:
+    challenge = (
+        'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
+        'client_id="00000003-0000-0000-c000-000000000000"'
+    )
+    return error_answer(401, "InvalidAuthenticationToken", reason, {"WWW-Authenticate": challenge})
+
+
+def fault_answer(fault: Fault) -> Answer:
+    """The answer for an injected fault (:mod:`standins.faults`), worded as Graph words it."""
+    extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+    code, text = {
+        429: ("ApplicationThrottled", "Application is over its MailboxConcurrency limit."),
+        503: ("ServiceUnavailable", "Service is temporarily unavailable. Please try again later."),
+        504: ("GatewayTimeout", "The gateway timed out."),
+    }.get(fault.status, ("InternalServerError", "An internal server error occurred."))
+    return error_answer(fault.status, code, text, extra)
+
+
+def unreadable_answer(status: int) -> Answer:
+    """The answer for a message that cannot be read (``GraphStandIn.break_message``)."""
+    return error_answer(status, *_UNREADABLE.get(status, _UNREADABLE[500]))

@@ -40,6 +40,7 @@ from postroom.config import Config
 from postroom.mime import MalformedMessage, check_message
 from postroom.models import Body, Email, MessageCopy
 from postroom.private_files import FILE_MODE, private_dir
+from postroom.states import BodyPolicy
 from providers.base import MailProvider, RemoteFolder
 from sync.isolation import isolate
 from sync.quarantine import quarantine_bodies
@@ -97,19 +98,19 @@ class BodyFetcher:
         emails waiting for a body (usually none), whatever the size of the mailbox; only
         when there are some are their copies in this account looked up.
         """
-        if self.policy == "none":
+        if self.policy == BodyPolicy.NONE:
             return {}
         copies = select(
             MessageCopy.id, MessageCopy.folder_id, MessageCopy.remote_id, MessageCopy.email_id, MessageCopy.size
         )
         rows: list[tuple[int, int, str, int | None, int | None]] = []
         with self.sessions() as s:
-            if self.policy == "applicants":
+            if self.policy == BodyPolicy.APPLICANTS:
                 marked = list(s.scalars(select(Email.id).where(Email.body_wanted)))
                 for part in chunks(marked):
                     q = copies.where(MessageCopy.email_id.in_(part), MessageCopy.account_id == self.account_id)
                     rows += s.execute(q).tuples().all()
-            else:  # "all": every email of the account still without a body
+            else:  # BodyPolicy.ALL: every email of the account still without a body
                 q = copies.join(Email, Email.id == MessageCopy.email_id).where(
                     MessageCopy.account_id == self.account_id, Email.body_id.is_(None), Email.body_error.is_(None)
                 )

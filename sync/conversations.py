@@ -5,21 +5,11 @@ Message-ID can be referenced before its message arrives, and a message that
 links two existing groups merges them). Subject matching is only a guarded
 tie-breaker for messages with no references at all (:func:`subject_tiebreak`).
 
-How the engine uses :class:`ThreadIndex` for one batch::
-
-    keys_by_msg = {m.remote_id: thread_keys(m.headers) for m in batch}
-    all_keys = {k for ks in keys_by_msg.values() for k in ks}
-    index = ThreadIndex.from_pairs(db.thread_ids_for_keys(all_keys))  # (key, thread_id)
-    for remote_id, keys in keys_by_msg.items():
-        index.add(keys)
-    changes = index.drain()
-    real = {tid: db.insert_thread() for tid in changes.new_threads}   # provisional -> real
-    for loser, winner in changes.merges:      # repoint messages and keys, drop loser
-        db.merge_threads(real.get(loser, loser), real.get(winner, winner))
-    db.upsert_thread_keys({k: real.get(t, t) for k, t in changes.keys.items()})
-    for remote_id, keys in keys_by_msg.items():
-        tid = index.find(keys[0])
-        db.set_message_thread(remote_id, real.get(tid, tid))
+:class:`sync.threads.ThreadAssigner` uses :class:`ThreadIndex` for one batch: it seeds the
+index with the persisted threads of the batch's keys (:meth:`ThreadIndex.from_pairs`),
+:meth:`~ThreadIndex.add` s each message's keys (:func:`thread_keys`), then
+:meth:`~ThreadIndex.drain` s the changes — new threads, merges, keys to (re)point — and
+writes them in one go.
 
 Thread ids the index invents are provisional and negative (-1, -2, ...), so
 they can never collide with persisted (positive) ids; pass ``new_id`` to

@@ -35,8 +35,9 @@ and the folder's cursor moves past it. Anything else that goes wrong in a folder
 — a provider error, or an unexpected exception — fails that folder for this pass
 (recorded on the folder) and the other folders still sync; the account backs off
 only when every folder failed, or the server or the database is away. An
-:class:`~providers.errors.AuthError` stops the account and marks it
-``reconnect-needed``.
+:class:`~providers.errors.AuthError` (refused credentials) or a
+:class:`~providers.errors.ConfigurationError` (settings that cannot work) stops the
+account and marks it ``reconnect-needed``: retrying would not help.
 
 Leases: the caller passes a :class:`Lease` (sync.scheduler holds one on the
 account while it syncs). ``lease.heartbeat()`` runs between folders and batches
@@ -55,7 +56,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
@@ -64,12 +65,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from postroom.config import Config
 from postroom.crypto import SecretError
 from postroom.db import is_unavailable
+from postroom.errors import AccountError
 from postroom.logs import error_summary, where
-from postroom.models import Folder, MailAccount, MessageCopy, QuarantinedMessage
+from postroom.models import Folder, MailAccount, MessageCopy, QuarantinedMessage, utcnow
+from postroom.states import AccountStatus, FolderState
 from providers.base import Capability, ChangeSet, MailProvider, RemoteFolder
-from providers.errors import AuthError, CursorInvalidError, FolderNotFound, ProviderError, TransientError
-from sync.accounts import AccountError, open_account
+from providers.errors import (
+    AuthError,
+    ConfigurationError,
+    CursorInvalidError,
+    FolderNotFound,
+    ProviderError,
+    TransientError,
+)
 from sync.bodies import BodyFetcher
+from sync.credentials import open_account
 from sync.indexer import Indexer
 from sync.isolation import isolate
 from sync.leases import Lease, LeaseLost, NoLease
@@ -105,7 +115,7 @@ class AccountResult:
     retry_after: float | None = None
     skipped: bool = False  # another worker holds the account
     lease_lost: bool = False  # the lease ran out mid-pass; nothing more was written
-    status: str = "active"  # set by sync.scheduler once the result is recorded
+    status: str = AccountStatus.ACTIVE  # set by sync.scheduler once the result is recorded
     folders: list[FolderResult] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -136,10 +146,6 @@ class AccountResult:
         return text
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 _ACCOUNTS = cast(Table, MailAccount.__table__)
 _FOLDERS = cast(Table, Folder.__table__)
 
@@ -163,7 +169,7 @@ def outcome_values(result: AccountResult, now: datetime | None = None) -> dict[s
         "last_error_class": result.error_class or ("ProtocolError" if folder_error else None),
     }
     if result.ok:
-        values["last_success_at"] = now or _now()
+        values["last_success_at"] = now or utcnow()
     return values
 
 
@@ -184,7 +190,9 @@ def _forget_folder(folder_id: int, s: Session, lease: Lease) -> None:
     lease.hold(s)
     s.execute(delete(MessageCopy).where(MessageCopy.folder_id == folder_id))
     s.execute(
-        update(_FOLDERS).where(_FOLDERS.c.id == folder_id).values(exists_remote=False, cursor=None, state="initial")
+        update(_FOLDERS)
+        .where(_FOLDERS.c.id == folder_id)
+        .values(exists_remote=False, cursor=None, state=FolderState.INITIAL)
     )
 
 
@@ -224,12 +232,14 @@ class AccountSync:
             raise AccountError(f"No mail account with id {self.account_id}.")
         if record:
             with self.sessions.begin() as s:
-                s.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == self.account_id).values(last_sync_at=_now()))
+                s.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == self.account_id).values(last_sync_at=utcnow()))
         result = AccountResult(account.id, account.email)
         try:
             provider = self._provider or open_account(account, self.config, self.sessions)
         except SecretError as exc:
             result.fail(exc, str(exc), reconnect=True)
+        except ConfigurationError as exc:  # retrying cannot help: stop until the settings are fixed
+            result.fail(exc, f"Settings need fixing: {exc}", reconnect=True)
         except ProviderError as exc:
             result.fail(exc, str(exc))
         if result.ok:
@@ -241,6 +251,8 @@ class AccountSync:
                 record = False  # the other worker's outcome is the one that counts
             except AuthError as exc:
                 result.fail(exc, f"Login failed: {exc}", reconnect=True)
+            except ConfigurationError as exc:
+                result.fail(exc, f"Settings need fixing: {exc}", reconnect=True)
             except TransientError as exc:
                 result.fail(exc, f"Server unavailable: {exc}")
             except ProviderError as exc:
@@ -269,7 +281,6 @@ class AccountSync:
             org_id,
             self.account_id,
             use_thread_hints=Capability.SERVER_THREAD_IDS in provider.capabilities,
-            body_policy=self.config.sync.body_policy,
         )
         results: dict[int, FolderResult] = {}
         self._moved_cursors = []
@@ -349,10 +360,10 @@ class AccountSync:
                     values = {"account_id": self.account_id, "name": remote.name, "delimiter": remote.delimiter}
                     new_id = s.execute(
                         insert(_FOLDERS)
-                        .values(**values, role=role, state="initial", exists_remote=True)
+                        .values(**values, role=role, state=FolderState.INITIAL, exists_remote=True)
                         .returning(_FOLDERS.c.id)
                     ).scalar_one()
-                    out.append(_FolderState(new_id, remote, None, "initial", None))
+                    out.append(_FolderState(new_id, remote, None, FolderState.INITIAL, None))
                 if changed:
                     s.execute(update(_FOLDERS).where(_FOLDERS.c.id == bindparam("fid")), changed)
                 for folder_id in gone:  # its copies are gone too
@@ -368,7 +379,7 @@ class AccountSync:
         except CursorInvalidError as exc:
             self.log.warning("folder %s: cursor no longer valid (%s); resyncing", remote.name, exc)
             self._reset_folder(folder_id)
-            folder = dataclasses.replace(folder, cursor=None, state="resync")
+            folder = dataclasses.replace(folder, cursor=None, state=FolderState.RESYNC)
             fres.resynced = True
             changes = provider.fetch_changes(remote, None)
         except FolderNotFound:
@@ -387,9 +398,9 @@ class AccountSync:
                 "some messages could not be fetched this pass (the server refused many of them); "
                 "the next pass carries on"
             )
-        if (changes.cursor, folder.state, folder.last_error) == (folder.cursor, "incremental", None):
+        if (changes.cursor, folder.state, folder.last_error) == (folder.cursor, FolderState.INCREMENTAL, None):
             return  # nothing changed: a no-change pass writes nothing for this folder
-        if changes.empty and (folder.state, folder.last_error) == ("incremental", None):
+        if changes.empty and (folder.state, folder.last_error) == (FolderState.INCREMENTAL, None):
             # nothing changed but the server issued a new cursor (Graph and EWS do, every time):
             # written with the others at the end of the pass. Losing it in a crash only means
             # asking again from the old cursor, which covers no changes.
@@ -400,7 +411,7 @@ class AccountSync:
             s.execute(
                 update(_FOLDERS)
                 .where(_FOLDERS.c.id == folder_id)
-                .values(cursor=changes.cursor, state="incremental", last_synced_at=_now(), last_error=None)
+                .values(cursor=changes.cursor, state=FolderState.INCREMENTAL, last_synced_at=utcnow(), last_error=None)
             )
 
     def _index(
@@ -447,7 +458,7 @@ class AccountSync:
         with self.sessions.begin() as s:
             self.lease.hold(s)
             s.execute(delete(MessageCopy).where(MessageCopy.folder_id == folder_id))
-            s.execute(update(Folder).where(Folder.id == folder_id).values(cursor=None, state="resync"))
+            s.execute(update(Folder).where(Folder.id == folder_id).values(cursor=None, state=FolderState.RESYNC))
 
     def _unknown_ids(self, folder_id: int, ids: Sequence[str]) -> list[str]:
         if not ids:

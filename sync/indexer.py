@@ -82,13 +82,12 @@ def _sane_date(when: datetime | None) -> datetime | None:
 
 class Indexer:
     def __init__(
-        self, sessions: sessionmaker[Session], org_id: int, account_id: int, *, use_thread_hints: bool, body_policy: str
+        self, sessions: sessionmaker[Session], org_id: int, account_id: int, *, use_thread_hints: bool
     ) -> None:
         self.sessions = sessions
         self.org_id = org_id
         self.account_id = account_id
         self.use_thread_hints = use_thread_hints
-        self.body_policy = body_policy
         self._own: frozenset[str] | None = None
 
     def index(self, folder_id: int, messages: Sequence[RemoteMessage], *, replace: Collection[str] = ()) -> IndexStats:

@@ -12,38 +12,66 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.orm import Session
 
 
-def worker_id() -> str:
-    """A lease (or outbox claim) owner: ``host:pid:random``, unique per worker object."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a lease or an outbox claim, stored as ``host:pid:tag``: the machine, the process,
+    and a tag that tells one worker (or Celery task) of a process from another.
+
+    >>> str(Owner("mx1", 42, "a1b2c3d4"))
+    'mx1:42:a1b2c3d4'
+    >>> Owner.parse("mx1:42:a1b2c3d4") == Owner("mx1", 42, "a1b2c3d4")
+    True
+    """
+
+    host: str
+    pid: int
+    tag: str
+
+    @classmethod
+    def here(cls, tag: str | None = None) -> Owner:
+        return cls(socket.gethostname(), os.getpid(), tag or uuid.uuid4().hex[:8])
+
+    @classmethod
+    def parse(cls, text: str) -> Owner | None:
+        host, _, rest = text.partition(":")
+        pid, _, tag = rest.partition(":")
+        return cls(host, int(pid), tag) if pid.isdigit() else None
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}:{self.tag}"
+
+    def alive(self) -> bool:
+        """Whether its process still runs (answerable only on its own host: elsewhere, True)."""
+        if self.host != socket.gethostname():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        try:  # a zombie has exited; it only waits for its parent to collect it
+            with open(f"/proc/{self.pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return True
 
 
-def process_alive(owner: str) -> bool:
-    """Whether the process named in a ``host:pid:...`` owner id (of this host) still runs."""
-    try:
-        pid = int(owner.split(":")[1])
-    except (IndexError, ValueError):
-        return True  # not ours to judge
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited; it only waits for its parent to collect it
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+def worker_id(tag: str | None = None) -> str:
+    """A new owner id for this process (see :class:`Owner`)."""
+    return str(Owner.here(tag))
 
 
 def dead_local_owner(owner: str | None) -> bool:
     """Whether ``owner`` names a process on this host that no longer runs."""
-    return owner is not None and owner.split(":", 1)[0] == socket.gethostname() and not process_alive(owner)
+    parsed = Owner.parse(owner) if owner else None
+    return parsed is not None and not parsed.alive()
 
 
 class LeaseLost(Exception):

@@ -21,7 +21,6 @@ import hmac
 import socket
 import threading
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -30,12 +29,14 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import ConfigError, MetricsConfig
-from postroom.models import MailAccount
+from postroom.models import MailAccount, utcnow
+from postroom.states import AccountStatus
 from sync.engine import AccountResult
+from sync.scheduler import due
 
 LAG_QUANTILES = (0.5, 0.9, 0.99, 1.0)
 
@@ -86,24 +87,20 @@ class DatabaseCollector(Collector):
         self.sessions = sessions
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        now = datetime.now(UTC)
+        now = utcnow()
         with self.sessions() as s:
             by_status: dict[str, int] = dict(
                 s.execute(select(MailAccount.status, func.count()).group_by(MailAccount.status)).tuples().all()
             )
             rows = s.execute(
-                select(MailAccount.last_success_at, MailAccount.created_at).where(MailAccount.status != "disabled")
-            ).all()
-            due = s.scalar(
-                select(func.count()).where(
-                    MailAccount.status.in_(("active", "backing-off")),
-                    or_(MailAccount.next_sync_at.is_(None), MailAccount.next_sync_at <= now),
-                    or_(MailAccount.lease_owner.is_(None), MailAccount.lease_expires_at < now),
+                select(MailAccount.last_success_at, MailAccount.created_at).where(
+                    MailAccount.status != AccountStatus.DISABLED
                 )
-            )
+            ).all()
+            waiting = s.scalar(select(func.count()).where(due(now)))
             dispatched = s.scalar(select(func.count()).where(MailAccount.dispatched_at.is_not(None)))
         accounts = GaugeMetricFamily("postroom_accounts", "Mail accounts by state", labels=["status"])
-        for status in ("active", "syncing", "backing-off", "reconnect-needed", "disabled"):
+        for status in AccountStatus:
             accounts.add_metric([status], by_status.get(status, 0))
         yield accounts
         lags = sorted((now - (success or created)).total_seconds() for success, created in rows)
@@ -115,7 +112,7 @@ class DatabaseCollector(Collector):
         for q in LAG_QUANTILES:
             lag.add_metric([str(q)], quantile(lags, q))
         yield lag
-        yield GaugeMetricFamily("postroom_queue_depth", "Accounts due now that no worker holds yet", value=due or 0)
+        yield GaugeMetricFamily("postroom_queue_depth", "Accounts due now that no worker holds yet", value=waiting or 0)
         yield GaugeMetricFamily(
             "postroom_accounts_dispatched", "Accounts queued for a Celery worker", value=dispatched or 0
         )

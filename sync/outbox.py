@@ -10,7 +10,7 @@ States of a row (``outbox.status``, :class:`OutboxStatus`)::
     uncertain ──its Message-ID found in Sent──▶ sent
     uncertain ──retry --force (a person decided)──▶ sending
 
-1. :func:`queue_message` composes the message with a pre-generated Message-ID and
+1. :func:`services.outbox.queue_message` composes the message with a pre-generated Message-ID and
    commits it as ``queued`` before any network I/O. ``postroom send`` queues it already
    held by itself (``owner`` = its ``host:pid:...`` id, ``claimed_until``), so no worker
    takes it meanwhile; if that process dies before sending, the worker takes the row once
@@ -39,41 +39,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from postroom.addresses import normalise_address
-from postroom.compose import ComposeError, compose_message, unsafe_header_text
 from postroom.config import Config
+from postroom.errors import OutboxError
 from postroom.logs import error_summary
-from postroom.models import Email, MailAccount, MessageCopy, OutboxMessage
+from postroom.models import Email, MailAccount, MessageCopy, OutboxMessage, utcnow
 from providers.base import Capability, MailProvider, OutgoingMessage
-from providers.errors import ProviderError, SendError, SendUncertain
-from providers.transport import ConfigurationError
-from sync.accounts import open_account
+from providers.errors import ConfigurationError, ProviderError, SendError, SendUncertain
+from sync.credentials import open_account
 from sync.leases import dead_local_owner, worker_id
-from sync.outbox_rows import OPEN, OutboxEntry, OutboxError, OutboxStatus, get_entry, list_outbox, open_rows
+from sync.outbox_rows import OutboxEntry, OutboxStatus, get_entry, open_rows
 
-__all__ = [
-    "OPEN",
-    "OutboxEntry",
-    "OutboxError",
-    "OutboxPass",
-    "OutboxStatus",
-    "SendRequest",
-    "deliver",
-    "get_entry",
-    "list_outbox",
-    "process_outbox",
-    "queue_message",
-    "read_body",
-    "send_message",
-]
 log = logging.getLogger("postroom.outbox")
 
 SEND_CLAIM = timedelta(minutes=10)  # a row in ``sending`` longer than this is taken for abandoned
@@ -82,15 +64,6 @@ CHECK_EVERY = timedelta(minutes=5)  # how often Sent is searched for an uncertai
 MAX_ATTEMPTS = 8  # tries before a message that keeps failing safely is failed
 BACKOFF_BASE, BACKOFF_MAX = timedelta(minutes=1), timedelta(hours=1)
 PASS_LIMIT = 20  # queued rows one worker pass submits
-
-
-@dataclass(frozen=True)
-class SendRequest:
-    account_id: int
-    to: Sequence[str]
-    subject: str
-    text: str
-    in_reply_to: str | None = None
 
 
 @dataclass
@@ -108,76 +81,6 @@ class OutboxPass:
     @property
     def idle(self) -> bool:
         return not (self.stale or self.confirmed or self.sent or self.uncertain or self.failed or self.later)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-# ------------------------------------------------------------------ queueing
-def _reply_id(value: str) -> str:
-    """``--in-reply-to`` as written, with ``<>`` added to a bare ``id@host``; checked by compose."""
-    value = value.strip()
-    return value if "<" in value or ">" in value else f"<{value}>"
-
-
-def queue_message(session: Session, req: SendRequest, *, owner: str | None = None) -> OutboxMessage:
-    """Compose ``req`` and add it to the outbox as ``queued`` (held by ``owner`` for a while
-    if given). Raises :class:`OutboxError` for input that cannot be sent as asked."""
-    account = session.get(MailAccount, req.account_id)
-    if account is None:
-        raise OutboxError(f"No mail account with id {req.account_id}.")
-    if not req.to:
-        raise OutboxError("A message needs at least one recipient (--to).")
-    recipients: list[str] = []
-    for addr in req.to:
-        if unsafe_header_text(addr):
-            raise OutboxError(f"The recipient address {addr!r} contains a line break or another control character.")
-        norm = normalise_address(addr)
-        if not norm or "@" not in norm:
-            raise OutboxError(f"{addr!r} is not an email address.")
-        recipients.append(norm)
-    in_reply_to = _reply_id(req.in_reply_to) if req.in_reply_to else None
-    references: tuple[str, ...] = ()
-    if in_reply_to:
-        parent = session.scalar(
-            select(Email.references).where(Email.org_id == account.org_id, Email.message_id == in_reply_to).limit(1)
-        )
-        references = (*(parent or []), in_reply_to)  # compose leaves out ids of any other form
-    try:
-        message_id, raw = compose_message(
-            sender=account.email,
-            to=recipients,
-            subject=req.subject,
-            text=req.text,
-            in_reply_to=in_reply_to,
-            references=references,
-            domain=account.email.rsplit("@", 1)[-1],
-        )
-    except ComposeError as exc:
-        raise OutboxError(str(exc)) from None
-    row = OutboxMessage(
-        account_id=account.id,
-        message_id=message_id,
-        raw=raw,
-        recipients=recipients,
-        status=OutboxStatus.QUEUED,
-        refused={},
-        owner=owner,
-        claimed_until=utcnow() + QUEUE_HOLD if owner else None,
-    )
-    session.add(row)
-    session.flush()
-    return row
-
-
-def send_message(config: Config, sessions: sessionmaker[Session], req: SendRequest) -> OutboxEntry:
-    """Queue ``req`` held by this process, then submit it at once; returns how it ended
-    (``sent``, ``uncertain``, ``failed``, or ``queued`` for a safe failure the worker retries)."""
-    owner = worker_id()
-    with sessions.begin() as s:
-        outbox_id = queue_message(s, req, owner=owner).id
-    return deliver(config, sessions, outbox_id, owner=owner)
 
 
 # ------------------------------------------------------------------ claiming and recording
@@ -499,18 +402,3 @@ def _deliver_one(
     else:
         done.later += 1
     log.info("outbox message %s: %s", entry.message_id, entry.status, extra={"account_id": account_id})
-
-
-def read_body(path: str) -> str:
-    try:
-        if path == "-":
-            import sys
-
-            return sys.stdin.read()
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise OutboxError(f"Body file {path} does not exist.") from None
-    except UnicodeDecodeError:
-        raise OutboxError(f"Body file {path} is not UTF-8 text.") from None
-    except OSError as exc:
-        raise OutboxError(f"Body file {path} cannot be read: {exc.strerror}.") from None

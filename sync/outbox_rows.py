@@ -1,9 +1,7 @@
-"""The outbox's states and its rows as the commands show them (no sending here: see
-:mod:`sync.outbox`, which re-exports these names)."""
+"""The outbox's states and its rows as the commands show them (no sending here: see :mod:`sync.outbox`)."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,18 +12,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from postroom.errors import OutboxError
 from postroom.models import MailAccount, OutboxMessage
-
-
-class OutboxStatus(enum.StrEnum):
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    UNCERTAIN = "uncertain"
-    FAILED = "failed"
-
-
-OPEN = (OutboxStatus.QUEUED, OutboxStatus.SENDING, OutboxStatus.UNCERTAIN)  # rows not settled yet
+from postroom.states import OutboxStatus
 
 
 def open_rows(account_id: int) -> Select[Any]:
@@ -40,10 +29,6 @@ def open_rows(account_id: int) -> Select[Any]:
         OutboxMessage.claimed_until,
         OutboxMessage.checked_at,
     ).where(OutboxMessage.account_id == account_id, text("status IN ('queued', 'sending', 'uncertain')"))
-
-
-class OutboxError(Exception):
-    """A send request that cannot be carried out; the message says why in one sentence."""
 
 
 @dataclass(frozen=True)
@@ -83,20 +68,13 @@ class OutboxEntry:
 
 def get_entry(sessions: sessionmaker[Session], outbox_id: int) -> OutboxEntry:
     with sessions() as s:
-        found = _entries(s, [OutboxMessage.id == outbox_id])
+        found = entries(s, [OutboxMessage.id == outbox_id])
     if not found:
         raise OutboxError(f"No outbox message with id {outbox_id}.")
     return found[0]
 
 
-def list_outbox(session: Session, status: str | None = None) -> list[OutboxEntry]:
-    """Every outbox row, newest first, optionally only those with ``status``."""
-    if status is not None and status not in OutboxStatus.__members__.values():
-        raise OutboxError(f"--status must be one of {', '.join(OutboxStatus)}, not {status!r}.")
-    return _entries(session, [OutboxMessage.status == status] if status else [])
-
-
-def _entries(session: Session, where: list[ColumnElement[bool]]) -> list[OutboxEntry]:
+def entries(session: Session, where: list[ColumnElement[bool]]) -> list[OutboxEntry]:
     rows = session.execute(
         select(OutboxMessage, MailAccount.email)
         .join(MailAccount, MailAccount.id == OutboxMessage.account_id)

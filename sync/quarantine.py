@@ -10,11 +10,10 @@ Two stages:
   than ``sync.max_message_size``, or refused by the server on every fetch. ``emails.body_error``
   holds the reason, so the body is not fetched again every pass.
 
-Both are listed by ``postroom quarantine list`` and can be retried after an upgrade (or a
-change of ``sync.max_message_size``) with ``postroom quarantine retry``: a headers entry is
-marked, and the next pass of its account fetches the message again and indexes it in the
-same transaction that drops the placeholder (or quarantines it again, with the new reason);
-a body entry is cleared, so the next pass fetches the body again.
+Both are listed and retried through :mod:`services.quarantine` (``postroom quarantine list``
+/ ``retry``): a headers entry is marked, and the next pass of its account fetches the message
+again and indexes it in the same transaction that drops the placeholder (or quarantines it
+again, with the new reason); a body entry is cleared, so the next pass fetches the body again.
 
 An entry goes with its copy: when the message leaves the folder, or the folder is resynced,
 its entry is gone too.
@@ -25,13 +24,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from postroom.models import Email, Folder, HistoryEntry, MailAccount, MessageCopy, QuarantinedMessage
+from postroom.models import Email, MessageCopy, QuarantinedMessage, utcnow
 from sync.store import chunks, upsert
 
 
@@ -54,7 +52,7 @@ def quarantine_headers(session: Session, account_id: int, folder_id: int, items:
     """Record each message as a placeholder copy (no email) with its quarantine entry."""
     if not items:
         return
-    now = datetime.now(UTC)
+    now = utcnow()
     upsert(  # a placeholder already there (a retry that failed again) gets the new reason
         session,
         MessageCopy.__table__,
@@ -100,7 +98,7 @@ def quarantine_bodies(session: Session, folder_id: int, items: Sequence[tuple[st
     goes on the email (so its body is not fetched again), on its copies and into the list."""
     if not items:
         return
-    now = datetime.now(UTC)
+    now = utcnow()
     for email_id, reason in {eid: why for _, eid, why in items}.items():
         session.execute(
             update(Email).where(Email.id == email_id).values(body_error=reason, body_wanted=False),
@@ -191,111 +189,3 @@ def drop_placeholders(session: Session, folder_id: int, remote_ids: Sequence[str
                 MessageCopy.folder_id == folder_id, MessageCopy.remote_id.in_(part), MessageCopy.email_id.is_(None)
             )
         )
-
-
-@dataclass(frozen=True)
-class QuarantineItem:
-    """One entry of ``postroom quarantine list``."""
-
-    id: int
-    account_id: int
-    account: str
-    folder: str
-    remote_id: str
-    message_id: str | None
-    stage: str
-    reason: str
-    attempts: int
-    retry_requested: bool
-    first_at: datetime
-    at: datetime
-
-    def as_json(self) -> dict[str, Any]:
-        """``postroom quarantine list --json``: id, account, folder, Message-ID, reason, when (and more)."""
-        return {
-            "id": self.id,
-            "account": self.account_id,
-            "account_id": self.account_id,
-            "account_email": self.account,
-            "folder": self.folder,
-            "remote_id": self.remote_id,
-            "message_id": self.message_id,
-            "stage": self.stage,
-            "reason": self.reason,
-            "when": self.at.isoformat(),
-            "first_seen": self.first_at.isoformat(),
-            "attempts": self.attempts,
-            "retry_requested": self.retry_requested,
-        }
-
-
-def list_quarantined(session: Session, account_id: int | None = None) -> list[QuarantineItem]:
-    """Every entry (or one account's), oldest first."""
-    q = (
-        select(
-            QuarantinedMessage.id,
-            QuarantinedMessage.account_id,
-            MailAccount.email,
-            Folder.name,
-            QuarantinedMessage.remote_id,
-            QuarantinedMessage.message_id,
-            QuarantinedMessage.stage,
-            QuarantinedMessage.reason,
-            QuarantinedMessage.attempts,
-            QuarantinedMessage.retry_requested,
-            QuarantinedMessage.created_at,
-            QuarantinedMessage.updated_at,
-        )
-        .join(MailAccount, MailAccount.id == QuarantinedMessage.account_id)
-        .join(Folder, Folder.id == QuarantinedMessage.folder_id)
-        .order_by(QuarantinedMessage.id)
-    )
-    if account_id is not None:
-        q = q.where(QuarantinedMessage.account_id == account_id)
-    return [QuarantineItem(*row) for row in session.execute(q).tuples()]
-
-
-def request_retry(session: Session, account_id: int | None = None, ids: Sequence[int] = ()) -> list[int]:
-    """Ask for another try of these entries (default: every one, or every one of the account).
-
-    Headers entries are marked for the next pass; body entries are cleared, so the next pass
-    fetches the body again. The accounts concerned are made due now. Returns their ids."""
-    q = select(QuarantinedMessage.id, QuarantinedMessage.account_id, QuarantinedMessage.stage, MessageCopy.email_id)
-    q = q.join(MessageCopy, MessageCopy.id == QuarantinedMessage.copy_id)
-    if account_id is not None:
-        q = q.where(QuarantinedMessage.account_id == account_id)
-    if ids:
-        q = q.where(QuarantinedMessage.id.in_(list(ids)))
-    rows = session.execute(q).all()
-    headers = [r.id for r in rows if r.stage == Stage.HEADERS.value]
-    bodies = {r.email_id for r in rows if r.stage == Stage.BODY.value and r.email_id is not None}
-    for part in chunks(headers):
-        session.execute(
-            update(QuarantinedMessage).where(QuarantinedMessage.id.in_(part)).values(retry_requested=True),
-            execution_options={"synchronize_session": False},
-        )
-    for part in chunks(sorted(bodies)):
-        in_history = select(HistoryEntry.email_id).where(HistoryEntry.email_id == Email.id).exists()
-        session.execute(
-            update(Email).where(Email.id.in_(part)).values(body_error=None, body_wanted=in_history),
-            execution_options={"synchronize_session": False},
-        )
-        session.execute(
-            update(MessageCopy).where(MessageCopy.email_id.in_(part)).values(quarantine_reason=None),
-            execution_options={"synchronize_session": False},
-        )
-        session.execute(
-            delete(QuarantinedMessage).where(
-                QuarantinedMessage.stage == Stage.BODY.value,
-                QuarantinedMessage.copy_id.in_(select(MessageCopy.id).where(MessageCopy.email_id.in_(part))),
-            )
-        )
-    accounts = sorted({r.account_id for r in rows})
-    if accounts:
-        session.execute(  # due now (accounts waiting for a reconnect stay as they are)
-            update(MailAccount)
-            .where(MailAccount.id.in_(accounts), MailAccount.next_sync_at.is_not(None))
-            .values(next_sync_at=datetime.now(UTC)),
-            execution_options={"synchronize_session": False},
-        )
-    return accounts

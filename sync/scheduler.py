@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol, cast
 
 from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select, update
@@ -46,28 +46,37 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config, SyncConfig
+from postroom.errors import AccountError
 from postroom.logs import error_summary, where
-from postroom.models import MailAccount, OutboxMessage
-from sync.accounts import AccountError
+from postroom.models import MailAccount, OutboxMessage, utcnow
+from postroom.states import OPEN_OUTBOX, SCHEDULED, AccountStatus
 from sync.engine import AccountResult, AccountSync, outcome_values
-from sync.leases import LeaseLost, process_alive, worker_id
+from sync.leases import LeaseLost, dead_local_owner, worker_id
 from sync.outbox import process_outbox
-from sync.outbox_rows import OPEN
 from sync.store import db_now
 
 log = logging.getLogger("postroom.scheduler")
 _ACCOUNTS = cast(Table, MailAccount.__table__)
 _FREE_LEASE = or_(_ACCOUNTS.c.lease_owner.is_(None), _ACCOUNTS.c.lease_expires_at < db_now())
+# the worker may pick the account up: scheduled, and nobody holds it (a dead worker's lease ran out)
+_SCHEDULABLE = _ACCOUNTS.c.status.in_(SCHEDULED) & _FREE_LEASE
+
+
+def due(now: datetime) -> ColumnElement[bool]:
+    """The one "account is due" clause: the scheduler, the Celery dispatcher and the queue-depth
+    gauge all count with it. Schedulable, and its due time (if any) reached by ``now``."""
+    return _SCHEDULABLE & or_(_ACCOUNTS.c.next_sync_at.is_(None), _ACCOUNTS.c.next_sync_at <= now)
+
+
 # returned by the claim itself, so an account with nothing in its outbox costs no query for it
 _OPEN_OUTBOX = (
     select(OutboxMessage.id)
-    .where(OutboxMessage.account_id == _ACCOUNTS.c.id, OutboxMessage.status.in_(OPEN))
+    .where(OutboxMessage.account_id == _ACCOUNTS.c.id, OutboxMessage.status.in_(OPEN_OUTBOX))
     .exists()
     .label("outbox")
 )
 
-SCHEDULED = ("active", "backing-off", "syncing")  # states the worker picks up when due
-NEVER = ("disabled",)
+NEVER = (AccountStatus.DISABLED,)
 
 
 class ResultSink(Protocol):
@@ -102,14 +111,14 @@ def plan_next(
     """
     spread = 1 + cfg.jitter * (2 * rand() - 1)
     if result.ok:
-        return Outcome("active", now + timedelta(seconds=cfg.interval * spread), 0)
+        return Outcome(AccountStatus.ACTIVE, now + timedelta(seconds=cfg.interval * spread), 0)
     if result.needs_reconnect:
-        return Outcome("reconnect-needed", None, failures + 1)
+        return Outcome(AccountStatus.RECONNECT_NEEDED, None, failures + 1)
     failures += 1
     delay = min(cfg.backoff_max, cfg.backoff_base * 2 ** min(failures - 1, 30)) * spread
     if result.retry_after:
         delay = max(delay, min(result.retry_after, cfg.backoff_max))
-    return Outcome("backing-off", now + timedelta(seconds=delay), failures)
+    return Outcome(AccountStatus.BACKING_OFF, now + timedelta(seconds=delay), failures)
 
 
 class Scheduler:
@@ -132,7 +141,7 @@ class Scheduler:
             .values(
                 lease_owner=self.owner,
                 lease_expires_at=db_now(self.lease.total_seconds()),
-                status="syncing",
+                status=AccountStatus.SYNCING,
                 dispatched_at=None,
                 last_sync_at=db_now(),
             )
@@ -143,11 +152,6 @@ class Scheduler:
         self._unrecorded_lock = threading.Lock()
 
     # -- queries ---------------------------------------------------------------
-
-    @staticmethod
-    def free_lease() -> ColumnElement[bool]:
-        """Nobody holds the account: no lease, or one that ran out by the database's clock."""
-        return _FREE_LEASE
 
     def held(self, account_ids: Sequence[int]) -> ColumnElement[bool]:
         """This worker still holds these accounts: it is still their lease's owner. A lease that
@@ -166,7 +170,7 @@ class Scheduler:
         never sorts the table."""
         q = (
             select(_ACCOUNTS.c.id, _ACCOUNTS.c.next_sync_at)
-            .where(_ACCOUNTS.c.status.in_(SCHEDULED), self.free_lease())
+            .where(_SCHEDULABLE)  # due ones first; the first not yet due says when to look again
             .order_by(_ACCOUNTS.c.next_sync_at)  # (new accounts get a due time, see migration 0003)
             .limit(limit + 1)
         )
@@ -183,7 +187,7 @@ class Scheduler:
     def claim(self, account_id: int, *, force: bool = False) -> Claim | None:
         """Take the lease on one account (and stamp ``last_sync_at``), in one statement;
         None if another worker holds it or it is not schedulable."""
-        allowed = [s for s in ("active", "backing-off", "syncing", "reconnect-needed") if force or s in SCHEDULED]
+        allowed = [s for s in AccountStatus if s in SCHEDULED or (force and s == AccountStatus.RECONNECT_NEEDED)]
         with self.sessions.begin() as s:
             row = s.execute(self._claim, {"aid": account_id, "allowed": allowed}).one_or_none()
         return None if row is None else Claim(row.email, row.failure_count or 0, bool(row.outbox))
@@ -206,7 +210,7 @@ class Scheduler:
                     MailAccount.lease_expires_at >= db_now(),
                 )
             ).all()
-        dead = [(aid, owner) for aid, owner in held if owner != self.owner and not process_alive(owner)]
+        dead = [(aid, owner) for aid, owner in held if owner != self.owner and dead_local_owner(owner)]
         freed = 0
         for account_id, owner in dead:
             with self.sessions.begin() as s:
@@ -254,7 +258,7 @@ class Scheduler:
         """Record the outcome and give the lease back, in one statement (``failures``:
         the account's failure count when it was claimed, read again if not given). A lease
         this worker no longer holds is left alone: its new holder records the outcome."""
-        now = datetime.now(UTC)
+        now = utcnow()
         with self.sessions.begin() as s:
             if failures is None:
                 failures = s.scalar(select(_ACCOUNTS.c.failure_count).where(_ACCOUNTS.c.id == result.account_id)) or 0
@@ -349,13 +353,6 @@ class AccountLease:
     def hold(self, session: Session) -> None:
         self.scheduler.hold(session, self.account_id)
         self._last = time.monotonic()
-
-
-def sync_account(config: Config, sessions: sessionmaker[Session], account_id: int) -> AccountResult:
-    """One pass over one account, whatever its state (a person asked for it)."""
-    scheduler = Scheduler(config, sessions)
-    scheduler.reap_dead_local_leases()
-    return scheduler.sync(account_id, force=True)
 
 
 def sync_all(config: Config, sessions: sessionmaker[Session], account_id: int | None = None) -> list[AccountResult]:

@@ -28,22 +28,21 @@ builds the Celery app, runs every task inside the Flask app context and hands
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Celery, Task
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config, ConfigError
-from postroom.models import MailAccount
-from sync.accounts import AccountError
-from sync.scheduler import SCHEDULED, ResultSink, Scheduler
+from postroom.errors import AccountError
+from postroom.models import MailAccount, utcnow
+from sync.leases import worker_id
+from sync.scheduler import ResultSink, Scheduler, due
 
 log = logging.getLogger("postroom.tasks")
 
@@ -102,21 +101,16 @@ def dispatch_due(
     limit: int = DISPATCH_LIMIT,
 ) -> int:
     """Mark the due accounts dispatched and ``send`` a sync task for each; returns how many."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     candidates = Scheduler(config, sessions, owner="dispatcher").due(now, limit)
     if not candidates:
         return 0
     with sessions.begin() as s:
-        # The WHERE repeats the due() conditions: of two dispatchers racing, only one marks an account.
+        # The WHERE repeats the due clause: of two dispatchers racing, only one marks an account.
         marked = list(
             s.scalars(
                 update(MailAccount)
-                .where(
-                    MailAccount.id.in_(candidates),
-                    MailAccount.status.in_(SCHEDULED),
-                    or_(MailAccount.next_sync_at.is_(None), MailAccount.next_sync_at <= now),
-                    Scheduler.free_lease(),
-                )
+                .where(MailAccount.id.in_(candidates), due(now))
                 .values(dispatched_at=now, next_sync_at=now + timedelta(seconds=config.sync.lease_seconds))
                 .returning(MailAccount.id)
                 .execution_options(synchronize_session=False)
@@ -145,7 +139,7 @@ def _stale(sessions: sessionmaker[Session], account_id: int, now: datetime) -> s
 
 def sync_account(ctx: TaskContext, account_id: int, owner: str) -> dict[str, Any]:
     """One pass over a dispatched account, under the lease; returns ``{"ok", "status", "new"}``."""
-    started = datetime.now(UTC)
+    started = utcnow()
     extra = {"account_id": account_id}
     try:
         reason = _stale(ctx.sessions, account_id, started)
@@ -174,7 +168,7 @@ def sync_account(ctx: TaskContext, account_id: int, owner: str) -> dict[str, Any
 
 def task_owner(task: Task) -> str:
     """Lease owner for one task: this machine, this process, this task."""
-    return f"{socket.gethostname()}:{os.getpid()}:{(task.request.id or 'local')[:8]}"
+    return worker_id((task.request.id or "local")[:8])
 
 
 def register_tasks(celery: Celery, context: Callable[[], TaskContext]) -> None:

@@ -19,14 +19,14 @@ mailboxes lands in one thread.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from postroom.mime import ParsedHeaders
-from postroom.models import Email, Participant, Thread, ThreadKey
+from postroom.models import Email, Participant, Thread, ThreadKey, utcnow
 from sync.conversations import ThreadIndex, ThreadSummary, is_reply_subject, normalise_subject, subject_tiebreak
 from sync.store import chunks, insert_ignore
 
@@ -114,7 +114,7 @@ class ThreadAssigner:
                     "subject": subject,
                     "normalised_subject": normalise_subject(subject),
                     "last_date": h.date if h else None,
-                    "created_at": datetime.now(UTC),
+                    "created_at": utcnow(),
                 }
             )
         ids = self.s.scalars(insert(Thread).returning(Thread.id, sort_by_parameter_order=True), rows).all()
@@ -162,27 +162,3 @@ class ThreadAssigner:
                 .values(last_date=bindparam("d")),
                 rows,
             )
-
-
-def account_threads(session: Session, account_id: int) -> list[dict[str, object]]:
-    """Threads with messages in one account, newest activity first, each with its Message-IDs
-    (those the account holds, oldest first)."""
-    from postroom.models import MailAccount, MessageCopy
-    from sync.accounts import AccountError
-
-    if session.get(MailAccount, account_id) is None:
-        raise AccountError(f"No mail account with id {account_id}.")
-    rows = session.execute(
-        select(Thread.id, Thread.subject, Thread.last_date, Email.message_id, Email.sent_at)
-        .join(Email, Email.thread_id == Thread.id)
-        .where(Email.id.in_(select(MessageCopy.email_id).where(MessageCopy.account_id == account_id)))
-        .order_by(Thread.id, Email.sent_at, Email.id)
-    ).all()
-    threads: dict[int, dict[str, object]] = {}
-    last: dict[int, datetime | None] = {}
-    for tid, subject, last_date, mid, _sent in rows:
-        entry = threads.setdefault(tid, {"id": tid, "subject": subject, "message_ids": []})
-        entry["message_ids"].append(mid)  # type: ignore[attr-defined]
-        last[tid] = last_date
-    epoch = datetime.min.replace(tzinfo=UTC)
-    return sorted(threads.values(), key=lambda t: last[t["id"]] or epoch, reverse=True)  # type: ignore[index]

@@ -23,12 +23,12 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
+from postroom.models import utcnow
 from sync.engine import AccountResult
 from sync.scheduler import ResultSink, Scheduler
 
@@ -92,7 +92,7 @@ class Worker:
         if time.monotonic() >= self._next_reap:
             self.scheduler.reap_dead_local_leases()
             self._next_reap = time.monotonic() + REAP_EVERY
-        due, next_in = self.scheduler.due_and_next(datetime.now(UTC), free, exclude=busy)
+        due, next_in = self.scheduler.due_and_next(utcnow(), free, exclude=busy)
         for account_id in due:
             future = pool.submit(self._sync_one, account_id)
             with self._lock:
@@ -127,17 +127,3 @@ class Worker:
             if in_hand:
                 log.info("finishing %d account(s) in hand", in_hand)
         log.info("worker stopped")
-
-    def run_until_idle(self, timeout: float = 60.0) -> list[AccountResult]:
-        """Sync everything due now, wait for it, return the results (for tests and benchmarks)."""
-        done = len(self.completed)
-        with ThreadPoolExecutor(self.slots, thread_name_prefix="postroom-sync") as pool:
-            self._fill(pool)
-            while True:
-                with self._lock:
-                    if not self._running:
-                        break
-                self._wake.wait(timeout)
-                self._wake.clear()
-                self._fill(pool)
-        return self.completed[done:]

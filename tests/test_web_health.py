@@ -31,7 +31,7 @@ def test_metrics_endpoint_reports_account_states(config: Config) -> None:
     from sqlalchemy import update
 
     from postroom.models import MailAccount
-    from sync.accounts import ImapAccountRequest, add_imap_account
+    from services.accounts import ImapAccountRequest, add_imap_account
 
     app = create_app(config)
     sessions = app.extensions["postroom"]["sessions"]

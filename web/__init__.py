@@ -37,7 +37,7 @@ from sync.metrics import UNAUTHORIZED_BODY, UNAUTHORIZED_HEADERS, DatabaseCollec
 def create_app(config: Config) -> Flask:
     """Build the app for ``config``; no module-level app, no global config."""
     app = Flask(__name__)
-    app.config["SECRET_KEY"] = session_key(config.security.secret_key)
+    app.config["SECRET_KEY"] = session_key(config.security.key())
     # cookies signed under a previous key stay valid while `postroom keys rotate` runs its course
     app.config["SECRET_KEY_FALLBACKS"] = [session_key(k) for k in config.security.previous_keys]
     app.config["SESSION_COOKIE_HTTPONLY"] = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, jsonify, make_response, request
 from markupsafe import escape
 
-from sync.accounts import DISABLED
+from postroom.states import AccountStatus
 
 
 def wants_json() -> bool:
@@ -27,7 +27,7 @@ def answer(status: int, title: str, sentence: str, data: dict[str, object]) -> R
 def connected(service: str, account_id: int, email: str, status: str) -> Response:
     """The answer to a finished connect flow: ``{"id", "email", "status", "message"}`` or a page. A
     reconnected account an administrator disabled stays disabled, and the answer says so."""
-    if status == DISABLED:
+    if status == AccountStatus.DISABLED:
         title = f"{service} account disabled"
         sentence = f"{email} is reconnected, but an administrator has disabled it, so Postroom does not sync it."
     else:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from postroom.cli import main
+from cli.main import main
 from tests.rig.fixtures import Mailbox
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from postroom.cli import main
+from cli.main import main
 from tests.cli.harness import Cli
 from tests.rig.fixtures import Mailbox, make_message
 from tests.standins.gmail_rig import ADDRESS as GMAIL_ADDRESS
 from tests.standins.gmail_rig import gmail_rig
 
-POSTROOM = [sys.executable, "-m", "postroom.cli"]
+POSTROOM = [sys.executable, "-m", "cli"]
 
 
 def test_newcomer_flow_add_sync_threads_history(cli: Cli, new_mailbox) -> None:  # type: ignore[no-untyped-def]

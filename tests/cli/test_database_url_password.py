@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from postroom.cli import main
+from cli.main import main
 
 PASSWORD = "s3cret-Pa55"
 

@@ -15,8 +15,9 @@ from postroom import db
 from postroom.config import Config, load_config
 from postroom.crypto import SecretBox, SecretError
 from postroom.models import MailAccount
-from sync.accounts import ImapAccountRequest, TokenSaver, add_imap_account
-from sync.key_rotation import rotate_secrets
+from services.accounts import ImapAccountRequest, add_imap_account
+from services.keys import rotate_secrets
+from sync.credentials import TokenSaver
 from tests.cli.harness import Cli
 
 OLD = "test-secret-key-0123456789abcdef"  # the `env` fixture's key

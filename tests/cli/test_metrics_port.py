@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-POSTROOM = [sys.executable, "-m", "postroom.cli"]
+POSTROOM = [sys.executable, "-m", "cli"]
 TOKEN = "scrape-token-0123456789abcdef"
 
 

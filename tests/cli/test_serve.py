@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.rig.fixtures import Mailbox, make_message
 
-POSTROOM = [sys.executable, "-m", "postroom.cli"]
+POSTROOM = [sys.executable, "-m", "cli"]
 
 
 def _free_port() -> int:

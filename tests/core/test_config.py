@@ -15,10 +15,12 @@ def test_no_config_runs_embedded_sqlite_with_generated_key(tmp_path: Path) -> No
     data = tmp_path / ".local" / "share" / "postroom"
     assert cfg.database.url == f"sqlite:///{data / 'postroom.db'}"
     key_file = data / "secret.key"
-    assert key_file.read_text().strip() == cfg.security.secret_key
+    assert not data.exists()  # loading the config writes nothing; the key is made when first needed
+    key = cfg.security.key()
+    assert key_file.read_text().strip() == key
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     # the same key is reused next time, so stored credentials stay readable
-    assert load_config(env={"HOME": str(tmp_path)}).security.secret_key == cfg.security.secret_key
+    assert load_config(env={"HOME": str(tmp_path)}).security.key() == key
     assert cfg.sync.interval == 120 and cfg.sync.body_policy == "applicants"
 
 
@@ -38,7 +40,7 @@ def test_example_config_documents_every_setting(tmp_path: Path) -> None:
         if not dataclasses.is_dataclass(kind):
             continue
         assert name in sections, f"[{name}] is not documented"
-        for f in dataclasses.fields(kind):
+        for f in (f for f in dataclasses.fields(kind) if f.metadata.get("setting", True)):
             assert re.search(rf"^#? ?{f.name} =", sections[name], re.M), f"{name}.{f.name} is not documented"
     assert load_config(example, env={"HOME": str(tmp_path)}).logging.format == "text"
 
@@ -258,3 +260,45 @@ def test_security_web_and_metrics_settings_from_the_file_or_the_environment(tmp_
     cfg = load_config(f, env=env)  # the environment wins
     assert cfg.security.previous_keys == ("key-one-0123456789abc", "key-two-0123456789abc")
     assert (cfg.web.base_url, cfg.metrics.token) == ("http://127.0.0.1:8000", "env-token-0123456789abcdef")
+
+
+@pytest.mark.parametrize(
+    ("toml", "sentence"),
+    [
+        ("[sync]\nintervall = 60\n", "Unknown setting 'sync.intervall' in {path}; did you mean sync.interval?"),
+        ("[metrics]\nprot = 9100\n", "Unknown setting 'metrics.prot' in {path}; did you mean metrics.port?"),
+        ("[microsoft]\nallowed_tennants = []\n", "did you mean microsoft.allowed_tenants?"),
+        (
+            "[security]\nsecret = 'x'\n",
+            "Unknown setting 'security.secret' in {path}; did you mean security.secret_key?",
+        ),
+        ("data_dri = '/tmp'\n", "Unknown setting 'data_dri' in {path}; did you mean data_dir?"),
+        ("[sync]\nzzz = 1\n", "Unknown setting 'sync.zzz' in {path}; the known ones are backoff_base, backoff_max,"),
+    ],
+)
+def test_a_mistyped_key_stops_postroom_naming_the_nearest_one(tmp_path: Path, toml: str, sentence: str) -> None:
+    path = tmp_path / "postroom.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={"HOME": str(tmp_path)})
+    assert sentence.format(path=path) in str(err.value)
+
+
+def test_defaults_are_the_dataclasses_own(tmp_path: Path) -> None:
+    """With no file, every section is its dataclass's defaults (one place to change a default)."""
+    import dataclasses
+
+    from postroom import config as cfgmod
+
+    cfg = load_config(env={"HOME": str(tmp_path), "POSTROOM_SECRET_KEY": "k" * 20})
+    for section, cls in (
+        (cfg.sync, cfgmod.SyncConfig),
+        (cfg.celery, cfgmod.CeleryConfig),
+        (cfg.metrics, cfgmod.MetricsConfig),
+        (cfg.logging, cfgmod.LoggingConfig),
+        (cfg.imap, cfgmod.ImapDefaults),
+        (cfg.google, cfgmod.GoogleConfig),
+        (cfg.microsoft, cfgmod.MicrosoftConfig),
+        (cfg.web, cfgmod.WebConfig),
+    ):
+        assert section == cls(), dataclasses.asdict(section)

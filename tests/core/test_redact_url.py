@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from postroom.config import redact_url
+from postroom.urls import redact_url
 
 
 @pytest.mark.parametrize(

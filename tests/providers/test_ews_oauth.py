@@ -15,11 +15,10 @@ import requests
 from exchangelib.protocol import Protocol
 
 from providers.base import Credentials, FolderRole, ProviderSettings
-from providers.errors import AuthError
+from providers.common.http import MsalHttp
+from providers.errors import AuthError, ConfigurationError
 from providers.ews import EwsProvider
 from providers.ews_oauth import EWS_SCOPES
-from providers.microsoft_tokens import MsalHttp
-from providers.transport import ConfigurationError
 from standins.ews import PATH, EwsStandIn
 from standins.graph_https import HttpsServerThread
 from standins.microsoft_identity import GRAPH_SCOPES, IdentityStandIn

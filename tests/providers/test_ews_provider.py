@@ -9,10 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from providers.base import Credentials, FolderRole, OutgoingMessage, ProviderSettings, RemoteFolder
-from providers.errors import CursorInvalidError, TransientError
+from providers.errors import ConfigurationError, CursorInvalidError, TransientError
 from providers.ews import EwsProvider
 from providers.registry import backend_class
-from providers.transport import ConfigurationError
 from tests.rig.messages import make_message, new_message_id
 from tests.standins.ews_rig import ADDRESS, EwsRig, ews_rig
 

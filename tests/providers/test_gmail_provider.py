@@ -8,10 +8,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from providers.base import Credentials, FolderRole, OutgoingMessage, ProviderSettings, RemoteFolder
-from providers.errors import AuthError, CursorInvalidError, SendError, TransientError
+from providers.errors import (
+    AuthError,
+    ConfigurationError,
+    CursorInvalidError,
+    ProtocolError,
+    SendError,
+    TransientError,
+)
 from providers.gmail import GmailProvider
 from providers.registry import backend_class
-from providers.transport import ConfigurationError
 from tests.rig.messages import make_message, new_message_id
 from tests.standins.gmail_rig import ADDRESS, GmailRig, gmail_rig
 
@@ -217,6 +223,25 @@ def test_batch_retries_only_the_failed_parts(rig: GmailRig, provider: GmailProvi
     gets = rig.standin.api_calls("users.messages.get")
     assert [c.status for c in gets] == [429, 429, 200, 200, 200, 404, 200, 200] and all(c.in_batch for c in gets)
     assert rig.sleeps == [3.0]
+
+
+@pytest.mark.parametrize("alone", [False, True])
+def test_a_message_gmail_cannot_read_fails_alone_naming_it(rig: GmailRig, alone: bool) -> None:
+    ids = [rig.deliver(make_message(subject=f"part {i}")) for i in range(3)]
+    rig.standin.break_message(ids[1], 500)
+    with rig.provider(max_retries=2) as provider:
+        inbox = folders(provider)["INBOX"]  # Gmail answered this call: a batch of one is not the server's fault
+        with pytest.raises(ProtocolError, match=r"\(every retry\)") as info:
+            list(provider.fetch_headers(inbox, [ids[1]] if alone else ids))
+        assert info.value.remote_id == ids[1]
+        assert rig.sleeps == [1.0, 2.0]
+
+
+def test_a_first_call_that_keeps_failing_is_the_server_s_trouble(rig: GmailRig) -> None:
+    broken = rig.deliver(make_message())
+    rig.standin.break_message(broken, 500)
+    with rig.provider(max_retries=1) as provider, pytest.raises(TransientError, match=r"\(1 of 1 calls\)"):
+        list(provider.fetch_headers(RemoteFolder("INBOX"), [broken]))  # nothing was answered yet
 
 
 def test_batches_hold_at_most_fifty_calls(rig: GmailRig, provider: GmailProvider) -> None:

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from providers.base import Credentials, FolderRole, OutgoingMessage, ProviderSettings, RemoteFolder
-from providers.errors import AuthError, CursorInvalidError, TransientError
+from providers.errors import AuthError, ConfigurationError, CursorInvalidError, ProtocolError, TransientError
 from providers.graph import GraphProvider
 from providers.registry import backend_class
-from providers.transport import ConfigurationError
 from tests.rig.messages import make_message, new_message_id
 from tests.standins.graph_rig import ADDRESS, GraphRig, graph_rig
 
@@ -123,6 +122,28 @@ def test_throttled_batch_parts_are_retried_alone(rig: GraphRig, provider: GraphP
     assert [m.remote_id for m in headers] == ids
     assert [c.route for c in rig.graph.http_requests()] == ["batch"] * 3  # 20 (2 throttled), their retry, 6
     assert rig.sleeps == [3.0]
+
+
+@pytest.mark.parametrize(("status", "tries"), [(500, 5), (400, 1)])
+def test_a_message_graph_cannot_read_fails_alone_naming_it(rig: GraphRig, status: int, tries: int) -> None:
+    ids = [rig.deliver(make_message(subject=f"part {i}")) for i in range(4)]
+    rig.graph.break_message(ids[2], status)
+    with rig.provider(max_retries=4) as provider:
+        inbox = roles(provider)[FolderRole.INBOX]
+        with pytest.raises(ProtocolError, match=f"messages.get {ids[2]} answered {status}") as info:
+            list(provider.fetch_headers(inbox, ids))
+        assert info.value.remote_id == ids[2]  # the engine quarantines this one message, not the folder
+        assert [c.status for c in rig.graph.api_calls("messages.get") if c.status >= 400] == [status] * tries
+        rig.graph.mend_message(ids[2])
+        assert [m.remote_id for m in provider.fetch_headers(inbox, ids)] == ids
+
+
+def test_a_message_that_fails_while_graph_throttles_is_transient(rig: GraphRig) -> None:
+    ids = [rig.deliver(make_message(subject=f"part {i}")) for i in range(3)]
+    rig.graph.break_message(ids[0], 500)
+    rig.graph.fail("messages.get", status=429, times=1, retry_after=1)  # another part throttled once
+    with rig.provider(max_retries=2) as provider, pytest.raises(TransientError, match=r"\(1 of 3 calls\)"):
+        list(provider.fetch_headers(roles(provider)[FolderRole.INBOX], ids))
 
 
 def test_headers_are_rebuilt_for_sent_items_without_transport_headers(rig: GraphRig, provider: GraphProvider) -> None:

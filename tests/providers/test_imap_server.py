@@ -9,10 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from providers.base import Credentials, FolderRole, ProviderSettings, RemoteFolder
-from providers.errors import CursorInvalidError, TransientError
+from providers.errors import ConfigurationError, CursorInvalidError, TransientError
 from providers.imap import ImapProvider
 from providers.registry import backend_class
-from providers.transport import ConfigurationError
 from tests.rig.fixtures import Mailbox
 from tests.rig.messages import make_message
 

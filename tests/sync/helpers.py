@@ -1,4 +1,8 @@
-"""Helpers for sync tests: connect a rig mailbox as an account, read back what was indexed."""
+"""Helpers for sync tests: connect a rig mailbox as an account, sync it, read back what was indexed.
+
+:func:`sync_account` and :func:`run_until_idle` are the tests' ways to run a pass, built on the
+public :class:`~sync.scheduler.Scheduler` and :class:`~sync.worker.Worker` API.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from postroom import db
 from postroom.config import Config
-from postroom.models import Email, Folder, HistoryEntry, MessageCopy
-from sync.accounts import ImapAccountRequest, add_imap_account
+from postroom.crypto import SecretBox
+from postroom.models import Email, Folder, HistoryEntry, MailAccount, MessageCopy
+from services.accounts import ImapAccountRequest, add_imap_account
 from sync.engine import AccountResult
-from sync.scheduler import sync_account
+from sync.scheduler import Scheduler
+from sync.worker import Worker
 from tests.rig.fixtures import Mailbox
 
 
@@ -34,6 +40,14 @@ def connect(config: Config, sessions: sessionmaker[Session], box: Mailbox, **ext
         return account.id
 
 
+def sync_account(config: Config, sessions: sessionmaker[Session], account_id: int) -> AccountResult:
+    """One pass over one account whatever its state, as a person asking for it gets: leases of
+    dead workers on this machine freed first, then claimed with ``force``, synced, released."""
+    scheduler = Scheduler(config, sessions)
+    scheduler.reap_dead_local_leases()
+    return scheduler.sync(account_id, force=True)
+
+
 def sync_ok(config: Config, sessions: sessionmaker[Session], account_id: int) -> AccountResult:
     result = sync_account(config, sessions, account_id)
     assert result.ok, result.error
@@ -41,10 +55,35 @@ def sync_ok(config: Config, sessions: sessionmaker[Session], account_id: int) ->
     return result
 
 
+def run_until_idle(worker: Worker) -> list[AccountResult]:
+    """Let ``worker`` sync everything that is due, then return the results of those passes.
+
+    Each round is one turn of the worker's loop (``run(max_passes=1)``): it claims due accounts
+    up to its free slots and returns once they are done; rounds go on until one finds nothing due.
+    """
+    done = len(worker.completed)
+    while True:
+        before = len(worker.completed)
+        worker.run(max_passes=1)
+        if len(worker.completed) == before:
+            return worker.completed[done:]
+
+
+def by_role(sessions: sessionmaker[Session], account_id: int, result: AccountResult, what: str) -> dict[str, int]:
+    """``what`` ("new", "changed", "removed", "bodies") per folder role, where it is not 0, e.g.
+    ``{"inbox": 2, "sent": 1}``: folder names differ by backend (Graph and EWS use ids), roles do not."""
+    with sessions() as s:
+        roles = dict(s.execute(select(Folder.name, Folder.role).where(Folder.account_id == account_id)).tuples().all())
+    out: dict[str, int] = {}
+    for f in result.folders:
+        if getattr(f, what):
+            role = roles.get(f.name) or f.name
+            out[role] = out.get(role, 0) + getattr(f, what)
+    return out
+
+
 def copies(sessions: sessionmaker[Session], account_id: int, folder_role: str | None = "inbox") -> list[str]:
     """Message-IDs of the account's indexed copies (in one folder role), with repeats if duplicated."""
-    from postroom.models import Folder
-
     with sessions() as s:
         q = (
             select(Email.message_id)
@@ -62,6 +101,12 @@ def count(sessions: sessionmaker[Session], model: type) -> int:
         return int(s.scalar(select(func.count()).select_from(model)) or 0)
 
 
+def bodies(sessions: sessionmaker[Session]) -> list[str]:
+    """Message-IDs of the emails whose body is stored."""
+    with sessions() as s:
+        return sorted(s.scalars(select(Email.message_id).where(Email.body_id.is_not(None))))
+
+
 def history_ids(sessions: sessionmaker[Session], applicant_id: int) -> list[str]:
     with sessions() as s:
         return sorted(
@@ -71,6 +116,18 @@ def history_ids(sessions: sessionmaker[Session], applicant_id: int) -> list[str]
                 .where(HistoryEntry.applicant_id == applicant_id)
             )
         )
+
+
+def stored_secret(config: Config, sessions: sessionmaker[Session], account_id: int) -> dict[str, str]:
+    """The account's credentials as stored, unsealed (what a refresh or a rotation wrote)."""
+    with sessions() as s:
+        sealed = s.scalar(select(MailAccount.secret).where(MailAccount.id == account_id))
+    return SecretBox.for_config(config.security).open(sealed)
+
+
+def sealed_secret(sessions: sessionmaker[Session], account_id: int) -> bytes:
+    with sessions() as s:
+        return s.scalar(select(MailAccount.secret).where(MailAccount.id == account_id)) or b""
 
 
 def database_snapshot(config: Config) -> dict[str, object]:

@@ -43,7 +43,7 @@ from tests.sync.helpers import connect
 from web import create_app
 from web.celery_app import celery_init_app
 
-POSTROOM = [sys.executable, "-m", "postroom.cli"]
+POSTROOM = [sys.executable, "-m", "cli"]
 REQUIRE_SERVICES = os.environ.get("POSTROOM_TEST_REQUIRE_SERVICES") == "1"
 
 AUDIT = """

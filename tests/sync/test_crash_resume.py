@@ -27,7 +27,7 @@ from tests.rig.corpus import generate
 from tests.rig.fixtures import Mailbox
 from tests.sync.helpers import database_snapshot
 
-POSTROOM = [sys.executable, "-m", "postroom.cli"]
+POSTROOM = [sys.executable, "-m", "cli"]
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:

@@ -44,7 +44,7 @@ from tests.rig.fixtures import Mailbox, make_message
 from tests.sync import test_crash_resume as crash
 from tests.sync.helpers import connect, copies, database_snapshot
 
-POSTROOM = [sys.executable, "-m", "postroom.cli"]
+POSTROOM = [sys.executable, "-m", "cli"]
 
 
 def _tuned(config: Config, **sync: Any) -> Config:

@@ -131,7 +131,7 @@ def test_a_worker_with_a_fast_clock_does_not_take_a_held_lease(
     holder = Scheduler(config, sessions, owner="elsewhere:1:holder")
     assert holder.claim(account_id) is not None
     out = subprocess.run(
-        [FAKETIME, "-f", "+20m", sys.executable, "-m", "postroom.cli", "sync", "--once", "--json"],
+        [FAKETIME, "-f", "+20m", sys.executable, "-m", "cli", "sync", "--once", "--json"],
         env={**os.environ, **env, "FAKETIME_DONT_FAKE_MONOTONIC": "1"},
         capture_output=True,
         text=True,

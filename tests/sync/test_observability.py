@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from postroom.cli import main
+from cli.main import main
 from postroom.config import Config
 from sync.metrics import DatabaseCollector, SyncMetrics, quantile
 from sync.scheduler import Scheduler
 from tests.rig.fixtures import make_message
 from tests.sync.helpers import connect
 
-POSTROOM = [sys.executable, "-m", "postroom.cli"]
+POSTROOM = [sys.executable, "-m", "cli"]
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -32,6 +32,35 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def test_queue_depth_counts_an_account_whose_worker_died(config: Config, sessions, new_mailbox) -> None:  # type: ignore[no-untyped-def]
+    """An account left ``syncing`` by a worker that died is due again once its lease runs out:
+    the queue-depth gauge counts it, as the scheduler and the Celery dispatcher do."""
+    from datetime import timedelta
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from sqlalchemy import update
+
+    from postroom.models import MailAccount
+
+    account_id = connect(config, sessions, new_mailbox())
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(sessions))
+    assert _samples(generate_latest(registry).decode())[("postroom_queue_depth", ())] == 1  # new: due at once
+    with sessions.begin() as s:  # a worker claimed it, then died; its lease ran out a minute ago
+        s.execute(
+            update(MailAccount)
+            .where(MailAccount.id == account_id)
+            .values(
+                status="syncing",
+                lease_owner="gone:1:dead",
+                lease_expires_at=datetime.now(UTC) - timedelta(minutes=1),
+                next_sync_at=datetime.now(UTC) - timedelta(minutes=2),
+            )
+        )
+    assert _samples(generate_latest(registry).decode())[("postroom_queue_depth", ())] == 1
+    assert Scheduler(config, sessions).due(datetime.now(UTC), 10) == [account_id]  # the same clause
 
 
 def test_metrics_count_syncs_messages_errors_and_lag(config: Config, sessions, new_mailbox) -> None:  # type: ignore[no-untyped-def]

@@ -33,20 +33,13 @@ import pytest
 from sqlalchemy import event, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.common import flag
 from postroom.config import Config
+from postroom.errors import OutboxError
 from postroom.models import Email, MailAccount, OutboxMessage
-from sync.outbox import (
-    OutboxError,
-    OutboxStatus,
-    SendRequest,
-    deliver,
-    list_outbox,
-    process_outbox,
-    queue_message,
-    send_message,
-)
-from sync.outbox_retry import retry_message
-from sync.outbox_rows import open_rows
+from services.outbox import SendRequest, list_outbox, queue_message, retry_message, send_message
+from sync.outbox import deliver, process_outbox
+from sync.outbox_rows import OutboxStatus, open_rows
 from sync.scheduler import Scheduler
 from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
 from tests.rig.fixtures import Mailbox, make_message
@@ -110,7 +103,7 @@ def test_connection_dropped_after_data_is_uncertain_and_not_sent_again(
     with pytest.raises(OutboxError) as refused:
         retry_message(config, sessions, entry.id)
     assert "may already have gone out" in str(refused.value) and mailbox.address in str(refused.value)
-    assert to in str(refused.value) and "--force" in str(refused.value)
+    assert to in str(refused.value) and "--force" in refused.value.sentence(flag)  # as the CLI words it
     assert str(refused.value).count(". ") == 0  # one sentence
     assert len(smtp.received(entry.message_id)) == 1
     (listed,) = [e for e in list_outbox(sessions(), "uncertain") if e.id == entry.id]
@@ -234,7 +227,7 @@ def test_a_send_killed_mid_transaction_becomes_uncertain_on_the_next_worker_pass
     body = tmp_path / "body.txt"
     body.write_text("We would like to invite you.\n", encoding="utf-8")
     to = rcpt("stall")  # the server takes the message and never answers
-    cmd = [sys.executable, "-m", "postroom.cli", "send", "--account", str(account), "--to", to]
+    cmd = [sys.executable, "-m", "cli", "send", "--account", str(account), "--to", to]
     cmd += ["--subject", "Invitation", "--body-file", str(body)]
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

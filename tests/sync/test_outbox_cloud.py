@@ -24,9 +24,10 @@ from postroom.config import Config
 from postroom.models import OutboxMessage
 from providers.base import FolderRole, OutgoingMessage
 from providers.errors import SendUncertain, TransientError
-from sync.accounts import EwsAccountRequest, add_ews_account, add_gmail_account, add_graph_account
-from sync.outbox import OutboxStatus, SendRequest, process_outbox, send_message
-from sync.outbox_retry import retry_message
+from services.accounts import EwsAccountRequest, add_ews_account, add_gmail_account, add_graph_account
+from services.outbox import SendRequest, retry_message, send_message
+from sync.outbox import process_outbox
+from sync.outbox_rows import OutboxStatus
 from tests.rig.mailrig import free_port
 from tests.rig.messages import make_message, new_message_id
 from tests.standins.ews_rig import ADDRESS as EWS_ADDRESS

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from postroom.config import Config
 from postroom.models import Email, Folder, MailAccount, MessageCopy
-from sync.history import add_applicant
-from sync.quarantine import list_quarantined
+from services.applicants import add_applicant
+from services.quarantine import list_quarantined
 from tests.rig.corpus import Item
 from tests.rig.fixtures import Mailbox, make_message
 from tests.rig.poison import normal_messages, poison_cases
@@ -104,7 +104,7 @@ def test_a_reused_message_id_never_hides_an_applicants_message(config: Config, s
         emails = s.execute(
             select(Email.subject, Email.from_addr, Email.id_reused).where(Email.message_id == "<dup@x.test>")
         ).all()
-        from sync.history import applicant_history
+        from services.applicants import applicant_history
 
         history = applicant_history(s, jane_id)
     assert sorted(emails) == [
@@ -119,7 +119,7 @@ def test_poison_through_the_gmail_api_never_stops_the_account(config: Config, se
     NUL bytes and all arrive as they were sent, and every one is indexed."""
 
     from providers.base import FolderRole
-    from sync.accounts import add_gmail_account
+    from services.accounts import add_gmail_account
     from tests.standins.gmail_rig import ADDRESS, gmail_rig
 
     with gmail_rig() as rig:

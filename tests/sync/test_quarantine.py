@@ -15,9 +15,9 @@ from sqlalchemy import select, text
 from postroom import db
 from postroom.config import Config
 from postroom.models import Email, Folder, MailAccount, MessageCopy
-from sync.accounts import add_gmail_account
-from sync.history import add_applicant
-from sync.quarantine import list_quarantined
+from services.accounts import add_gmail_account
+from services.applicants import add_applicant
+from services.quarantine import list_quarantined
 from tests.cli.harness import Cli
 from tests.rig.chaos import ChaosProxy
 from tests.rig.corpus import Item
@@ -147,7 +147,7 @@ def test_a_failure_in_one_folder_fails_that_folder_only(config: Config, sessions
     # The database refuses to save the Archive folder's state: not a provider error, an exception
     # the engine did not expect. The other folders (those after it too) sync; the account is fine.
     with refusing(config, "folders", "NEW.name = 'Archive' AND NEW.cursor IS NOT NULL"):
-        from sync.scheduler import sync_account
+        from tests.sync.helpers import sync_account
 
         result = sync_account(config, sessions, account_id)
     assert result.ok and result.status == "active"
@@ -168,7 +168,7 @@ def test_an_account_backs_off_only_when_every_folder_failed(config: Config, sess
     mailbox.append(make_message(message_id="<in@x.test>"))
     account_id = connect(config, sessions, mailbox)
     with refusing(config, "folders", "NEW.cursor IS NOT NULL"):
-        from sync.scheduler import sync_account
+        from tests.sync.helpers import sync_account
 
         result = sync_account(config, sessions, account_id)
     assert not result.ok and result.status == "backing-off"
@@ -235,7 +235,7 @@ def test_a_server_that_refuses_every_message_fails_the_folder_and_quarantines_no
             return data
 
         proxy.rewrite(garble_all)
-        from sync.scheduler import sync_account
+        from tests.sync.helpers import sync_account
 
         result = sync_account(config, sessions, account_id)
         inbox = next(f for f in result.folders if f.name == "INBOX")
@@ -273,7 +273,7 @@ def test_one_bad_part_of_a_gmail_batch_is_quarantined(gmail_config, sessions, st
     assert result.ok
     rig.standin.mend_message(ids[3])
     with sessions.begin() as s:
-        from sync.quarantine import request_retry
+        from services.quarantine import request_retry
 
         request_retry(s)
     sync_ok(config, sessions, account_id)
@@ -306,7 +306,7 @@ def test_a_body_over_the_size_limit_is_recorded_not_fetched_and_retried_after_ra
     assert sum(f.bodies + f.quarantined for f in again.folders) == 0
 
     with sessions.begin() as s:  # the limit is raised (config), and the operator asks for a retry
-        from sync.quarantine import request_retry
+        from services.quarantine import request_retry
 
         request_retry(s)
     sync_ok(config, sessions, account_id)

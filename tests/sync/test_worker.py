@@ -19,9 +19,9 @@ from postroom.models import Folder, MailAccount, MessageCopy
 from sync.scheduler import Scheduler
 from sync.worker import Worker
 from tests.rig.fixtures import make_message
-from tests.sync.helpers import connect
+from tests.sync.helpers import connect, run_until_idle
 
-POSTROOM = [sys.executable, "-m", "postroom.cli"]
+POSTROOM = [sys.executable, "-m", "cli"]
 
 
 def _fast(config: Config, **sync: object) -> Config:
@@ -48,7 +48,7 @@ def test_due_times_are_persisted_and_spread_so_a_restart_does_not_resync_everyth
 ) -> None:  # type: ignore[no-untyped-def]
     config = _fast(config, interval=600, jitter=0.2)
     ids = [connect(config, sessions, new_mailbox()) for _ in range(6)]
-    first = Worker(config, sessions).run_until_idle()
+    first = run_until_idle(Worker(config, sessions))
     assert sorted(r.account_id for r in first) == ids and all(r.ok for r in first)
 
     with sessions() as s:
@@ -58,7 +58,7 @@ def test_due_times_are_persisted_and_spread_so_a_restart_does_not_resync_everyth
     assert len({round((d - now).total_seconds()) for d in due}) > 1  # spread, not in lockstep
 
     restarted = Worker(config, sessions)  # a new process: nothing is due yet
-    assert restarted.run_until_idle() == []
+    assert run_until_idle(restarted) == []
 
 
 def test_concurrency_is_bounded_and_every_account_synced_once_per_round(config: Config, sessions, new_mailbox) -> None:  # type: ignore[no-untyped-def]
@@ -80,7 +80,7 @@ def test_concurrency_is_bounded_and_every_account_synced_once_per_round(config: 
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        results = Worker(config, sessions).run_until_idle()
+        results = run_until_idle(Worker(config, sessions))
     finally:
         stop.set()
         watcher.join()

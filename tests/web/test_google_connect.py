@@ -21,7 +21,7 @@ from postroom.crypto import SecretBox
 from postroom.models import MailAccount
 from standins.gmail import GmailStandIn
 from standins.google_oauth import GoogleOAuthStandIn
-from sync.scheduler import sync_account
+from tests.sync.helpers import sync_account
 from web import create_app
 
 RITA = "rita@example.test"

@@ -20,10 +20,10 @@ from sqlalchemy import select
 from postroom.config import Config, MicrosoftConfig
 from postroom.crypto import SecretBox
 from postroom.models import MailAccount
-from sync.accounts import add_graph_account
-from sync.scheduler import sync_account
+from services.accounts import add_graph_account
 from tests.rig.messages import make_message
 from tests.standins.graph_rig import ADDRESS, GraphRig, graph_rig
+from tests.sync.helpers import sync_account
 from tests.web.microsoft_rig import change_mail, give_address_to_someone_else, microsoft_config
 from web import create_app
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from postroom.config import MicrosoftConfig
-from web.microsoft_consent import ConnectError, SignedInUser, signed_in_user
+from services.microsoft_consent import ConnectError, SignedInUser, signed_in_user
 
 APP = "6731de76-14a6-49ae-97bc-6eba6914391e"
 TID = "aaaabbbb-0000-cccc-1111-dddd2222eeee"

@@ -1,7 +1,7 @@
 """Connect a Gmail mailbox: ``GET /connect/google`` → Google's consent → ``GET /connect/google/callback``.
 
-The views are thin: :mod:`web.google_consent` talks to Google,
-:func:`sync.accounts.add_gmail_account` stores the account (tokens sealed). What
+The views are thin: :mod:`services.google_consent` talks to Google,
+:func:`services.accounts.add_gmail_account` stores the account (tokens sealed). What
 must survive the round trip through Google — the ``state`` and the PKCE code
 verifier — waits in Flask's signed session cookie, and is used once. Every
 failure answers 400 (503 when Gmail connect is not configured) with one sentence,
@@ -21,8 +21,9 @@ import logging
 
 from flask import Blueprint, Response, current_app, redirect, request, session, url_for
 
-from sync.accounts import AccountError, add_gmail_account
-from web import google_consent
+from postroom.errors import AccountError
+from services import google_consent
+from services.accounts import add_gmail_account
 from web.answers import answer, connected
 
 bp = Blueprint("google_connect", __name__)

@@ -5,8 +5,8 @@ The connect flow chooses Microsoft Graph for Microsoft 365 accounts; Exchange ma
 reached through EWS (on-premises Exchange Server) are added with their server URL and
 credentials instead (``postroom accounts add-ews``).
 
-The views are thin: :mod:`web.microsoft_consent` talks to Microsoft through msal,
-:func:`sync.accounts.add_graph_account` stores the account (tokens sealed). msal's flow
+The views are thin: :mod:`services.microsoft_consent` talks to Microsoft through msal,
+:func:`services.accounts.add_graph_account` stores the account (tokens sealed). msal's flow
 dict — state, PKCE code verifier, nonce — waits in a cookie of its own, signed with the
 app's key and valid for ten minutes, sent only to the callback and used once. Microsoft
 posts its answer to the callback (``form_post``), a cross-site POST, so that cookie is
@@ -18,9 +18,9 @@ for a client that asks for JSON; success answers ``{"id": N, "email": "...", "st
 "active", "message": "..."}`` (``status`` "disabled" when an administrator disabled the
 account) or a small page with the message.
 
-The account is the signed-in user's: :func:`web.microsoft_consent.finish` reads the
+The account is the signed-in user's: :func:`services.microsoft_consent.finish` reads the
 ID token's tenant and object id (``tid``, ``oid``) and refuses a tenant outside
-``microsoft.allowed_tenants``; :func:`sync.accounts.add_graph_account` finds the account by
+``microsoft.allowed_tenants``; :func:`services.accounts.add_graph_account` finds the account by
 those ids, not by the ``mail`` attribute. Connecting again reconnects it, even after an
 administrator changed the user's address (the account takes the new one): the new refresh
 token replaces the old one and the account is ``active`` and due at once, unless an
@@ -35,8 +35,9 @@ import logging
 from flask import Blueprint, Response, current_app, redirect, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from sync.accounts import AccountError, add_graph_account
-from web import microsoft_consent
+from postroom.errors import AccountError
+from services import microsoft_consent
+from services.accounts import add_graph_account
 from web.answers import answer, connected
 
 bp = Blueprint("microsoft_connect", __name__)

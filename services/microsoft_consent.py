@@ -39,7 +39,8 @@ Not ``Mail.ReadWrite.Shared``/``Mail.Send.Shared`` (other people's mailboxes) an
 application permissions: Postroom acts only for the recruiter who connected.
 
 msal speaks https only and reads ``REQUESTS_CA_BUNDLE`` over ``Session.verify``; with
-``microsoft.ca_file`` set, :class:`_Http` passes the CA on every request instead.
+``microsoft.ca_file`` set, the backends' :class:`providers.common.http.MsalHttp` passes the
+CA on every request instead (msal's requests and the Graph ``/me`` call alike).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from urllib.parse import urlsplit
 import requests
 
 from postroom.config import MicrosoftConfig
+from postroom.errors import UserError
+from providers.common.http import MsalHttp
 
 GRAPH = "https://graph.microsoft.com/"
 SCOPES = (GRAPH + "Mail.ReadWrite", GRAPH + "Mail.Send", GRAPH + "User.Read")
@@ -61,7 +64,7 @@ DENIED = "You declined access in Microsoft's consent screen, so no mailbox was c
 STALE = "This sign-in has expired or was started in another browser; please start again from Connect Microsoft 365."
 
 
-class ConnectError(Exception):
+class ConnectError(UserError):
     """The consent flow cannot go on; the message says why in one sentence."""
 
 
@@ -90,22 +93,7 @@ class MicrosoftGrant:
     user: SignedInUser
 
 
-class _Http(requests.Session):
-    """msal's ``http_client``: requests with the configured CA passed per request (the
-    ``REQUESTS_CA_BUNDLE`` environment variable would otherwise win over ``Session.verify``)."""
-
-    def __init__(self, ca_file: str | None, timeout: float) -> None:
-        super().__init__()
-        self._ca_file, self._timeout = ca_file, timeout
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        kwargs.setdefault("timeout", self._timeout)
-        if self._ca_file:
-            kwargs["verify"] = self._ca_file
-        return super().request(method, url, *args, **kwargs)
-
-
-def _app(ms: MicrosoftConfig, http: _Http) -> Any:
+def _app(ms: MicrosoftConfig, http: MsalHttp) -> Any:
     import msal
 
     if not (ms.client_id and ms.client_secret):
@@ -128,8 +116,8 @@ def _app(ms: MicrosoftConfig, http: _Http) -> Any:
 
 
 def start(ms: MicrosoftConfig, redirect_uri: str, timeout: float) -> Consent:
-    with _Http(ms.ca_file, timeout) as http:
-        app = _app(ms, http)
+    with requests.Session() as session:
+        app = _app(ms, MsalHttp(session, ms.ca_file, timeout))
         flow = dict(
             app.initiate_auth_code_flow(
                 list(SCOPES), redirect_uri=redirect_uri, response_mode="form_post", prompt="select_account"
@@ -141,7 +129,8 @@ def start(ms: MicrosoftConfig, redirect_uri: str, timeout: float) -> Consent:
 
 def finish(ms: MicrosoftConfig, flow: dict[str, Any], response: dict[str, str], timeout: float) -> MicrosoftGrant:
     """Redeem the code msal checked the state of, check the permissions, learn the address."""
-    with _Http(ms.ca_file, timeout) as http:
+    with requests.Session() as session:
+        http = MsalHttp(session, ms.ca_file, timeout)
         app = _app(ms, http)
         try:
             result = app.acquire_token_by_auth_code_flow(flow, response)
@@ -202,7 +191,7 @@ def _refusal(result: dict[str, Any]) -> str:
     return f"Microsoft did not accept the sign-in ({error}{', ' + code if code else ''}); please connect again."
 
 
-def mailbox_address(ms: MicrosoftConfig, http: requests.Session, access_token: str) -> str:
+def mailbox_address(ms: MicrosoftConfig, http: MsalHttp, access_token: str) -> str:
     """The primary SMTP address of the signed-in user's mailbox (Graph ``/me``, ``User.Read``)."""
     try:
         resp = http.get(

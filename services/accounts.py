@@ -1,17 +1,9 @@
-"""Mail-account services: add and list accounts, and open a provider for one.
+"""Mail accounts, as a user deals with them: add (IMAP, Gmail, Microsoft 365, Exchange), list, status,
+reconnect (the consent flows connect again through the same functions).
 
-Credentials are sealed with :class:`postroom.crypto.SecretBox` before they reach
-the database and unsealed only to build a :class:`providers.base.ProviderSettings`.
-That covers IMAP and EWS passwords and OAuth grants alike: an OAuth account's
-secret holds its refresh token and the last access token with its expiry. The
-OAuth client's id is kept in the account's settings (the grant belongs to that
-client), with the endpoints the grant came from; the client's secret comes from
-``[google]`` or ``[microsoft]`` each time the account is opened and is never
-stored per account. When the provider refreshes the access token — and, with
-Microsoft, receives a new refresh token on every refresh — the new tokens are
-sealed and written back, each in a short transaction of its own (:class:`TokenSaver`).
-
-Backends and what their accounts store (``settings`` / sealed ``secret``):
+Credentials are sealed before they reach the database (:mod:`sync.credentials` opens
+them when the engine syncs). Backends and what their accounts store (``settings`` /
+sealed ``secret``):
 
 * ``imap``: servers, ports, security / username, password
 * ``gmail``: api_root, token_uri, client_id / refresh and access token
@@ -20,38 +12,33 @@ Backends and what their accounts store (``settings`` / sealed ``secret``):
   refresh and access token
 * ``ews`` (Exchange Web Services): ews_url, auth (ntlm, basic or oauth2), ca_file; with
   oauth2 also authority and client_id / username and password, or the OAuth tokens
+
+Errors are :class:`postroom.errors.AccountError` naming the field at fault.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from postroom.addresses import normalise_address
 from postroom.config import Config
 from postroom.crypto import SecretBox
+from postroom.errors import AccountError
 from postroom.models import MailAccount, utcnow
-from providers.base import Credentials, MailProvider, ProviderSettings
-from providers.registry import open_provider
-from providers.transport import is_loopback
+from postroom.states import AccountStatus
+from postroom.urls import is_loopback_host
+from providers.registry import EWS, GMAIL, GRAPH
+from sync.credentials import iso
 from sync.store import default_org
 
 SECURITY_MODES = ("ssl", "starttls", "none")
 EWS_AUTH = ("ntlm", "basic", "oauth2")
-GMAIL, GRAPH, EWS = "gmail", "graph", "ews"
-DISABLED = "disabled"  # status set by an administrator: never synced, and reconnecting keeps it
-log = logging.getLogger("postroom.accounts")
-
-
-class AccountError(Exception):
-    """An account request that cannot be carried out; the message says why in one sentence."""
 
 
 @dataclass(frozen=True)
@@ -96,20 +83,24 @@ class AccountSummary:
 def add_imap_account(session: Session, config: Config, req: ImapAccountRequest) -> MailAccount:
     email = normalise_address(req.email)
     if not email or "@" not in email:
-        raise AccountError(f"{req.email!r} is not an email address.")
-    for name, mode in (("--imap-security", req.imap_security), ("--smtp-security", req.smtp_security)):
+        raise AccountError(f"{req.email!r} is not an email address.", "email")
+    for name, mode in (("imap_security", req.imap_security), ("smtp_security", req.smtp_security)):
         if mode not in SECURITY_MODES:
-            raise AccountError(f"{name} must be one of {', '.join(SECURITY_MODES)}, not {mode!r}.")
+            raise AccountError(f"{{{name}}} must be one of {', '.join(SECURITY_MODES)}, not {mode!r}.", name)
     allow_plain = req.allow_plaintext or config.imap.allow_plaintext
-    for host, mode in ((req.imap_host, req.imap_security), (req.smtp_host, req.smtp_security)):
-        if mode == "none" and not allow_plain and not is_loopback(host):
+    for field, host, mode in (
+        ("imap_security", req.imap_host, req.imap_security),
+        ("smtp_security", req.smtp_host, req.smtp_security),
+    ):
+        if mode == "none" and not allow_plain and not is_loopback_host(host):
             raise AccountError(
                 f"Refusing to send the password unencrypted to {host}; use ssl or starttls "
-                "(or set imap.allow_plaintext = true if you really mean it)."
+                "(or set imap.allow_plaintext = true if you really mean it).",
+                field,
             )
-    for name, port in (("--imap-port", req.imap_port), ("--smtp-port", req.smtp_port)):
+    for name, port in (("imap_port", req.imap_port), ("smtp_port", req.smtp_port)):
         if not 0 < port < 65536:
-            raise AccountError(f"{name} must be a TCP port between 1 and 65535, not {port}.")
+            raise AccountError(f"{{{name}}} must be a TCP port between 1 and 65535, not {port}.", name)
     org = default_org(session)
     exists = session.scalar(
         select(MailAccount).where(
@@ -138,7 +129,7 @@ def add_imap_account(session: Session, config: Config, req: ImapAccountRequest) 
         provider="imap",
         settings=settings,
         secret=box.seal({"username": req.username, "password": req.password}),
-        status="active",
+        status=AccountStatus.ACTIVE,
     )
     session.add(account)
     session.flush()
@@ -241,26 +232,39 @@ def add_ews_account(session: Session, config: Config, req: EwsAccountRequest) ->
     parts = urlsplit(req.ews_url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise AccountError(
-            f"--ews-url must be an https URL such as https://mail.example.com/EWS/Exchange.asmx, not {req.ews_url!r}."
+            "{ews_url} must be an https URL such as https://mail.example.com/EWS/Exchange.asmx, "
+            f"not {req.ews_url!r}.",
+            "ews_url",
         )
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise AccountError(
-            f"Refusing to send credentials unencrypted to {parts.hostname}; --ews-url must use https "
-            "(plain http only for this machine)."
+            f"Refusing to send credentials unencrypted to {parts.hostname}; {{ews_url}} must use https "
+            "(plain http only for this machine).",
+            "ews_url",
         )
     if req.auth not in EWS_AUTH:
-        raise AccountError(f"--auth must be one of {', '.join(EWS_AUTH)}, not {req.auth!r}.")
+        raise AccountError(f"{{auth}} must be one of {', '.join(EWS_AUTH)}, not {req.auth!r}.", "auth")
     settings: dict[str, Any] = {"ews_url": req.ews_url, "auth": req.auth}
     if req.auth == "oauth2":
         if req.password is not None or req.username:
-            raise AccountError("--auth oauth2 signs in with --refresh-token-env, not a username and password.")
+            raise AccountError(
+                "{auth} oauth2 signs in with {refresh_token}, not a username and password.",
+                "auth",
+                also=("refresh_token",),
+            )
         settings |= _microsoft_settings(config, "Exchange OAuth", graph=False)
         secret = _oauth_secret("Microsoft", req.refresh_token or "", None, None)
     else:
         if req.refresh_token is not None:
-            raise AccountError(f"--auth {req.auth} signs in with --username and --password-env, not a refresh token.")
+            raise AccountError(
+                f"{{auth}} {req.auth} signs in with {{username}} and {{password}}, not a refresh token.",
+                "auth",
+                also=("username", "password"),
+            )
         if not req.username or not req.password:
-            raise AccountError(f"--auth {req.auth} needs --username and --password-env.")
+            raise AccountError(
+                f"{{auth}} {req.auth} needs {{username}} and {{password}}.", "auth", also=("username", "password")
+            )
         secret = {"username": req.username, "password": req.password}
     if req.ca_file:
         settings["ca_file"] = req.ca_file
@@ -270,7 +274,7 @@ def add_ews_account(session: Session, config: Config, req: EwsAccountRequest) ->
 def _address(email: str) -> str:
     address = normalise_address(email)
     if not address or "@" not in address:
-        raise AccountError(f"{email!r} is not an email address.")
+        raise AccountError(f"{email!r} is not an email address.", "email")
     return address
 
 
@@ -292,10 +296,10 @@ def _microsoft_settings(config: Config, what: str, *, graph: bool = True) -> dic
 
 def _oauth_secret(issuer: str, refresh_token: str, access_token: str | None, expiry: datetime | None) -> dict[str, Any]:
     if not refresh_token.strip():
-        raise AccountError(f"The {issuer} refresh token is empty.")
+        raise AccountError(f"The {issuer} refresh token is empty.", "refresh_token")
     secret: dict[str, Any] = {"refresh_token": refresh_token.strip()}
     if access_token:
-        secret.update(access_token=access_token, token_expiry=_iso(expiry))
+        secret.update(access_token=access_token, token_expiry=iso(expiry))
     return secret
 
 
@@ -324,22 +328,21 @@ def _store(
         if not reconnect:
             raise AccountError(f"{label} account for {address} already exists (id {account.id}).")
         account.settings, account.secret, account.email = settings, sealed, address
-        if account.status != DISABLED:
-            account.status, account.next_sync_at, account.failure_count = "active", utcnow(), 0
+        if account.status != AccountStatus.DISABLED:
+            account.status, account.next_sync_at, account.failure_count = AccountStatus.ACTIVE, utcnow(), 0
             account.last_error = account.last_error_class = None
     else:
         account = MailAccount(
-            org_id=org.id, email=address, provider=provider, settings=settings, secret=sealed, status="active"
+            org_id=org.id,
+            email=address,
+            provider=provider,
+            settings=settings,
+            secret=sealed,
+            status=AccountStatus.ACTIVE,
         )
         session.add(account)
     session.flush()
     return account
-
-
-def _iso(when: datetime | None) -> str | None:
-    if when is None:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
 
 
 def list_accounts(session: Session) -> list[AccountSummary]:
@@ -350,122 +353,8 @@ def list_accounts(session: Session) -> list[AccountSummary]:
     ]
 
 
-class StoredAccount(Protocol):
-    """What opening a provider needs of an account: a ``MailAccount`` or a row of its table."""
-
-    id: int
-    email: str
-    provider: str
-    settings: dict[str, Any]
-    secret: bytes
-
-
-def provider_settings(
-    account: StoredAccount, config: Config, sessions: sessionmaker[Session] | None = None
-) -> ProviderSettings:
-    """What the account's backend needs. For OAuth backends that refresh their own tokens
-    (Gmail, Microsoft Graph, EWS with oauth2), new tokens are persisted through ``sessions``
-    (default: a short-lived engine of its own for each save)."""
-    secret = SecretBox.for_config(config.security).open(account.secret)
-    expiry = secret.get("token_expiry")
-    creds = Credentials(
-        username=secret.get("username") or account.email,
-        password=secret.get("password"),
-        access_token=secret.get("access_token"),
-        oauth_mechanism=secret.get("oauth_mechanism", "XOAUTH2"),
-        refresh_token=secret.get("refresh_token"),
-        token_expiry=datetime.fromisoformat(expiry) if expiry else None,
-    )
-    options = dict(account.settings or {})
-    saver = None
-    if creds.refresh_token:
-        # the client secret lives in [google] / [microsoft] only, never with the account
-        if account.provider == GMAIL:
-            options.setdefault("client_id", config.google.client_id)
-            options["client_secret"] = config.google.client_secret
-        elif account.provider in (GRAPH, EWS):
-            options.setdefault("client_id", config.microsoft.client_id)
-            options.setdefault("authority", config.microsoft.authority)
-            options["client_secret"] = config.microsoft.client_secret
-        saver = TokenSaver(config, account.id, creds.refresh_token, sessions)
-    if account.provider in (GRAPH, EWS) and config.microsoft.ca_file:  # the identity platform's (and Graph's) CA
-        options.setdefault("ca_bundle", config.microsoft.ca_file)
-    return ProviderSettings(
-        email=account.email,
-        credentials=creds,
-        options=options,
-        timeout=config.sync.connect_timeout,
-        on_token_refresh=saver,
-        on_refresh_token_rotated=saver.rotated if saver else None,
-    )
-
-
-def open_account(account: StoredAccount, config: Config, sessions: sessionmaker[Session] | None = None) -> MailProvider:
-    return open_provider(account.provider, provider_settings(account, config, sessions))
-
-
-class TokenSaver:
-    """Persists one account's refreshed OAuth tokens, sealed, each in one short transaction,
-    called between network calls (never inside a transaction of the sync):
-
-    * as ``on_token_refresh(access_token, expiry)``: the new access token;
-    * as ``on_refresh_token_rotated(refresh_token)`` (:meth:`rotated`): the new refresh
-      token Microsoft issues on every refresh; later refreshes must use it.
-
-    A save happens only while the account still holds the refresh token this saver knows:
-    if the account was reconnected meanwhile (another grant), the new grant is left alone.
-    A database failure is logged, not raised: the provider goes on with the tokens in
-    memory (Microsoft's previous refresh token stays valid) and refreshes again next time."""
-
-    def __init__(
-        self, config: Config, account_id: int, refresh_token: str, sessions: sessionmaker[Session] | None
-    ) -> None:
-        self._config, self._account_id, self._refresh_token = config, account_id, refresh_token
-        self._sessions = sessions
-
-    def __call__(self, access_token: str, expiry: datetime | None) -> None:
-        self._save("access token", {"access_token": access_token, "token_expiry": _iso(expiry)})
-
-    def rotated(self, refresh_token: str) -> None:
-        if self._save("rotated refresh token", {"refresh_token": refresh_token}):
-            self._refresh_token = refresh_token
-
-    def _save(self, what: str, changes: dict[str, Any]) -> bool:
-        try:
-            if self._sessions is not None:
-                return self._update(self._sessions, changes)
-            from postroom import db
-
-            engine = db.make_engine(self._config.database)
-            try:
-                return self._update(db.make_sessionmaker(engine), changes)
-            finally:
-                engine.dispose()
-        except SQLAlchemyError as exc:
-            log.warning("could not store the %s: %s", what, exc, extra={"account_id": self._account_id})
-            return False
-
-    def _update(self, sessions: sessionmaker[Session], changes: dict[str, Any]) -> bool:
-        box = SecretBox.for_config(self._config.security)
-        with sessions.begin() as s:
-            sealed = s.scalar(select(MailAccount.secret).where(MailAccount.id == self._account_id).with_for_update())
-            if sealed is None:
-                return False
-            secret = box.open(sealed)
-            if secret.get("refresh_token") != self._refresh_token:
-                return False  # reconnected meanwhile: the new grant wins
-            secret.update(changes)
-            s.execute(
-                update(MailAccount)
-                .where(MailAccount.id == self._account_id)
-                .values(secret=box.seal(secret))
-                .execution_options(synchronize_session=False)
-            )
-            return True
-
-
 @dataclass(frozen=True)
-class AccountStatus:
+class AccountHealth:
     """One account's health, as `postroom status` shows it."""
 
     id: int
@@ -497,12 +386,12 @@ class AccountStatus:
         }
 
 
-def account_status(session: Session, now: datetime) -> list[AccountStatus]:
+def account_status(session: Session, now: datetime) -> list[AccountHealth]:
     out = []
     for a in session.scalars(select(MailAccount).order_by(MailAccount.id)):
         holder = a.lease_owner if a.lease_expires_at and a.lease_expires_at > now else None
         out.append(
-            AccountStatus(
+            AccountHealth(
                 a.id,
                 a.email,
                 a.provider,

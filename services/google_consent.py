@@ -36,7 +36,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from postroom.config import GoogleConfig, is_loopback_host
+from postroom.config import GoogleConfig
+from postroom.errors import UserError
+from postroom.urls import is_loopback_host
 
 GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.modify"
 SCOPES = (GMAIL_SCOPE,)
@@ -45,7 +47,7 @@ _INSECURE = "OAUTHLIB_INSECURE_TRANSPORT"
 _ENV_LOCK = threading.Lock()
 
 
-class ConnectError(Exception):
+class ConnectError(UserError):
     """The consent flow cannot go on; the message says why in one sentence."""
 
 
@@ -151,21 +153,17 @@ def finish(google: GoogleConfig, redirect_uri: str, code: str, code_verifier: st
 
 
 def mailbox_address(google: GoogleConfig, credentials: Any, timeout: float) -> str:
-    """The address of the mailbox the grant opens (Gmail ``users.getProfile``)."""
-    import copy
-
+    """The address of the mailbox the grant opens (Gmail ``users.getProfile``), through the
+    Gmail backend's own service (:func:`providers.gmail_calls.build_service`)."""
     import google_auth_httplib2
     import httplib2
-    from googleapiclient import discovery
     from googleapiclient.errors import HttpError
 
-    from providers.gmail_calls import load_discovery
+    from providers.gmail_calls import build_service
 
-    doc = copy.deepcopy(load_discovery())
-    doc["rootUrl"] = doc["mtlsRootUrl"] = google.api_root
     http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=timeout))
     try:
-        service = discovery.build_from_document(doc, http=http)
+        service = build_service(google.api_root, http)
         profile = service.users().getProfile(userId="me").execute()
     except HttpError as exc:
         raise ConnectError(f"Gmail did not tell Postroom the mailbox's address ({exc.status_code}).") from None

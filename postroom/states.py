@@ -1,0 +1,51 @@
+"""Every state Postroom stores, as a :class:`enum.StrEnum` (the database holds their values).
+
+Each state machine is described once, where it runs: accounts in :mod:`sync.scheduler`,
+folders in :mod:`sync.engine`, outbox messages in :mod:`sync.outbox`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class AccountStatus(enum.StrEnum):
+    """An account's health (``mail_accounts.status``)."""
+
+    ACTIVE = "active"  # synced every sync.interval
+    SYNCING = "syncing"  # a worker holds its lease
+    BACKING_OFF = "backing-off"  # the last pass failed for a transient reason; retried later
+    RECONNECT_NEEDED = "reconnect-needed"  # the server refused the credentials; not retried until reconnected
+    DISABLED = "disabled"  # an administrator turned it off: never synced, and reconnecting keeps it so
+
+
+SCHEDULED = (AccountStatus.ACTIVE, AccountStatus.BACKING_OFF, AccountStatus.SYNCING)  # the worker picks up when due
+
+
+class FolderState(enum.StrEnum):
+    """Where a folder is in its sync (``folders.state``)."""
+
+    INITIAL = "initial"  # no cursor yet: every id is listed
+    INCREMENTAL = "incremental"  # changes since the stored cursor
+    RESYNC = "resync"  # the cursor stopped being valid: listed again, without duplicates
+
+
+class OutboxStatus(enum.StrEnum):
+    """Where an outbox message is (``outbox.status``)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    UNCERTAIN = "uncertain"
+    FAILED = "failed"
+
+
+OPEN_OUTBOX = (OutboxStatus.QUEUED, OutboxStatus.SENDING, OutboxStatus.UNCERTAIN)  # not settled yet
+
+
+class BodyPolicy(enum.StrEnum):
+    """Which message bodies are fetched and kept (``sync.body_policy``)."""
+
+    APPLICANTS = "applicants"  # messages that involve a known applicant
+    ALL = "all"
+    NONE = "none"
