@@ -200,6 +200,15 @@ class MailProvider(Protocol):
         :class:`TransientError` when it is safe to try again."""
         ...
 
+    def send_without_copy(self, message: OutgoingMessage) -> SendResult:
+        """Submit the message as :meth:`send` does (and raise as it does) but leave no copy of
+        it in Sent: the per-recipient copies of a tracked send go out this way, then one clean
+        copy is stored with :meth:`store_sent_copy`. ``sent_copy_stored`` is true when a copy
+        stays anyway (Gmail: a message to the sender's own address is the inbox copy too). A
+        server that files submitted mail itself behind SMTP (Gmail and many hosts over IMAP)
+        still does: :meth:`find_sent` finds that copy and :meth:`delete` removes it."""
+        ...
+
     def find_sent(self, message_id: str) -> str | None:
         """The remote id of a message with this exact Message-ID in the folder where the
         provider files sent mail (IMAP: the Sent folder; Gmail: label SENT; Graph and EWS:
@@ -214,6 +223,12 @@ class MailProvider(Protocol):
 
     def move(self, folder: RemoteFolder, remote_ids: Sequence[str], target: RemoteFolder) -> None:
         """Move messages between folders (falls back to copy + delete)."""
+        ...
+
+    def delete(self, folder: RemoteFolder, remote_ids: Sequence[str], *, for_good: bool = False) -> None:
+        """Delete messages from ``folder`` into the trash (IMAP: the Trash folder; Gmail: label
+        TRASH; Graph and EWS: Deleted Items), or for good with ``for_good`` (IMAP also when the
+        folder is the Trash or there is none). Ids that vanished meanwhile are skipped."""
         ...
 
     def close(self) -> None:

@@ -444,14 +444,14 @@ class EwsProvider(MicrosoftBackend):
                 if isinstance(result, Exception) and not isinstance(result, ews_errors.ErrorItemNotFound):
                     raise result
 
-    def delete(self, remote_ids: Sequence[str]) -> None:
-        """DeleteItem into Deleted Items; vanished ids are skipped."""
+    def delete(self, folder: RemoteFolder, remote_ids: Sequence[str], *, for_good: bool = False) -> None:
+        """DeleteItem into Deleted Items, or HardDelete for good; vanished ids are skipped."""
         if not remote_ids:
             return
         with self._translate("DeleteItem"):
             results = DeleteItem(account=self._acc()).call(
                 items=[ItemId(id=i) for i in remote_ids],
-                delete_type="MoveToDeletedItems",
+                delete_type="HardDelete" if for_good else "MoveToDeletedItems",
                 send_meeting_cancellations="SendToNone",
                 affected_task_occurrences="AllOccurrences",
                 suppress_read_receipts=True,

@@ -26,6 +26,8 @@ in :mod:`providers.gmail_history`.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -50,11 +52,13 @@ from providers.base import (
 from providers.common.backend import Backend, check_oauth
 from providers.common.messages import FLAGGED, SEEN, header_lines
 from providers.common.retry import RetryPolicy
-from providers.errors import CursorInvalidError, FolderNotFound, ProtocolError, SendError
+from providers.errors import CursorInvalidError, FolderNotFound, ProtocolError, ProviderError, SendError
 from providers.gmail_calls import MAX_BACKOFF, GmailCalls, SendOnceHttp, build_service
 
 if TYPE_CHECKING:
     from postroom.config import Config
+
+log = logging.getLogger(__name__)
 
 DEFAULT_API_ROOT = "https://gmail.googleapis.com/"
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -288,6 +292,23 @@ class GmailProvider(Backend):
     def send(self, message: OutgoingMessage) -> SendResult:
         """messages.send; Gmail files its own copy in SENT. A reply names its thread. A 5xx
         or a connection lost after the request was written is :class:`SendUncertain`."""
+        return self._submit(message)[0]
+
+    def send_without_copy(self, message: OutgoingMessage) -> SendResult:
+        """messages.send, then the copy Gmail filed in SENT goes to the trash. A message that came
+        back into the sender's own inbox is that same message: it stays, and the result says so.
+        A failure to trash is logged, never raised: the message went out and must not be resent."""
+        sent, labels = self._submit(message)
+        if sent.provider_id is None or "INBOX" in labels:
+            return sent
+        try:
+            self._trash([sent.provider_id])
+        except ProviderError as exc:
+            log.warning("Gmail %s: the Sent copy %s stays: %s", self._settings.email, sent.provider_id, exc)
+            return sent
+        return dataclasses.replace(sent, sent_copy_stored=False)
+
+    def _submit(self, message: OutgoingMessage) -> tuple[SendResult, list[str]]:
         api = self._api()
         body: dict[str, Any] = {"raw": _b64url(message.raw)}
         if message.thread_hint:
@@ -296,7 +317,8 @@ class GmailProvider(Backend):
             answer = api.execute(api.messages.send(userId="me", body=body), "messages.send", idempotent=False)
         except ProtocolError as exc:
             raise SendError(f"Gmail {self._settings.email} refused the message: {exc}") from exc
-        return SendResult(message_id=message.message_id, provider_id=answer.get("id"), sent_copy_stored=True)
+        result = SendResult(message_id=message.message_id, provider_id=answer.get("id"), sent_copy_stored=True)
+        return result, list(answer.get("labelIds") or [])
 
     def find_sent(self, message_id: str) -> str | None:
         """messages.list on label SENT with ``q=rfc822msgid:<id>`` (trash and spam included:
@@ -326,7 +348,7 @@ class GmailProvider(Backend):
         """Relabel: messages.trash into TRASH, else messages.modify (add target, remove source).
         ALL is no label: moving out of it only adds the target, into it archives (removes the source)."""
         if target.name == "TRASH":
-            self.trash(remote_ids)
+            self._trash(remote_ids)
             return
         add = [] if target.name == gmail_history.ALL_MAIL else [target.name]
         remove = [] if folder.name == gmail_history.ALL_MAIL else [folder.name]
@@ -338,17 +360,20 @@ class GmailProvider(Backend):
             requests = {rid: api.messages.modify(userId="me", id=rid, body=body) for rid in chunk}
             api.batch(requests, "messages.modify")
 
-    def trash(self, remote_ids: Sequence[str]) -> None:
-        """Move messages to TRASH (Gmail empties it after 30 days). Vanished ids are skipped."""
-        api = self._api()
-        for chunk in _chunks(list(remote_ids), HEADER_BATCH):
-            api.batch({rid: api.messages.trash(userId="me", id=rid) for rid in chunk}, "messages.trash")
-
-    def delete(self, remote_ids: Sequence[str]) -> None:
-        """Delete messages for good (needs the https://mail.google.com/ scope)."""
+    def delete(self, folder: RemoteFolder, remote_ids: Sequence[str], *, for_good: bool = False) -> None:
+        """messages.trash (label TRASH; Gmail empties it after 30 days), or messages.delete for
+        good (that needs the https://mail.google.com/ scope). Vanished ids are skipped."""
+        if not for_good:
+            self._trash(remote_ids)
+            return
         api = self._api()
         for chunk in _chunks(list(remote_ids), HEADER_BATCH):
             api.batch({rid: api.messages.delete(userId="me", id=rid) for rid in chunk}, "messages.delete")
+
+    def _trash(self, remote_ids: Sequence[str]) -> None:
+        api = self._api()
+        for chunk in _chunks(list(remote_ids), HEADER_BATCH):
+            api.batch({rid: api.messages.trash(userId="me", id=rid) for rid in chunk}, "messages.trash")
 
 
 def message_from_metadata(answer: dict[str, Any]) -> RemoteMessage:

@@ -307,11 +307,14 @@ class GraphProvider(MicrosoftBackend):
         parts = {rid: {"method": "POST", "url": f"/me/messages/{quote(rid)}/move", "body": body} for rid in remote_ids}
         self._api().batch(parts, "messages.move")
 
-    def delete(self, remote_ids: Sequence[str]) -> None:
-        """Delete messages (Exchange keeps them in Recoverable Items); vanished ids are skipped."""
-        self._api().batch(
-            {rid: {"method": "DELETE", "url": f"/me/messages/{quote(rid)}"} for rid in remote_ids}, "messages.delete"
-        )
+    def delete(self, folder: RemoteFolder, remote_ids: Sequence[str], *, for_good: bool = False) -> None:
+        """message: delete (into Deleted Items), or permanentDelete for good; vanished ids are skipped."""
+        if for_good:
+            parts = {rid: {"method": "POST", "url": f"/me/messages/{quote(rid)}/permanentDelete"} for rid in remote_ids}
+            self._api().batch(parts, "messages.permanentDelete")
+            return
+        parts = {rid: {"method": "DELETE", "url": f"/me/messages/{quote(rid)}"} for rid in remote_ids}
+        self._api().batch(parts, "messages.delete")
 
 
 def _mime(raw: bytes) -> dict[str, Any]:

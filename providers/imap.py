@@ -226,6 +226,12 @@ class ImapProvider(Backend):
             authenticate=self._smtp_auth,
         )
 
+    def send_without_copy(self, message: OutgoingMessage) -> SendResult:
+        """SMTP submission, which stores nothing in Sent (:meth:`send` does not either; the
+        outbox appends the copy). A server that files submitted mail itself (Gmail, many
+        hosts) still does: :meth:`find_sent` finds that copy and :meth:`delete` removes it."""
+        return self.send(message)
+
     def find_sent(self, message_id: str) -> str | None:
         """``UID SEARCH HEADER Message-ID`` in the Sent folder; the newest matching UID."""
         session = self._session
@@ -249,6 +255,7 @@ class ImapProvider(Backend):
         return code[1] if code and len(code) >= 2 else None
 
     def move(self, folder: RemoteFolder, remote_ids: Sequence[str], target: RemoteFolder) -> None:
+        """UID MOVE, or COPY + STORE ``\\Deleted`` + EXPUNGE where the server has no MOVE."""
         uids = self._uids(remote_ids)
         if not uids:
             return
@@ -260,11 +267,37 @@ class ImapProvider(Backend):
                 session.command("UID", "MOVE", uid_set, session.wire(target))
                 continue
             session.command("UID", "COPY", uid_set, session.wire(target))
-            session.command("UID", "STORE", uid_set, "+FLAGS.SILENT", "(\\Deleted)")
-            if session.has("UIDPLUS"):
-                session.command("UID", "EXPUNGE", uid_set)
-            else:  # also removes other \Deleted messages: the best a plain server allows
-                session.command("EXPUNGE")
+            self._expunge(uid_set)
+
+    def delete(self, folder: RemoteFolder, remote_ids: Sequence[str], *, for_good: bool = False) -> None:
+        """Into the Trash folder (a move); for good (STORE ``\\Deleted`` + EXPUNGE) when asked, when
+        the folder is the Trash or when the account has none. Vanished UIDs are skipped."""
+        trash = None if for_good else self._trash()
+        if trash is not None and trash.name != folder.name:
+            self.move(folder, remote_ids, trash)
+            return
+        uids = self._uids(remote_ids)
+        if not uids:
+            return
+        self._session.connection()
+        self._session.ensure_selected(folder)
+        for _, uid_set in proto.uid_chunks(uids, self._batch_size):
+            self._expunge(uid_set)
+
+    def _trash(self) -> RemoteFolder | None:
+        try:
+            return self._folder_with_role(FolderRole.TRASH)
+        except FolderNotFound:
+            return None
+
+    def _expunge(self, uid_set: str) -> None:
+        """Remove these UIDs from the selected folder."""
+        session = self._session
+        session.command("UID", "STORE", uid_set, "+FLAGS.SILENT", "(\\Deleted)")
+        if session.has("UIDPLUS"):
+            session.command("UID", "EXPUNGE", uid_set)
+        else:  # also removes other \Deleted messages: the best a plain server allows
+            session.command("EXPUNGE")
 
 
 def message_from_fetch(item: dict[str, Any], gmail: bool = False) -> RemoteMessage:

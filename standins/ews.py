@@ -400,10 +400,14 @@ class EwsStandIn:
             x.sub(message, x.t("ItemId"), Id=moved.id, ChangeKey=moved.change_key)
 
     def _DeleteItem(self, box: EwsMailbox, op: etree._Element, out: etree._Element, name: str) -> None:
-        to_trash = op.get("DeleteType") == "MoveToDeletedItems"
+        to_trash = op.get("DeleteType") == "MoveToDeletedItems"  # from Deleted Items: out of sight
+        trash = box.folder("deleteditems").id
         for item_id in x.item_ids(op.find(x.m("ItemIds"))):
             try:
-                box.move(item_id, "deleteditems") if to_trash else box.delete(item_id)
+                if to_trash and box.item(item_id).folder_id != trash:
+                    box.move(item_id, "deleteditems")
+                else:
+                    box.delete(item_id)
             except EwsFault as exc:
                 x.error(out, name, exc.code, exc.text)
                 continue

@@ -15,9 +15,11 @@ and ``.../childFolders`` (ids or well-known names); ``GET /me/mailFolders/{id}/m
 /me/mailFolders/{id}/messages`` and ``POST /me/messages`` (JSON, or base64 MIME as
 text/plain, which always makes a draft); ``GET|PATCH|DELETE /me/messages/{id}``
 (``$select``, ``$expand=singleValueExtendedProperties($filter=id eq '...')``);
-``GET /me/messages/{id}/$value``; ``GET /me/mailFolders/{id}/messages`` (``$filter`` of the
-one form ``internetMessageId eq '<id>'``, compared without regard to case as Exchange
-compares strings; ``$select``, ``$top``/``$skip``); ``POST /me/messages/{id}/move`` and ``/send``;
+``GET /me/messages/{id}/$value``; ``DELETE`` moves into Deleted Items (out of sight from
+there), ``POST /me/messages/{id}/permanentDelete`` removes for good;
+``GET /me/mailFolders/{id}/messages`` (``$filter`` of the one form
+``internetMessageId eq '<id>'``, compared without regard to case as Exchange compares strings;
+``$select``, ``$top``/``$skip``); ``POST /me/messages/{id}/move`` and ``/send``;
 ``POST /me/sendMail`` (JSON with ``saveToSentItems``, or base64 MIME, which always
 saves to Sent Items). Mail sent to another user of the stand-in lands in their inbox;
 mail to anyone else is kept in :attr:`GraphStandIn.outbound`.
@@ -124,6 +126,7 @@ class GraphStandIn:
             ("DELETE", re.compile(rf"/me/messages/{m}"), "messages.delete", self._delete),
             ("GET", re.compile(rf"/me/messages/{m}/\$value"), "messages.value", self._value),
             ("POST", re.compile(rf"/me/messages/{m}/move"), "messages.move", self._move),
+            ("POST", re.compile(rf"/me/messages/{m}/permanentDelete"), "messages.permanentDelete", self._purge),
             ("POST", re.compile(rf"/me/messages/{m}/send"), "messages.send", self._send_draft),
             ("POST", re.compile(r"/me/sendMail"), "sendMail", self._send_mail),
         ]
@@ -432,6 +435,15 @@ class GraphStandIn:
         return self._render(r, r.mailbox.update(item.id, is_read=read, flag=flag))
 
     def _delete(self, r: _Req) -> Answer:
+        """Into Deleted Items, as Exchange does; from Deleted Items out of the client's sight."""
+        box = r.mailbox
+        if box.item(r.groups[0]).folder_id == box.folder("deleteditems").id:
+            box.delete(r.groups[0])
+        else:
+            box.move(r.groups[0], "deleteditems")
+        return 204, {}, b""
+
+    def _purge(self, r: _Req) -> Answer:
         r.mailbox.delete(r.groups[0])
         return 204, {}, b""
 

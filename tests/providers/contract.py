@@ -29,6 +29,8 @@ class ProviderEnv:
     raw_messages: Callable[[FolderRole], list[bytes]]  # every message in the folder, server-side
     bad_password_provider: Callable[[], MailProvider]
     revoked_token_provider: Callable[[], MailProvider] | None
+    peer: str  # another address the provider can send to
+    peer_inbox: Callable[[], list[bytes]]  # what reached the peer, server-side
     seen_flag: str = "\\Seen"
 
 
@@ -153,6 +155,32 @@ class ProviderContract:
         env.provider.store_sent_copy(raw)
         sent = env.raw_messages(FolderRole.SENT)
         assert [m for m in sent if mid.encode() in m]
+
+    def test_send_without_copy_delivers_and_sent_gets_only_the_copy_stored(self, env: ProviderEnv) -> None:
+        mid = new_message_id()
+        raw = make_message(message_id=mid, from_=env.address, to=env.peer, subject="Your interview")
+        result = env.provider.send_without_copy(OutgoingMessage(raw, env.address, (env.peer,), mid))
+        assert result.message_id == mid and not result.sent_copy_stored and not result.refused
+        _wait(lambda: any(mid.encode() in m for m in env.peer_inbox()))
+        assert not [m for m in env.raw_messages(FolderRole.SENT) if mid.encode() in m]
+        env.provider.store_sent_copy(raw)
+        assert len([m for m in env.raw_messages(FolderRole.SENT) if mid.encode() in m]) == 1
+
+    def test_delete_moves_to_trash_or_removes_for_good(self, env: ProviderEnv) -> None:
+        inbox, trash = self.folder(env, FolderRole.INBOX), self.folder(env, FolderRole.TRASH)
+        binned = env.deliver(make_message(subject="to the bin"), FolderRole.INBOX)
+        purged = env.deliver(make_message(subject="gone for good"), FolderRole.INBOX)
+        vanished = env.deliver(make_message(subject="vanished meanwhile"), FolderRole.INBOX)
+        env.deliver(make_message(subject="stays"), FolderRole.INBOX)
+        env.expunge(vanished, FolderRole.INBOX)
+        env.provider.delete(inbox, [binned, vanished])
+        env.provider.delete(inbox, [purged], for_good=True)
+        assert [b"stays" in m for m in env.raw_messages(FolderRole.INBOX)] == [True]
+        in_trash = env.raw_messages(FolderRole.TRASH)
+        assert [b"to the bin" in m for m in in_trash] == [True]
+        (trashed,) = self.changes(env, trash, None).new
+        env.provider.delete(trash, [trashed], for_good=True)
+        assert env.raw_messages(FolderRole.TRASH) == []
 
     def test_find_sent_finds_the_copy_in_sent_by_message_id_only(self, env: ProviderEnv) -> None:
         mid, in_inbox = new_message_id(), new_message_id()

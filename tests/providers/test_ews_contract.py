@@ -11,6 +11,8 @@ from providers.ews import EwsProvider
 from tests.providers.contract import ProviderContract, ProviderEnv
 from tests.standins.ews_rig import EwsRig, ews_rig
 
+PEER = "ann@outside.example"  # outside the tenant: kept in the stand-in's outbound
+
 
 def make_env(rig: EwsRig) -> ProviderEnv:
     box = rig.ews.mailbox(rig.address)
@@ -30,6 +32,8 @@ def make_env(rig: EwsRig) -> ProviderEnv:
         raw_messages=rig.raw_messages,
         bad_password_provider=lambda: rig.provider("not-the-password"),
         revoked_token_provider=revoked_token,
+        peer=PEER,
+        peer_inbox=lambda: [raw for _, recipients, raw in rig.ews.outbound if PEER in recipients],
     )
 
 

@@ -13,10 +13,12 @@ from tests.providers.contract import ProviderContract, ProviderEnv
 from tests.rig.fake_provider import FakeProvider, FakeServer
 
 ADDRESS = "rita@fake.test"
+PEER = "ann@fake.test"
 
 
 def make_env(server: FakeServer) -> ProviderEnv:
     box = server.add_mailbox(ADDRESS, "Spring2026!")
+    peer = server.add_mailbox(PEER)
     return ProviderEnv(
         provider=FakeProvider.open(server.settings(ADDRESS)),
         address=ADDRESS,
@@ -26,6 +28,8 @@ def make_env(server: FakeServer) -> ProviderEnv:
         raw_messages=lambda role: [m.raw for m in box.messages(role)],
         bad_password_provider=lambda: FakeProvider.open(server.settings(ADDRESS, "not-the-password")),
         revoked_token_provider=None,  # the fake logs in with a password only
+        peer=PEER,
+        peer_inbox=lambda: [m.raw for m in peer.messages(FolderRole.INBOX)],
     )
 
 

@@ -10,9 +10,12 @@ from providers.gmail import GmailProvider
 from tests.providers.contract import ProviderContract, ProviderEnv
 from tests.standins.gmail_rig import GmailRig, gmail_rig
 
+PEER = "ann@gmail-peer.test"
+
 
 def make_env(rig: GmailRig) -> ProviderEnv:
     box = rig.standin.mailbox(rig.address)
+    peer = rig.standin.add_user(PEER)
 
     def revoked_token() -> GmailProvider:
         token = rig.standin.grant(rig.address)
@@ -28,6 +31,8 @@ def make_env(rig: GmailRig) -> ProviderEnv:
         raw_messages=rig.raw_messages,
         bad_password_provider=lambda: rig.provider("1//not-a-grant"),
         revoked_token_provider=revoked_token,
+        peer=PEER,
+        peer_inbox=lambda: [m.raw for m in peer.by_label("INBOX")],
     )
 
 

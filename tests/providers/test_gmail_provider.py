@@ -291,9 +291,10 @@ def test_sent_copy_trash_and_delete_primitives(rig: GmailRig, provider: GmailPro
     copy_id = provider.store_sent_copy(make_message(from_=ADDRESS), frozenset({"\\Flagged"}))
     assert copy_id is not None and box.get(copy_id).labels == {"SENT", "UNREAD", "STARRED"}
     a, b = rig.deliver(make_message()), rig.deliver(make_message())
-    provider.trash([a, "deadbeef00000000"])
+    inbox = folders(provider)["INBOX"]
+    provider.delete(inbox, [a, "deadbeef00000000"])
     assert box.get(a).labels == {"TRASH", "UNREAD"}
-    provider.delete([a, b])
+    provider.delete(inbox, [a, b], for_good=True)
     assert box.messages.keys() == {copy_id}
     label = box.add_label("Hired")
     c = rig.deliver(make_message())
@@ -345,3 +346,29 @@ def test_misconfiguration_is_one_sentence(options: dict[str, str], creds: Creden
 def test_credentials_repr_hides_tokens() -> None:
     creds = Credentials(ADDRESS, access_token="ya29.secret", refresh_token="1//secret")
     assert "secret" not in repr(creds)
+
+
+def test_send_without_copy_to_the_senders_own_address_keeps_that_one_message(
+    rig: GmailRig, provider: GmailProvider
+) -> None:
+    """Gmail files a message to oneself once, in INBOX and SENT: trashing the Sent copy would
+    take the delivered one with it, so it stays and the result says a copy is left."""
+    mid = new_message_id()
+    raw = make_message(message_id=mid, from_=ADDRESS, to=ADDRESS)
+    result = provider.send_without_copy(OutgoingMessage(raw, ADDRESS, (ADDRESS,), mid))
+    assert result.sent_copy_stored and result.provider_id is not None
+    assert {"INBOX", "SENT"} <= rig.standin.mailbox(ADDRESS).get(result.provider_id).labels
+    assert rig.raw_messages(FolderRole.TRASH) == []
+
+
+def test_send_without_copy_whose_trash_fails_is_sent_once_and_says_the_copy_stays(
+    rig: GmailRig, provider: GmailProvider
+) -> None:
+    peer = rig.standin.add_user("ann@gmail-peer.test")
+    rig.standin.fail("users.messages.trash", status=400, reason="failedPrecondition")
+    mid = new_message_id()
+    raw = make_message(message_id=mid, from_=ADDRESS, to=peer.email)
+    result = provider.send_without_copy(OutgoingMessage(raw, ADDRESS, (peer.email,), mid))
+    assert result.sent_copy_stored  # not raised: the message went out and must not be resent
+    assert [mid.encode() in m.raw for m in peer.by_label("INBOX")] == [True]
+    assert [mid.encode() in m for m in rig.raw_messages(FolderRole.SENT)] == [True]

@@ -10,6 +10,8 @@ from providers.graph import GraphProvider
 from tests.providers.contract import ProviderContract, ProviderEnv
 from tests.standins.graph_rig import GraphRig, graph_rig
 
+PEER = "ann@outside.example"  # outside the tenant: kept in the stand-in's outbound
+
 
 def make_env(rig: GraphRig) -> ProviderEnv:
     box = rig.graph.mailbox(rig.address)
@@ -28,6 +30,8 @@ def make_env(rig: GraphRig) -> ProviderEnv:
         raw_messages=rig.raw_messages,
         bad_password_provider=lambda: rig.provider("1.AQ-not-a-grant"),
         revoked_token_provider=revoked_token,
+        peer=PEER,
+        peer_inbox=lambda: [raw for _, recipients, raw in rig.graph.outbound if PEER in recipients],
     )
 
 

@@ -12,6 +12,7 @@ from providers.base import Credentials, FolderRole
 from providers.imap import ImapProvider
 from tests.providers.contract import ProviderContract, ProviderEnv
 from tests.rig.fixtures import Mailbox
+from tests.rig.mailrig import MailRig
 
 ROLE_FOLDERS = {FolderRole.INBOX: "INBOX", FolderRole.SENT: "Sent", FolderRole.TRASH: "Trash"}
 
@@ -27,7 +28,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_env(mailbox: Mailbox, config: dict[str, Any]) -> tuple[ProviderEnv, ImapProvider]:
+def make_env(mailbox: Mailbox, config: dict[str, Any], peer: Mailbox) -> tuple[ProviderEnv, ImapProvider]:
     mailbox.ensure_folders()
     settings = mailbox.settings(**config)
     provider = ImapProvider.open(settings)
@@ -53,13 +54,22 @@ def make_env(mailbox: Mailbox, config: dict[str, Any]) -> tuple[ProviderEnv, Ima
         raw_messages=lambda role: list(mailbox.fetch_raw(ROLE_FOLDERS[role]).values()),
         bad_password_provider=bad_password,
         revoked_token_provider=revoked_token,
+        peer=peer.address,
+        peer_inbox=lambda: list(peer.fetch_raw("INBOX").values()),
     )
     return env, provider
 
 
+@pytest.fixture(scope="module")
+def peer(mail_rig: MailRig) -> Mailbox:
+    """One recipient for every configuration's sends (messages are told apart by Message-ID)."""
+    address = mail_rig.free_users.pop()  # type: ignore[attr-defined]
+    return Mailbox(mail_rig, address, mail_rig.users[address], token="")
+
+
 class TestImapContract(ProviderContract):
     @pytest.fixture(params=list(CONFIGS), ids=list(CONFIGS))
-    def provider_env(self, request: pytest.FixtureRequest, mailbox: Mailbox) -> Iterator[ProviderEnv]:
-        env, provider = make_env(mailbox, CONFIGS[request.param])
+    def provider_env(self, request: pytest.FixtureRequest, mailbox: Mailbox, peer: Mailbox) -> Iterator[ProviderEnv]:
+        env, provider = make_env(mailbox, CONFIGS[request.param], peer)
         yield env
         provider.close()

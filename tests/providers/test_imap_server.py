@@ -207,3 +207,13 @@ def test_store_sent_copy_returns_uid_and_seen(mailbox: Mailbox) -> None:
         sent = next(f for f in provider.list_folders() if f.role == FolderRole.SENT)
         (msg,) = provider.fetch_headers(sent, [uid or ""])
     assert "\\Seen" in msg.flags
+
+
+def test_delete_in_the_trash_removes_for_good(mailbox: Mailbox) -> None:
+    """A message deleted from Trash leaves the server (moving it into Trash again would keep it)."""
+    mailbox.ensure_folders()
+    kept, gone = mailbox.append(make_message(subject="kept"), "Trash"), mailbox.append(make_message(), "Trash")
+    with ImapProvider.open(mailbox.settings()) as provider:
+        (trash,) = [f for f in provider.list_folders() if f.role == FolderRole.TRASH]
+        provider.delete(trash, [str(gone)])
+    assert list(mailbox.fetch_raw("Trash")) == [kept]

@@ -348,6 +348,12 @@ class FakeProvider:
         return bodies
 
     def send(self, message: OutgoingMessage) -> SendResult:
+        return self._submit(message, keep_copy=True)
+
+    def send_without_copy(self, message: OutgoingMessage) -> SendResult:
+        return self._submit(message, keep_copy=False)
+
+    def _submit(self, message: OutgoingMessage, keep_copy: bool) -> SendResult:
         box = self._mailbox("send")
         with self.server.lock:
             for rcpt in message.recipients:
@@ -356,6 +362,8 @@ class FakeProvider:
                     self.server.relayed.append((rcpt, message.raw))
                 else:
                     to.deliver(message.raw, FolderRole.INBOX)
+            if not keep_copy:
+                return SendResult(message.message_id, sent_copy_stored=False)
             copy = box.deliver(message.raw, FolderRole.SENT, {"\\Seen"}, self._thread(box, message.thread_hint))
         return SendResult(message.message_id, provider_id=copy, sent_copy_stored=True)
 
@@ -378,6 +386,17 @@ class FakeProvider:
         box = self._mailbox("move", folder, remote_ids)
         for rid in remote_ids:
             box.move(rid, folder.name, target.name)
+
+    def delete(self, folder: RemoteFolder, remote_ids: Sequence[str], *, for_good: bool = False) -> None:
+        """Into Trash, or for good when asked or when already in Trash; vanished ids are skipped."""
+        box = self._mailbox("delete", folder, remote_ids)
+        with self.server.lock:
+            present = [rid for rid in remote_ids if str(rid).isdigit() and int(rid) in box.folder(folder.name).messages]
+            for rid in present:
+                if for_good or folder.role == FolderRole.TRASH:
+                    box.remove(rid, folder.name)
+                else:
+                    box.move(rid, folder.name, FolderRole.TRASH)
 
     def close(self) -> None:
         self.closed = True

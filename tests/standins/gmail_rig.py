@@ -59,7 +59,10 @@ class GmailRig:
         return self.standin.deliver(self.address, raw, DELIVERY_LABELS[role])
 
     def raw_messages(self, role: FolderRole) -> list[bytes]:
-        return [m.raw for m in self.standin.mailbox(self.address).by_label(ROLE_LABELS[role])]
+        """What Gmail shows in the folder: trashed and spam messages only in TRASH and SPAM."""
+        label = ROLE_LABELS[role]
+        hidden = {"TRASH", "SPAM"} - {label}
+        return [m.raw for m in self.standin.mailbox(self.address).by_label(label) if not hidden & m.labels]
 
 
 @contextmanager

@@ -137,8 +137,9 @@ def test_gmail_modify_can_trash_but_not_delete_for_good() -> None:
         limited = rig.standin.grant(ADDRESS, [MODIFY, "openid"])
         first, second = rig.deliver(make_message()), rig.deliver(make_message())
         with rig.provider(limited) as provider:
-            provider.trash([first])
+            inbox = next(f for f in provider.list_folders() if f.name == "INBOX")
+            provider.delete(inbox, [first])
             with pytest.raises(AuthError, match="403"):
-                provider.delete([second])
+                provider.delete(inbox, [second], for_good=True)
         assert [m.id for m in rig.standin.mailbox(ADDRESS).by_label("TRASH")] == [first]
         assert second in rig.standin.mailbox(ADDRESS).messages
