@@ -27,13 +27,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from postroom.config_reading import Table, choice, endpoint, env_list, float_env, https_url, keys_of
+from postroom.config_providers import GoogleConfig, MicrosoftConfig, read_google, read_microsoft
+from postroom.config_reading import Table, choice, env_list, float_env, keys_of
+from postroom.config_sending import SendingConfig, TrackingConfig, read_sending, read_tracking
 from postroom.errors import ConfigError
 from postroom.private_files import private_dir, tighten
 from postroom.states import BodyPolicy
 from postroom.urls import redact_url
 
-__all__ = ["Config", "ConfigError", "load_config"]
+__all__ = ["Config", "ConfigError", "GoogleConfig", "MicrosoftConfig", "SendingConfig", "TrackingConfig", "load_config"]
 
 BODY_POLICIES = tuple(BodyPolicy)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -50,6 +52,8 @@ SECTIONS = (
     "google",
     "microsoft",
     "web",
+    "sending",
+    "tracking",
 )
 
 
@@ -132,39 +136,6 @@ class ImapDefaults:
 
 
 @dataclass(frozen=True)
-class GoogleConfig:
-    """The Google OAuth client Gmail accounts are connected through, and Google's endpoints.
-
-    The endpoints default to Google's own; tests and the demo point them at the
-    local stand-ins (http is accepted only for this machine)."""
-
-    client_id: str = ""
-    client_secret: str = field(default="", repr=False)
-    auth_uri: str = "https://accounts.google.com/o/oauth2/auth"
-    token_uri: str = "https://oauth2.googleapis.com/token"
-    api_root: str = "https://gmail.googleapis.com/"
-
-
-@dataclass(frozen=True)
-class MicrosoftConfig:
-    """The Entra ID app Microsoft 365 mailboxes are connected through, and Microsoft's endpoints.
-
-    ``authority`` defaults to ``https://login.microsoftonline.com/{tenant}``; ``tenant``
-    defaults to ``organizations`` (any work or school account, no personal Microsoft
-    accounts). msal and the Graph backend speak https only, so the local stand-ins run
-    over TLS with a test CA (``ca_file``) and ``instance_discovery = false``."""
-
-    client_id: str = ""
-    client_secret: str = field(default="", repr=False)
-    tenant: str = "organizations"
-    authority: str = "https://login.microsoftonline.com/organizations"
-    graph_root: str = "https://graph.microsoft.com/v1.0"
-    ca_file: str | None = None  # PEM of extra CAs to trust for the authority and Graph
-    instance_discovery: bool = True  # msal's check of the authority host with Microsoft
-    allowed_tenants: tuple[str, ...] = ()  # tenant ids (lower-case GUIDs) that may connect; empty: any
-
-
-@dataclass(frozen=True)
 class Config:
     data_dir: Path
     database: DatabaseConfig
@@ -178,6 +149,8 @@ class Config:
     google: GoogleConfig = field(default_factory=GoogleConfig)
     microsoft: MicrosoftConfig = field(default_factory=MicrosoftConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    sending: SendingConfig = field(default_factory=SendingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     source: str = "defaults"  # where the settings came from, for messages
 
 
@@ -230,6 +203,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     elif not doc.get("data_dir") and data_dir.is_dir():
         tighten(data_dir)  # the default location is Postroom's own; older versions made it group-readable
     database = _database(doc, env, data_dir, source)
+    web = _web(doc, env, source)
     return Config(
         data_dir=data_dir,
         database=database,
@@ -240,9 +214,11 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         imap=_imap(doc, source),
         celery=_celery(doc, env, source),
         metrics=_metrics(doc, env, source),
-        google=_google(doc, env, source),
-        microsoft=_microsoft(doc, env, source),
-        web=_web(doc, env, source),
+        google=read_google(doc, env, source),
+        microsoft=read_microsoft(doc, env, source),
+        web=web,
+        sending=read_sending(doc, env, source),
+        tracking=read_tracking(doc, env, source, web.base_url),
         source=source,
     )
 
@@ -388,74 +364,6 @@ def _imap(doc: Mapping[str, Any], source: str) -> ImapDefaults:
     if ca_file and not os.path.isfile(ca_file):
         raise ConfigError(f"Setting imap.ca_file names {ca_file}, which is not a file.")
     return ImapDefaults(allow_plaintext=t.get("allow_plaintext", bool, d.allow_plaintext), ca_file=ca_file)
-
-
-def _google(doc: Mapping[str, Any], env: Mapping[str, str], source: str) -> GoogleConfig:
-    t, d = Table(doc, "google", keys_of(GoogleConfig), source), GoogleConfig()
-    values: dict[str, str] = {}
-    for key in ("client_id", "client_secret", "auth_uri", "token_uri", "api_root"):
-        values[key] = env.get(f"POSTROOM_GOOGLE_{key.upper()}") or t.get(key, str, getattr(d, key))
-    for key in ("auth_uri", "token_uri", "api_root"):
-        endpoint(values[key], f"google.{key}")
-    values["api_root"] = values["api_root"].rstrip("/") + "/"
-    if values["client_secret"] and not values["client_id"]:
-        raise ConfigError("Setting google.client_secret is set but google.client_id is not; set both or neither.")
-    return GoogleConfig(**values)
-
-
-_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def _microsoft(doc: Mapping[str, Any], env: Mapping[str, str], source: str) -> MicrosoftConfig:
-    t, d = Table(doc, "microsoft", keys_of(MicrosoftConfig), source), MicrosoftConfig()
-    values: dict[str, Any] = {}
-    for key in ("client_id", "client_secret", "tenant", "authority", "graph_root", "ca_file"):
-        default = "" if key in ("authority", "ca_file") else getattr(d, key)  # authority: from the tenant
-        values[key] = env.get(f"POSTROOM_MICROSOFT_{key.upper()}") or t.get(key, str, default)
-    if not _TENANT.fullmatch(values["tenant"]):
-        raise ConfigError(
-            "Setting microsoft.tenant must be a tenant id, a domain, organizations or common, "
-            f"not {values['tenant']!r}."
-        )
-    values["authority"] = https_url(
-        values["authority"] or f"https://login.microsoftonline.com/{values['tenant']}",
-        "microsoft.authority",
-        "https://login.microsoftonline.com/organizations",
-    )
-    if urlsplit(values["authority"]).path.strip("/") == "":
-        raise ConfigError(
-            "Setting microsoft.authority must end in a tenant, e.g. "
-            f"https://login.microsoftonline.com/organizations, not {values['authority']!r}."
-        )
-    values["graph_root"] = https_url(values["graph_root"], "microsoft.graph_root", "https://graph.microsoft.com/v1.0")
-    if values["ca_file"] and not os.path.isfile(values["ca_file"]):
-        raise ConfigError(f"Setting microsoft.ca_file names {values['ca_file']}, which is not a file.")
-    values["ca_file"] = values["ca_file"] or None
-    if values["client_secret"] and not values["client_id"]:
-        raise ConfigError("Setting microsoft.client_secret is set but microsoft.client_id is not; set both or neither.")
-    values["instance_discovery"] = t.get("instance_discovery", bool, d.instance_discovery)
-    values["allowed_tenants"] = _allowed_tenants(t, env, values["tenant"])
-    return MicrosoftConfig(**values)
-
-
-def _allowed_tenants(t: Table, env: Mapping[str, str], tenant: str) -> tuple[str, ...]:
-    """``microsoft.allowed_tenants`` (or the comma-separated environment variable): tenant ids,
-    never domains, because the ID token names the user's tenant by its id (``tid``) only."""
-    where, items = env_list(env, "POSTROOM_MICROSOFT_ALLOWED_TENANTS", t, "allowed_tenants")
-    if not isinstance(items, list):
-        raise ConfigError(f"Setting microsoft.allowed_tenants must be a list of tenant ids, not {items!r}.")
-    for item in items:
-        if not isinstance(item, str) or not _GUID.fullmatch(item):
-            raise ConfigError(
-                f"{where} must list tenant ids (GUIDs such as aaaabbbb-0000-cccc-1111-dddd2222eeee), not {item!r}."
-            )
-    allowed = tuple(dict.fromkeys(t.lower() for t in items))
-    if allowed and _GUID.fullmatch(tenant) and tenant.lower() not in allowed:
-        raise ConfigError(
-            f"Setting microsoft.allowed_tenants leaves out microsoft.tenant {tenant}, so nobody could connect."
-        )
-    return allowed
 
 
 def _web(doc: Mapping[str, Any], env: Mapping[str, str], source: str) -> WebConfig:

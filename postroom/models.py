@@ -18,6 +18,19 @@ Shape of the mail data (one organisation's view)::
   Message-ID seen or referenced, and every provider thread hint, maps to the
   thread that holds it; a child that arrives before its parent leaves a key
   that the parent later joins.
+
+Sending::
+
+    Template            OutboxMessage 1─* OutboxRecipient 1─* TrackingEvent
+                              │ (thread, applicant, template)
+
+* ``OutboxMessage`` is one message as the recruiter sent it: the canonical MIME (the clean
+  copy that goes to Sent), its reply identifiers (``reply_token`` in the Reply-To,
+  ``short_id`` in the subject) and, for a tracked send, how it went out (``mode``).
+* ``OutboxRecipient`` is one To, Cc or Bcc recipient: for a tracked send, the Message-ID
+  and the state of that recipient's own copy; for every send, whether they replied.
+* ``TrackingEvent`` is one hit on a tracked copy's pixel or links, with its raw signals
+  and the verdict (a person, or a machine and why).
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -44,7 +58,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from postroom.states import AccountStatus, FolderState
+from postroom.states import AccountStatus, FolderState, SendMode
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -76,6 +90,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Outbox rows the worker still has something to do for: not settled, or a tracked send whose
+# recipients' copies are still looked for in Sent. Written out literally, as the partial index
+# ix_outbox_open is defined, so that SQLite and PostgreSQL can prove the index applies.
+OUTBOX_OPEN = "status IN ('queued', 'sending', 'uncertain') OR cleanup_until IS NOT NULL"
 
 
 class Base(DeclarativeBase):
@@ -301,12 +321,12 @@ class OutboxMessage(Base):
     __tablename__ = "outbox"
     __table_args__ = (
         UniqueConstraint("account_id", "message_id"),
-        # the worker's one query per pass reads only the rows not settled yet (migration 0006)
+        # the worker's one query per pass reads only the rows not settled yet (migrations 0006, 0008)
         Index(
             "ix_outbox_open",
             "account_id",
-            sqlite_where=text("status IN ('queued', 'sending', 'uncertain')"),
-            postgresql_where=text("status IN ('queued', 'sending', 'uncertain')"),
+            sqlite_where=text(OUTBOX_OPEN),
+            postgresql_where=text(OUTBOX_OPEN),
         ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -324,3 +344,73 @@ class OutboxMessage(Base):
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # Sent last searched for an uncertain row
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # reply identifiers (services.sending): Reply-To carries reply_to (…+<reply_token>@…), the subject [short_id]
+    reply_token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    short_id: Mapped[str | None] = mapped_column(String(16), index=True)
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id", ondelete="SET NULL"))
+    applicant_id: Mapped[int | None] = mapped_column(ForeignKey("applicants.id", ondelete="SET NULL"), index=True)
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id", ondelete="SET NULL"))
+    tracked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    mode: Mapped[str] = mapped_column(String(16), default=SendMode.SINGLE.value, server_default=SendMode.SINGLE.value)
+    # tracked: until then, each worker pass looks in Sent for recipients' copies a server filed itself
+    cleanup_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    invite: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # uid, sequence, method, start, end, tz, location
+
+
+class Template(Base):
+    """A message template: subject and Markdown body with ``{{ placeholders }}`` (rendered in
+    Jinja2's sandbox, see :mod:`postroom.templating`)."""
+
+    __tablename__ = "templates"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    json_part: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutboxRecipient(Base):
+    """One recipient of an outbox message. On a tracked send each has a copy of its own
+    (``message_id``, ``status`` — the outbox states, one recipient at a time); on any send,
+    a reply from them is recorded here (``replied_at``, or ``auto_replied_at`` for an
+    auto-reply, which never counts as a reply)."""
+
+    __tablename__ = "outbox_recipients"
+    __table_args__ = (UniqueConstraint("outbox_id", "address"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(320))  # normalised
+    kind: Mapped[str] = mapped_column(String(4))  # to | cc | bcc
+    message_id: Mapped[str] = mapped_column(String(1000), index=True)  # this recipient's copy (tracked)
+    status: Mapped[str | None] = mapped_column(String(16))  # tracked sends only
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # Sent last searched for its copy
+    copy_removed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    replied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reply_email_id: Mapped[int | None] = mapped_column(ForeignKey("emails.id", ondelete="SET NULL"))
+    auto_replied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TrackingEvent(Base):
+    """One hit on a tracked copy: its raw signals and the verdict (:mod:`postroom.hits`)."""
+
+    __tablename__ = "tracking_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("outbox_recipients.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # open | click
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seconds_after_send: Mapped[float | None] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(8))
+    user_agent: Mapped[str] = mapped_column(Text, default="")
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    link: Mapped[int | None] = mapped_column(Integer)  # which link of the message (clicks)
+    url: Mapped[str | None] = mapped_column(Text)
+    machine: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(String(200), default="")

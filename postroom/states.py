@@ -1,7 +1,7 @@
 """Every state Postroom stores, as a :class:`enum.StrEnum` (the database holds their values).
 
 Each state machine is described once, where it runs: accounts in :mod:`sync.scheduler`,
-folders in :mod:`sync.engine`, outbox messages in :mod:`sync.outbox`.
+folders in :mod:`sync.engine`, outbox messages and their recipients in :mod:`sync.outbox`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,30 @@ class OutboxStatus(enum.StrEnum):
 
 
 OPEN_OUTBOX = (OutboxStatus.QUEUED, OutboxStatus.SENDING, OutboxStatus.UNCERTAIN)  # not settled yet
+# A tracked send's recipients (``outbox_recipients.status``) go through the same states one by one.
+
+
+class SendMode(enum.StrEnum):
+    """How a message went out (``outbox.mode``)."""
+
+    SINGLE = "single"  # one message to every recipient (untracked)
+    SMTP = "smtp"  # tracked: one SMTP transaction per recipient, every copy with the same visible headers
+    API = "api"  # tracked where only the provider's API may send: one copy per recipient naming only them
+
+
+class RecipientKind(enum.StrEnum):
+    """Where a recipient stands on a message (``outbox_recipients.kind``)."""
+
+    TO = "to"
+    CC = "cc"
+    BCC = "bcc"  # never written into any header
+
+
+class HitKind(enum.StrEnum):
+    """A tracking hit (``tracking_events.kind``)."""
+
+    OPEN = "open"  # the pixel was fetched
+    CLICK = "click"  # a rewritten link was followed
 
 
 class BodyPolicy(enum.StrEnum):

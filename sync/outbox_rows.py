@@ -13,14 +13,15 @@ from sqlalchemy import ColumnElement, Select, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.errors import OutboxError
-from postroom.models import MailAccount, OutboxMessage
+from postroom.models import OUTBOX_OPEN, MailAccount, OutboxMessage
 from postroom.states import OutboxStatus
 
 
 def open_rows(account_id: int) -> Select[Any]:
-    """The worker's one query per pass: the account's rows not settled yet. The status test is
-    written out literally, exactly as the partial index ``ix_outbox_open`` is defined, so that
-    SQLite and PostgreSQL (even with a generic plan) can prove the index applies."""
+    """The worker's one query per pass: the account's rows not settled yet, and tracked sends
+    still looking for copies in Sent. The condition is written out literally, exactly as the
+    partial index ``ix_outbox_open`` is defined, so that SQLite and PostgreSQL (even with a
+    generic plan) can prove the index applies."""
     return select(
         OutboxMessage.id,
         OutboxMessage.message_id,
@@ -28,7 +29,8 @@ def open_rows(account_id: int) -> Select[Any]:
         OutboxMessage.owner,
         OutboxMessage.claimed_until,
         OutboxMessage.checked_at,
-    ).where(OutboxMessage.account_id == account_id, text("status IN ('queued', 'sending', 'uncertain')"))
+        OutboxMessage.cleanup_until,
+    ).where(OutboxMessage.account_id == account_id, text(f"({OUTBOX_OPEN})"))
 
 
 @dataclass(frozen=True)

@@ -41,15 +41,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config, SyncConfig
 from postroom.errors import AccountError
 from postroom.logs import error_summary, where
-from postroom.models import MailAccount, OutboxMessage, utcnow
-from postroom.states import OPEN_OUTBOX, SCHEDULED, AccountStatus
+from postroom.models import OUTBOX_OPEN, MailAccount, OutboxMessage, utcnow
+from postroom.states import SCHEDULED, AccountStatus
 from sync.engine import AccountResult, AccountSync, outcome_values
 from sync.leases import LeaseLost, dead_local_owner, worker_id
 from sync.outbox import process_outbox
@@ -71,7 +71,7 @@ def due(now: datetime) -> ColumnElement[bool]:
 # returned by the claim itself, so an account with nothing in its outbox costs no query for it
 _OPEN_OUTBOX = (
     select(OutboxMessage.id)
-    .where(OutboxMessage.account_id == _ACCOUNTS.c.id, OutboxMessage.status.in_(OPEN_OUTBOX))
+    .where(OutboxMessage.account_id == _ACCOUNTS.c.id, text(f"({OUTBOX_OPEN})"))
     .exists()
     .label("outbox")
 )
