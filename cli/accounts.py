@@ -41,9 +41,18 @@ def register(sub: Subparsers) -> Commands:
     )
     imap.add_argument("--proxy", metavar="URL", help="HTTP CONNECT proxy for IMAP, e.g. http://proxy:3128")
     json_flag(imap)
-    for name, help in (
-        ("add-gmail", "import an existing Google grant for a Gmail mailbox (client from [google])"),
-        ("add-graph", "import an existing Microsoft grant for a Microsoft 365 mailbox (app from [microsoft])"),
+    for name, help, smtp in (
+        (
+            "add-gmail",
+            "import an existing Google grant for a Gmail mailbox (client from [google])",
+            "send tracked copies over Gmail's SMTP submission (the grant must include https://mail.google.com/)",
+        ),
+        (
+            "add-graph",
+            "import an existing Microsoft grant for a Microsoft 365 mailbox (app from [microsoft])",
+            "send tracked copies over Exchange Online's SMTP submission "
+            "(the grant must include https://outlook.office.com/SMTP.Send)",
+        ),
     ):
         oauth = common(acc.add_parser(name, help=help))
         oauth.add_argument("--email", required=True, help="the mailbox's address")
@@ -53,6 +62,7 @@ def register(sub: Subparsers) -> Commands:
             metavar="VAR",
             help="name of the environment variable that holds the OAuth refresh token",
         )
+        oauth.add_argument("--smtp-submission", action="store_true", help=smtp)
         json_flag(oauth)
     ews = common(acc.add_parser("add-ews", help="connect an Exchange mailbox through Exchange Web Services (EWS)"))
     ews.add_argument("--email", required=True, help="the mailbox's address")
@@ -116,13 +126,15 @@ def add_imap(app: App, args: argparse.Namespace) -> int:
 def add_gmail(app: App, args: argparse.Namespace) -> int:
     token = env_secret(args.refresh_token_env, "--refresh-token-env")
     with app.sessions.begin() as s:
-        return _added(args, add_gmail_account(s, app.config, args.email, token).id)
+        account = add_gmail_account(s, app.config, args.email, token, smtp_submission=args.smtp_submission)
+        return _added(args, account.id)
 
 
 def add_graph(app: App, args: argparse.Namespace) -> int:
     token = env_secret(args.refresh_token_env, "--refresh-token-env")
     with app.sessions.begin() as s:
-        return _added(args, add_graph_account(s, app.config, args.email, token).id)
+        account = add_graph_account(s, app.config, args.email, token, smtp_submission=args.smtp_submission)
+        return _added(args, account.id)
 
 
 def add_ews(app: App, args: argparse.Namespace) -> int:

@@ -87,7 +87,12 @@ def env_secret(var: str, flag: str) -> str:
 
 
 # fields whose flag is not simply "--" + the field: secrets come from named environment variables
-_FLAGS = {"password": "--password-env", "refresh_token": "--refresh-token-env"}
+_FLAGS = {
+    "password": "--password-env",
+    "refresh_token": "--refresh-token-env",
+    "body": "--body-file",  # texts and data come from files
+    "data": "--data-file",
+}
 
 
 def flag(field: str) -> str:

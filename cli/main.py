@@ -7,14 +7,14 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import OperationalError
 
-from cli import accounts, applicants, db, keys, mail, outbox, quarantine, running
+from cli import accounts, applicants, db, invites, keys, mail, outbox, quarantine, running, templates, tracking
 from cli.common import App, Commands, Parser, common, flag
 from postroom.config import load_config
 from postroom.db import driver_message
 from postroom.logs import setup_logging
 from services.errors import ServerError, UserError
 
-GROUPS = (db, accounts, applicants, mail, outbox, running, quarantine, keys)
+GROUPS = (db, accounts, applicants, mail, outbox, invites, running, quarantine, keys, templates, tracking)
 
 
 def build_parser() -> tuple[Parser, Commands]:

@@ -3,21 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cli.common import App, CommandError, Commands, Subparsers, common, group, json_flag, output
-from services.outbox import OutboxEntry, OutboxStatus, SendRequest, list_outbox, retry_message, send_message
+from services.outbox import OutboxEntry, OutboxStatus, list_outbox, retry_message
+from services.sending import Invite, SendRequest, send_message
 
 
 def register(sub: Subparsers) -> Commands:
-    se = common(sub.add_parser("send", help="send a message through an account and keep it in Sent"))
+    se = common(
+        sub.add_parser(
+            "send",
+            help="send a message through an account (from a template or as given), optionally tracked",
+            description="Send a message and keep one clean copy in Sent. Either --subject and --body-file "
+            "(Markdown) or --template (with --data-file for its placeholders).",
+        )
+    )
     se.add_argument("--account", type=int, required=True, metavar="ID")
     se.add_argument("--to", required=True, action="append", help="a recipient (repeat for several)")
-    se.add_argument("--subject", required=True)
-    se.add_argument("--body-file", required=True, metavar="FILE", help="UTF-8 text of the body ('-' for stdin)")
+    se.add_argument("--cc", action="append", default=[], help="a Cc recipient (repeat for several)")
+    se.add_argument("--bcc", action="append", default=[], help="a Bcc recipient, named in no header (repeatable)")
+    se.add_argument("--subject")
+    se.add_argument("--body-file", metavar="FILE", help="UTF-8 Markdown of the body ('-' for stdin)")
+    se.add_argument("--template", metavar="NAME", help="a template (see 'postroom templates list')")
+    se.add_argument("--data-file", metavar="FILE", help="a JSON object with the template's placeholders")
+    se.add_argument("--applicant", type=int, metavar="ID", help="the applicant this message is for")
+    se.add_argument(
+        "--track", action="store_true", help="one copy per recipient with its own open pixel and links (honest opens)"
+    )
     se.add_argument("--in-reply-to", metavar="MSGID", help="Message-ID of the message answered")
+    se.add_argument("--invite-start", metavar="ISO", help="an interview invitation: start, e.g. 2027-01-12T10:00+01:00")
+    se.add_argument("--invite-end", metavar="ISO", help="the invitation's end")
+    se.add_argument("--invite-location", metavar="L", default="", help="where, or a video link")
+    se.add_argument("--invite-timezone", metavar="TZ", help="the invitation's time zone, e.g. Europe/Berlin")
     json_flag(se)
     ob = group(sub, "outbox", "messages sent through Postroom and their state")
     obl = common(
@@ -36,39 +58,90 @@ def register(sub: Subparsers) -> Commands:
     return {("send",): send, ("outbox", "list"): list_, ("outbox", "retry"): retry}
 
 
-def read_body(path: str) -> str:
+def read_body(path: str, what: str = "Body file") -> str:
     try:
         if path == "-":
             return sys.stdin.read()
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise CommandError(f"Body file {path} does not exist.") from None
+        raise CommandError(f"{what} {path} does not exist.") from None
     except UnicodeDecodeError:
-        raise CommandError(f"Body file {path} is not UTF-8 text.") from None
+        raise CommandError(f"{what} {path} is not UTF-8 text.") from None
     except OSError as exc:
-        raise CommandError(f"Body file {path} cannot be read: {exc.strerror}.") from None
+        raise CommandError(f"{what} {path} cannot be read: {exc.strerror}.") from None
 
 
 def send(app: App, args: argparse.Namespace) -> int:
+    if args.template is None and (args.subject is None or args.body_file is None):
+        raise CommandError("Give --subject and --body-file, or --template.")
+    if args.template is not None and (args.subject is not None or args.body_file is not None):
+        raise CommandError("Give either --template or --subject and --body-file, not both.")
+    if args.data_file is not None and args.template is None:
+        raise CommandError("--data-file fills a template's placeholders; name the template with --template.")
     req = SendRequest(
         account_id=args.account,
         to=args.to,
+        cc=args.cc,
+        bcc=args.bcc,
         subject=args.subject,
-        text=read_body(args.body_file),
+        text=read_body(args.body_file) if args.body_file is not None else None,
+        template=args.template,
+        data=read_data(args.data_file) if args.data_file is not None else None,
+        applicant_id=args.applicant,
+        track=args.track,
         in_reply_to=args.in_reply_to,
+        invite=_invite(args),
     )
-    entry = send_message(app.config, app.sessions, req)
-    data = {
-        "id": entry.id,
-        "message_id": entry.message_id,
-        "status": str(entry.status),
-        "refused": dict(entry.refused),
-        "error": entry.error,
-    }
-    return _outcome(args, entry, data, entry.message_id)
+    outcome = send_message(app.config, app.sessions, req)
+    entry = outcome.entry
+    text = entry.message_id
+    if outcome.tracked and entry.status == OutboxStatus.SENT:
+        text += "\n" + MODES.get(outcome.mode, "")
+    return report_outcome(args, entry, outcome.as_json(), text)
 
 
-def _outcome(args: argparse.Namespace, entry: OutboxEntry, data: Any, text: str) -> int:
+MODES = {
+    "smtp": "Tracked: one SMTP transaction per recipient, every copy with the same visible headers.",
+    "api": "Tracked: one copy per recipient naming only that recipient (this account's provider takes recipients "
+    "from the headers); the copy in Sent shows everyone.",
+}
+
+
+def _invite(args: argparse.Namespace) -> Invite | None:
+    if args.invite_start is None and args.invite_end is None:
+        if args.invite_location or args.invite_timezone:
+            raise CommandError("--invite-location and --invite-timezone need --invite-start and --invite-end.")
+        return None
+    if args.invite_start is None or args.invite_end is None:
+        raise CommandError("An invitation needs both --invite-start and --invite-end.")
+    return Invite(
+        start=when(args.invite_start, "--invite-start"),
+        end=when(args.invite_end, "--invite-end"),
+        location=args.invite_location,
+        timezone=args.invite_timezone,
+    )
+
+
+def when(text: str, flag_name: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"{flag_name} must be a date and time like 2027-01-12T10:00+01:00, not {text!r}.") from None
+
+
+def read_data(path: str) -> dict[str, Any]:
+    """The JSON object of a --data-file."""
+    text = read_body(path, "Data file")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"Data file {path} is not JSON: {exc.msg} on line {exc.lineno}.") from None
+    if not isinstance(data, dict):
+        raise CommandError(f"Data file {path} must hold a JSON object ({{...}}), not a {type(data).__name__}.")
+    return data
+
+
+def report_outcome(args: argparse.Namespace, entry: OutboxEntry, data: Any, text: str) -> int:
     """Print what became of a message sent now: 0 if it went out (refused recipients and a
     missing Sent copy are warnings), else one sentence on stderr and 1."""
     if entry.status == OutboxStatus.SENT or args.json:
@@ -129,4 +202,4 @@ def retry(app: App, args: argparse.Namespace) -> int:
         )
     else:
         text = f"Message {e.id} ({e.message_id}) sent."
-    return _outcome(args, e, data, text)
+    return report_outcome(args, e, data, text)

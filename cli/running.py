@@ -90,7 +90,15 @@ def serve(app: App, args: argparse.Namespace) -> int:
         raise CommandError(f"--port must be a TCP port between 1 and 65535, not {args.port}.")
     flask_app = create_app(app.config)
     try:
-        server = create_server(flask_app, host=args.host, port=args.port, threads=8)
+        # waitress drops X-Forwarded-* before the app sees them unless told not to; ProxyFix
+        # (web.trusted_proxies) decides which of them to believe
+        server = create_server(
+            flask_app,
+            host=args.host,
+            port=args.port,
+            threads=8,
+            clear_untrusted_proxy_headers=not app.config.web.trusted_proxies,
+        )
     except OSError as exc:
         raise CommandError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}.") from None
     metrics = SyncMetrics()
@@ -118,7 +126,9 @@ def serve(app: App, args: argparse.Namespace) -> int:
         runner.run()
     else:
         stopped.wait()
+    server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)  # requests in hand are answered
     server.close()
+    flask_app.extensions["postroom"]["hits"].close()  # the tracking hits still queued are written
     log.info("web app stopped")
     return 0
 

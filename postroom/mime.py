@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -60,6 +61,7 @@ __all__ = [
     "MalformedMessage",
     "ParsedHeaders",
     "ParsedMessage",
+    "auto_reply_marker",
     "clean_text",
     "decode_bytes",
     "decode_encoded_words",
@@ -106,6 +108,8 @@ class ParsedHeaders:
     sender: tuple[Address, ...] = ()
     date: datetime | None = None
     defects: tuple[str, ...] = ()
+    delivered_to: tuple[Address, ...] = ()
+    auto_reply: str = ""  # why this is an automatic reply (RFC 3834 and kin), e.g. "Auto-Submitted: auto-replied"
 
     def participants(self) -> tuple[Address, ...]:
         """Every address on the message (From, Sender, Reply-To, To, Cc, Bcc)."""
@@ -339,10 +343,11 @@ def _parse_date(value: str) -> datetime | None:
 
 # --------------------------------------------------------------------------- headers
 
-_ADDRESS_FIELDS = {"from": 0, "to": 1, "cc": 2, "bcc": 3, "reply-to": 4, "sender": 5}
+_ADDRESS_FIELDS = {"from": 0, "to": 1, "cc": 2, "bcc": 3, "reply-to": 4, "sender": 5, "delivered-to": 6}
 # One C-level scan picks the indexed fields (with continuation lines) out of the block.
 _FIELD_RE = re.compile(
-    r"^(message-id|in-reply-to|references|subject|date|from|to|cc|bcc|reply-to|sender)[ \t]*:"
+    r"^(message-id|in-reply-to|references|subject|date|from|to|cc|bcc|reply-to|sender|delivered-to"
+    r"|auto-submitted|x-autoreply|x-autorespond|precedence)[ \t]*:"
     r"(.*(?:\r?\n[ \t].*)*)",
     re.MULTILINE | re.IGNORECASE,
 )
@@ -379,7 +384,7 @@ def parse_headers(raw: bytes) -> ParsedHeaders:
         text = text.replace("\r", "\n")
     defects: list[str] = ["8-bit header bytes not UTF-8, read as cp1252"] if fallback else []
     single: dict[str, str] = {}
-    addr_values: list[list[str]] = [[], [], [], [], [], []]
+    addr_values: list[list[str]] = [[] for _ in _ADDRESS_FIELDS]
     for name, value in _FIELD_RE.findall(text):
         if "\n" in value:  # unfold
             value = value.replace("\r\n", "").replace("\n", "")
@@ -453,7 +458,31 @@ def parse_headers(raw: bytes) -> ParsedHeaders:
         sender=addrs[5],
         date=date,
         defects=tuple(defects),
+        delivered_to=addrs[6],
+        auto_reply=auto_reply_marker(single),
     )
+
+
+def auto_reply_marker(fields: Mapping[str, str]) -> str:
+    """Why a message is an automatic reply, from its lower-cased header fields, or ``""``:
+    ``Auto-Submitted`` other than ``no`` (RFC 3834), ``X-Autoreply``, ``X-Autorespond``, or
+    ``Precedence: auto_reply``. ``X-Auto-Response-Suppress`` is no marker: it is a request
+    not to answer, and Exchange puts it on ordinary mail from distribution lists.
+
+    >>> auto_reply_marker({"auto-submitted": "auto-replied; owner-email=a@b"})
+    'Auto-Submitted: auto-replied'
+    >>> auto_reply_marker({"auto-submitted": "No"}), auto_reply_marker({"x-auto-response-suppress": "All"})
+    ('', '')
+    """
+    submitted = fields.get("auto-submitted", "").split(";", 1)[0].strip().lower()
+    if submitted and submitted != "no":
+        return f"Auto-Submitted: {clean_text(submitted, 100)}"
+    for name, label in (("x-autoreply", "X-Autoreply"), ("x-autorespond", "X-Autorespond")):
+        if name in fields:
+            return f"{label}: {clean_text(fields[name].strip(), 100)}".rstrip(": ")
+    if fields.get("precedence", "").strip().lower() == "auto_reply":
+        return "Precedence: auto_reply"
+    return ""
 
 
 def _clean_addresses(found: tuple[Address, ...], field: str, defects: list[str]) -> tuple[Address, ...]:

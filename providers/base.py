@@ -42,7 +42,20 @@ class FolderRole(enum.StrEnum):
 
 
 class Capability(enum.StrEnum):
-    """Features a backend declares; the engine branches on these, never on names."""
+    """Features a backend declares; the engine branches on these, never on names.
+
+    ``SMTP_ENVELOPE``: :meth:`MailProvider.send_without_copy` (what a tracked send uses) delivers
+    to exactly ``OutgoingMessage.recipients`` as the SMTP envelope, whatever the headers say, so
+    a tracked send can give every recipient a copy with the same To and Cc (one transaction per
+    recipient). IMAP always has it (it submits over SMTP, :meth:`MailProvider.send` too); Gmail
+    and Graph have it when the account has ``smtp_submission`` on (their SMTP submission with
+    OAuth, :mod:`providers.smtp_oauth`; their untracked ``send`` stays on the API, where the
+    headers name every recipient anyway); EWS never (Exchange takes the recipients from the
+    message). Without it the recipients come from the To, Cc and Bcc headers::
+
+        >>> Capability.SMTP_ENVELOPE in provider.capabilities    # doctest: +SKIP
+        True
+    """
 
     CONDSTORE = "condstore"  # cheap "what changed since modseq N" queries
     QRESYNC = "qresync"  # expunges reported without listing the folder
@@ -52,6 +65,7 @@ class Capability(enum.StrEnum):
     PUSH = "push"  # IDLE / watch notifications
     SEND = "send"  # can submit mail
     STORE_SENT_COPY = "store-sent-copy"  # can place a message into Sent
+    SMTP_ENVELOPE = "smtp-envelope"  # sends go to OutgoingMessage.recipients, not to the headers
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ Options (``ProviderSettings.options``)::
     retry_budget               seconds of backoff one call may spend on 429/403/5xx (default 60)
     max_retries                retries per call (default 5)
     retry_base                 first backoff in seconds, doubling, capped at 32 (default 1.0)
+    smtp_submission            True: send_without_copy submits over Gmail's SMTP with XOAUTH2 (the grant
+                               needs https://mail.google.com/), so tracked sends have an SMTP envelope
+                               (Capability.SMTP_ENVELOPE); smtp_host, smtp_port, smtp_security (default
+                               smtp.gmail.com, 587, starttls; from [google]), smtp_copy_wait, and
+                               ca_file (a PEM to trust for its TLS): :mod:`providers.smtp_oauth`
 
 Credentials: ``refresh_token`` (plus, optionally, a stored ``access_token`` and its
 ``token_expiry``). After every refresh ``settings.on_token_refresh(access_token,
@@ -33,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import google.auth.exceptions
 import google_auth_httplib2
 import httplib2
 from google.oauth2.credentials import Credentials as GoogleCredentials
@@ -54,6 +60,8 @@ from providers.common.messages import FLAGGED, SEEN, header_lines
 from providers.common.retry import RetryPolicy
 from providers.errors import CursorInvalidError, FolderNotFound, ProtocolError, ProviderError, SendError
 from providers.gmail_calls import MAX_BACKOFF, GmailCalls, SendOnceHttp, build_service
+from providers.smtp import SmtpFactory, connect_smtp
+from providers.smtp_oauth import DEFAULT_COPY_WAIT, OAuthSubmission, submission_endpoint
 
 if TYPE_CHECKING:
     from postroom.config import Config
@@ -63,7 +71,7 @@ log = logging.getLogger(__name__)
 DEFAULT_API_ROOT = "https://gmail.googleapis.com/"
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
 HEADER_NAMES = ["Message-ID", "In-Reply-To", "References", "From", "To", "Cc", "Bcc", "Reply-To", "Sender"]
-HEADER_NAMES += ["Subject", "Date"]
+HEADER_NAMES += ["Subject", "Date", "Delivered-To", "Auto-Submitted", "X-Autoreply", "X-Autorespond", "Precedence"]
 HEADER_BATCH = 50  # messages.get calls per batch (Gmail allows 100; 50 avoids per-user 429s)
 BODY_BATCH = 20  # raw bodies can be large
 ROLES = {
@@ -74,6 +82,10 @@ ROLES = {
     "DRAFT": FolderRole.DRAFTS,
 }
 HttpFactory = Callable[[], httplib2.Http]
+SMTP_HINT = (
+    "reconnect the account through Google sign-in with google.smtp_send on, so that it grants the broader "
+    "https://mail.google.com/ scope Gmail's SMTP server needs (or turn the account's smtp_submission off)"
+)
 
 
 class _ReportingCredentials(GoogleCredentials):  # type: ignore[misc]
@@ -115,6 +127,7 @@ class GmailProvider(Backend):
         *,
         http_factory: HttpFactory | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        smtp_factory: SmtpFactory = connect_smtp,
     ) -> None:
         check_oauth(
             settings,
@@ -133,6 +146,22 @@ class GmailProvider(Backend):
             max_retries=int(opts.get("max_retries", 5)),
         )
         self._sleep = sleep
+        endpoint = submission_endpoint(
+            opts, default_host="smtp.gmail.com", ca_file=opts.get("ca_file"), what="Gmail SMTP"
+        )
+        self._smtp = None
+        if endpoint is not None:
+            self._smtp = OAuthSubmission(
+                endpoint,
+                address=settings.email,
+                where=f"Gmail {settings.email}",
+                token=self._smtp_token,
+                hint=SMTP_HINT,
+                timeout=settings.timeout,
+                factory=smtp_factory,
+                sleep=sleep,
+                copy_wait=float(opts.get("smtp_copy_wait", DEFAULT_COPY_WAIT)),
+            )
         self._credentials: _ReportingCredentials | None = None
         self._http: google_auth_httplib2.AuthorizedHttp | None = None
         self._calls: GmailCalls | None = None
@@ -151,14 +180,18 @@ class GmailProvider(Backend):
         if credentials.refresh_token:
             options.setdefault("client_id", config.google.client_id)
             options["client_secret"] = config.google.client_secret
+        if options.get("smtp_submission"):  # Gmail's SMTP submission, from [google] unless the account says
+            for key in ("smtp_host", "smtp_port", "smtp_security"):
+                options.setdefault(key, getattr(config.google, key))
         return options
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        return frozenset(
-            {Capability.LABELS, Capability.SERVER_THREAD_IDS, Capability.MOVE, Capability.SEND}
-            | {Capability.STORE_SENT_COPY}
-        )
+        caps = {Capability.LABELS, Capability.SERVER_THREAD_IDS, Capability.MOVE, Capability.SEND}
+        caps.add(Capability.STORE_SENT_COPY)
+        if self._smtp is not None:
+            caps.add(Capability.SMTP_ENVELOPE)
+        return frozenset(caps)
 
     # ------------------------------------------------------------ connection
     def _api(self) -> GmailCalls:
@@ -297,7 +330,12 @@ class GmailProvider(Backend):
     def send_without_copy(self, message: OutgoingMessage) -> SendResult:
         """messages.send, then the copy Gmail filed in SENT goes to the trash. A message that came
         back into the sender's own inbox is that same message: it stays, and the result says so.
-        A failure to trash is logged, never raised: the message went out and must not be resent."""
+        A failure to trash is logged, never raised: the message went out and must not be resent.
+
+        With ``smtp_submission``: Gmail's SMTP submission to exactly ``message.recipients``
+        (:meth:`_send_over_smtp`)."""
+        if self._smtp is not None:
+            return self._send_over_smtp(self._smtp, message)
         sent, labels = self._submit(message)
         if sent.provider_id is None or "INBOX" in labels:
             return sent
@@ -320,12 +358,46 @@ class GmailProvider(Backend):
         result = SendResult(message_id=message.message_id, provider_id=answer.get("id"), sent_copy_stored=True)
         return result, list(answer.get("labelIds") or [])
 
+    def _send_over_smtp(self, smtp: OAuthSubmission, message: OutgoingMessage) -> SendResult:
+        """One SMTP transaction with XOAUTH2 (a fresh access token, refreshed and persisted as the
+        API calls do), then the copy Gmail filed in SENT goes to the trash: found by Message-ID,
+        the newest one not already in the trash. A message to the sender's own address is also
+        their inbox copy (one message, SENT and INBOX): it stays, and the result says so."""
+        result = smtp.submit(message)
+        if self._settings.email.lower() in {r.lower() for r in message.recipients}:
+            return dataclasses.replace(result, sent_copy_stored=True)
+        removed = smtp.remove_filed_copy(
+            message.message_id, lambda mid: self._in_sent(mid, include_trash=False), lambda rid: self._trash([rid])
+        )
+        return dataclasses.replace(result, sent_copy_stored=not removed)
+
+    def _smtp_token(self, fresh: bool) -> str:
+        """The access token for Gmail's SMTP server: the credentials the API calls use, refreshed
+        when they are no longer valid (or ``fresh``); a refresh is reported through
+        ``on_token_refresh`` as any other."""
+        api = self._api()
+        assert self._credentials is not None and self._http is not None
+        if fresh or not self._credentials.valid:
+            try:
+                self._credentials.refresh(google_auth_httplib2.Request(self._http.http))
+            except (google.auth.exceptions.GoogleAuthError, OSError, httplib2.HttpLib2Error) as exc:
+                raise api.translate(exc, "token refresh") from exc
+        return str(self._credentials.token)
+
     def find_sent(self, message_id: str) -> str | None:
         """messages.list on label SENT with ``q=rfc822msgid:<id>`` (trash and spam included:
         a sent copy the user has since deleted still shows that it went out)."""
+        return self._in_sent(message_id, include_trash=True)
+
+    def _in_sent(self, message_id: str, *, include_trash: bool) -> str | None:
+        """The newest message in SENT with this Message-ID (Gmail lists newest first)."""
         api = self._api()
         request = api.messages.list(
-            userId="me", labelIds=["SENT"], q=f"rfc822msgid:{message_id}", includeSpamTrash=True, maxResults=10
+            userId="me",
+            labelIds=["SENT"],
+            q=f"rfc822msgid:{message_id}",
+            includeSpamTrash=include_trash,
+            maxResults=10,
         )
         found = api.execute(request, "messages.list").get("messages") or []
         return str(found[0]["id"]) if found else None

@@ -14,6 +14,11 @@ Options (``ProviderSettings.options``)::
     retry_budget               seconds of backoff one call may spend on 429/5xx (default 60)
     max_retries                retries per call (default 4)
     retry_base, retry_cap      first backoff (1.0 s, doubling) and the longest Retry-After honoured (30 s)
+    smtp_submission            True: send_without_copy submits over Exchange Online's SMTP with XOAUTH2 (a
+                               token for https://outlook.office.com/SMTP.Send from the same refresh token),
+                               so tracked sends have an SMTP envelope (Capability.SMTP_ENVELOPE);
+                               smtp_host, smtp_port, smtp_security (default smtp.office365.com, 587,
+                               starttls; from [microsoft]), smtp_copy_wait: :mod:`providers.smtp_oauth`
 
 Credentials: ``refresh_token`` (plus, optionally, a stored ``access_token`` and its
 ``token_expiry``, used as they are while valid). Microsoft rotates refresh tokens on
@@ -31,6 +36,7 @@ retries and batching in :mod:`providers.graph_calls`.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC
@@ -57,9 +63,11 @@ from providers.base import (
 from providers.common.backend import check_oauth
 from providers.common.messages import FLAGGED, SEEN
 from providers.common.retry import RetryPolicy
-from providers.errors import ConfigurationError, FolderNotFound, ProtocolError, SendError
+from providers.errors import AuthError, ConfigurationError, FolderNotFound, ProtocolError, SendError
 from providers.graph_calls import GraphCalls
 from providers.microsoft_tokens import MicrosoftBackend
+from providers.smtp import SmtpFactory, connect_smtp
+from providers.smtp_oauth import DEFAULT_COPY_WAIT, OAuthSubmission, submission_endpoint
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com/{tenant}"
 DEFAULT_GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
@@ -72,6 +80,12 @@ ROLES = {
     "archive": FolderRole.ARCHIVE,
 }
 SKIPPED = ("outbox",)  # in-flight mail: not a folder recruiters read
+SMTP_SCOPES = ("https://outlook.office.com/SMTP.Send",)  # Exchange Online's SMTP: a resource of its own
+SMTP_HINT = (
+    "reconnect the account through Microsoft sign-in with microsoft.smtp_send on, so that it grants "
+    "https://outlook.office.com/SMTP.Send, and check that SMTP AUTH is allowed for the mailbox "
+    "(or turn the account's smtp_submission off)"
+)
 SessionFactory = Callable[[], requests.Session]
 
 
@@ -100,6 +114,7 @@ class GraphProvider(MicrosoftBackend):
         *,
         session_factory: SessionFactory | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        smtp_factory: SmtpFactory = connect_smtp,
     ) -> None:
         check_oauth(
             settings,
@@ -119,10 +134,29 @@ class GraphProvider(MicrosoftBackend):
         self._page_size = int(opts.get("page_size", 200))
         self._calls: GraphCalls | None = None
         self._session: requests.Session | None = None
+        endpoint = submission_endpoint(
+            opts, default_host="smtp.office365.com", ca_file=opts.get("ca_bundle"), what="Microsoft 365 SMTP"
+        )
+        self._smtp = None
+        if endpoint is not None:
+            self._smtp = OAuthSubmission(
+                endpoint,
+                address=settings.email,
+                where=f"Graph {settings.email}",
+                token=self._smtp_token,
+                hint=SMTP_HINT,
+                timeout=settings.timeout,
+                factory=smtp_factory,
+                sleep=sleep,
+                copy_wait=float(opts.get("smtp_copy_wait", DEFAULT_COPY_WAIT)),
+            )
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        return frozenset({Capability.SERVER_THREAD_IDS, Capability.MOVE, Capability.SEND, Capability.STORE_SENT_COPY})
+        caps = {Capability.SERVER_THREAD_IDS, Capability.MOVE, Capability.SEND, Capability.STORE_SENT_COPY}
+        if self._smtp is not None:
+            caps.add(Capability.SMTP_ENVELOPE)
+        return frozenset(caps)
 
     def _api(self) -> GraphCalls:
         if self._calls is None:
@@ -272,7 +306,18 @@ class GraphProvider(MicrosoftBackend):
     def send_without_copy(self, message: OutgoingMessage) -> SendResult:
         """Send the MIME as it is without a copy in Sent Items: a draft created from the MIME,
         marked PidTagDeleteAfterSubmit, then sent (saveToSentItems=false exists only for
-        JSON messages, which cannot carry our MIME structure)."""
+        JSON messages, which cannot carry our MIME structure).
+
+        With ``smtp_submission``: one SMTP transaction to exactly ``message.recipients``, then
+        the copy Exchange Online filed in Sent Items (found by Message-ID) is deleted; a copy
+        that cannot be found or deleted is logged, never raised, and the result says it stays."""
+        if self._smtp is not None:
+            result = self._smtp.submit(message)
+            sent_items = RemoteFolder("sentitems", FolderRole.SENT)
+            removed = self._smtp.remove_filed_copy(
+                message.message_id, self.find_sent, lambda rid: self.delete(sent_items, [rid])
+            )
+            return dataclasses.replace(result, sent_copy_stored=not removed)
         api = self._api()
         try:
             draft = api.json("POST", "/me/messages", "messages.create", **_mime(message.raw))
@@ -283,6 +328,17 @@ class GraphProvider(MicrosoftBackend):
         except ProtocolError as exc:
             raise SendError(f"Graph {self._settings.email} refused the message: {exc}") from exc
         return SendResult(message_id=message.message_id, provider_id=None, sent_copy_stored=False)
+
+    def _smtp_token(self, fresh: bool) -> str:
+        """An access token for Exchange Online's SMTP (``SMTP.Send``) from the account's refresh token."""
+        try:
+            return self._api().token_for(SMTP_SCOPES, fresh=fresh)
+        except AuthError as exc:
+            if "AADSTS65001" not in str(exc):  # a revoked or expired grant: as for any Graph call
+                raise
+            raise AuthError(
+                f"Graph {self._settings.email}: the grant does not include SMTP sending (AADSTS65001); {SMTP_HINT}."
+            ) from exc
 
     def store_sent_copy(self, raw: bytes, flags: frozenset[str] = frozenset({"\\Seen"})) -> str | None:
         """Create one non-draft copy of ``raw`` in Sent Items; returns its Graph id.

@@ -84,6 +84,10 @@ class GraphCalls:
         """A fresh access token from the refresh token; rotated refresh tokens are reported."""
         return self._tokens.refresh()
 
+    def token_for(self, scopes: tuple[str, ...], *, fresh: bool = False) -> str:
+        """An access token for another resource (Exchange Online's SMTP.Send) from the same grant."""
+        return self._tokens.token_for(scopes, fresh=fresh)
+
     # ------------------------------------------------------------ errors
     def translate(
         self, resp: requests.Response, what: str, not_found: type[ProviderError] = ProtocolError

@@ -46,6 +46,8 @@ from providers.smtp import SmtpFactory, connect_smtp, send_message
 from providers.transport import Endpoint, check_endpoint
 
 HEADER_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES FROM TO CC BCC REPLY-TO SENDER SUBJECT DATE"
+# replies to Postroom's own messages: the reply token, and the auto-reply markers (RFC 3834 and kin)
+HEADER_FIELDS += " DELIVERED-TO AUTO-SUBMITTED X-AUTOREPLY X-AUTORESPOND PRECEDENCE"
 DEFAULT_BATCH = 500
 
 
@@ -106,8 +108,8 @@ class ImapProvider(Backend):
     def capabilities(self) -> frozenset[Capability]:
         has = self._session.has
         caps = {Capability.STORE_SENT_COPY}
-        if self._smtp_endpoint is not None:
-            caps.add(Capability.SEND)
+        if self._smtp_endpoint is not None:  # SMTP: the envelope decides who receives a message
+            caps.update({Capability.SEND, Capability.SMTP_ENVELOPE})
         if has("CONDSTORE"):
             caps.add(Capability.CONDSTORE)
         if has("QRESYNC"):

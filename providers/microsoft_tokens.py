@@ -39,7 +39,8 @@ class MicrosoftBackend(Backend):
         """With a refresh token, the Entra ID app's id and authority unless the account names
         those its grant came from, and always the app's secret, which is never stored with the
         account; and the CA to trust for the identity platform and Graph (``ca_bundle``) when
-        one is configured."""
+        one is configured; with ``smtp_submission``, where Exchange Online's SMTP submission is
+        (``smtp_host``, ``smtp_port``, ``smtp_security``) unless the account says."""
         options = dict(options)
         ms = config.microsoft
         if credentials.refresh_token:
@@ -48,6 +49,9 @@ class MicrosoftBackend(Backend):
             options["client_secret"] = ms.client_secret
         if ms.ca_file:
             options.setdefault("ca_bundle", ms.ca_file)
+        if options.get("smtp_submission"):  # Exchange Online's SMTP submission (Graph accounts)
+            for key in ("smtp_host", "smtp_port", "smtp_security"):
+                options.setdefault(key, getattr(ms, key))
         return options
 
 
@@ -73,6 +77,7 @@ class MicrosoftTokens:
         expiry = creds.token_expiry
         self.expiry = expiry if expiry is None or expiry.tzinfo else expiry.replace(tzinfo=UTC)
         self._app: msal.ConfidentialClientApplication | None = None
+        self._others: dict[tuple[str, ...], tuple[str, datetime]] = {}  # token_for: scopes -> (token, expiry)
 
     def token(self) -> str:
         """The access token, refreshed first when it is missing or expires within five minutes."""
@@ -102,10 +107,34 @@ class MicrosoftTokens:
 
     def refresh(self) -> str:
         """A fresh access token from the refresh token; rotated refresh tokens are reported."""
+        self.access_token, self.expiry = self._redeem(self._scopes)
+        if self._settings.on_token_refresh is not None:
+            self._settings.on_token_refresh(self.access_token, self.expiry)
+        return self.access_token
+
+    def token_for(self, scopes: Sequence[str], *, fresh: bool = False) -> str:
+        """An access token for another resource from the same refresh token, e.g. Exchange
+        Online's ``["https://outlook.office.com/SMTP.Send"]`` (the identity platform issues a
+        token for one resource at a time): kept until five minutes before it expires, or
+        redeemed afresh with ``fresh``. It is not the account's stored token, so it is never
+        reported through ``on_token_refresh``; a rotated refresh token is, as always.
+
+        >>> tokens.token_for(["https://outlook.office.com/SMTP.Send"])     # doctest: +SKIP
+        'eyJ0eXAiOiJKV1Qi...'
+        """
+        key = tuple(scopes)
+        held = self._others.get(key)
+        if held is not None and not fresh and held[1] - EXPIRY_SKEW > datetime.now(UTC):
+            return held[0]
+        token, expiry = self._redeem(scopes)
+        self._others[key] = (token, expiry)
+        return token
+
+    def _redeem(self, scopes: Sequence[str]) -> tuple[str, datetime]:
         if not self._refresh_token:
             raise AuthError(f"{self._where}: the access token expired and there is no refresh token.")
         try:
-            result = self._msal().acquire_token_by_refresh_token(self._refresh_token, scopes=self._scopes)
+            result = self._msal().acquire_token_by_refresh_token(self._refresh_token, scopes=list(scopes))
         except requests.RequestException as exc:
             raise TransientError(f"{self._where}: token refresh failed: {exc!r}") from exc
         if "access_token" not in result:
@@ -115,13 +144,10 @@ class MicrosoftTokens:
             if error in ("temporarily_unavailable", "server_error"):
                 raise TransientError(text)
             raise AuthError(text)
-        self.access_token = str(result["access_token"])
-        self.expiry = datetime.now(UTC) + timedelta(seconds=int(result.get("expires_in", 3600)))
+        expiry = datetime.now(UTC) + timedelta(seconds=int(result.get("expires_in", 3600)))
         rotated = result.get("refresh_token")
         if rotated and rotated != self._refresh_token:
             self._refresh_token = str(rotated)
             if self._settings.on_refresh_token_rotated is not None:
                 self._settings.on_refresh_token_rotated(self._refresh_token)
-        if self._settings.on_token_refresh is not None:
-            self._settings.on_token_refresh(self.access_token, self.expiry)
-        return self.access_token
+        return str(result["access_token"]), expiry

@@ -6,10 +6,13 @@ them when the engine syncs). Backends and what their accounts store (``settings`
 sealed ``secret``):
 
 * ``imap``: servers, ports, security / username, password
-* ``gmail``: api_root, token_uri, client_id / refresh and access token
-* ``graph`` (Microsoft 365): authority, graph_root, client_id, and when connected through
-  the consent flow tenant_id and object_id (the user, see :func:`add_graph_account`) /
-  refresh and access token
+* ``gmail``: api_root, token_uri, client_id, and ``smtp_submission: true`` when tracked sends go
+  over Gmail's SMTP submission (the grant includes ``https://mail.google.com/``) / refresh and
+  access token
+* ``graph`` (Microsoft 365): authority, graph_root, client_id, ``smtp_submission: true`` when
+  tracked sends go over Exchange Online's SMTP submission (the grant includes
+  ``https://outlook.office.com/SMTP.Send``), and when connected through the consent flow
+  tenant_id and object_id (the user, see :func:`add_graph_account`) / refresh and access token
 * ``ews`` (Exchange Web Services): ews_url, auth (ntlm, basic or oauth2), ca_file; with
   oauth2 also authority and client_id / username and password, or the OAuth tokens
 
@@ -145,10 +148,16 @@ def add_gmail_account(
     access_token: str | None = None,
     token_expiry: datetime | None = None,
     reconnect: bool = False,
+    smtp_submission: bool | None = None,
 ) -> MailAccount:
     """Store a Gmail mailbox with its OAuth grant (sealed). An existing Gmail account for
     the address is refused, unless ``reconnect``: then its tokens are replaced and it is
-    ``active`` again and due at once (the consent flow's "connect again")."""
+    ``active`` again and due at once (the consent flow's "connect again").
+
+    ``smtp_submission``: tracked sends go over Gmail's SMTP submission (docs/gmail.md); the
+    consent flow passes whether the grant includes ``https://mail.google.com/``
+    (:attr:`services.google_consent.GoogleGrant.smtp_submission`). None: as the account had
+    it when reconnecting, else off."""
     address = _address(email)
     google = config.google
     if not (google.client_id and google.client_secret):
@@ -156,9 +165,14 @@ def add_gmail_account(
             "Settings google.client_id and google.client_secret must be set to connect Gmail accounts "
             "(see docs/gmail.md)."
         )
-    settings = {"api_root": google.api_root, "token_uri": google.token_uri, "client_id": google.client_id}
+    settings: dict[str, Any] = {
+        "api_root": google.api_root,
+        "token_uri": google.token_uri,
+        "client_id": google.client_id,
+    }
     secret = _oauth_secret("Gmail", refresh_token, access_token, token_expiry)
-    return _store(session, config, GMAIL, "A Gmail", address, settings, secret, reconnect)
+    inherit = _smtp_submission(settings, smtp_submission)
+    return _store(session, config, GMAIL, "A Gmail", address, settings, secret, reconnect, inherit=inherit)
 
 
 def add_graph_account(
@@ -172,6 +186,7 @@ def add_graph_account(
     reconnect: bool = False,
     tenant_id: str | None = None,
     object_id: str | None = None,
+    smtp_submission: bool | None = None,
 ) -> MailAccount:
     """Store a Microsoft 365 mailbox (Microsoft Graph) with its OAuth grant (sealed); the
     Entra ID app and endpoints come from ``[microsoft]``. A second account for the address
@@ -181,7 +196,11 @@ def add_graph_account(
     never reused), kept in the account's settings. The account is then found by them, not
     by the address, which an administrator can change or give to someone else: a new
     address is stored on the account; an address whose account has another user's ids is
-    refused; an account stored before the ids were kept is adopted (:func:`_graph_account`)."""
+    refused; an account stored before the ids were kept is adopted (:func:`_graph_account`).
+
+    ``smtp_submission``: tracked sends go over Exchange Online's SMTP submission
+    (docs/microsoft.md), as for :func:`add_gmail_account`; the consent flow passes whether the
+    grant can be redeemed for ``https://outlook.office.com/SMTP.Send``."""
     address = _address(email)
     settings = _microsoft_settings(config, "Microsoft 365")
     secret = _oauth_secret("Microsoft", refresh_token, access_token, token_expiry)
@@ -189,7 +208,17 @@ def add_graph_account(
     if tenant_id and object_id:
         settings |= {"tenant_id": tenant_id, "object_id": object_id}
         account = _graph_account(session, address, tenant_id, object_id)
-    return _store(session, config, GRAPH, "A Microsoft 365", address, settings, secret, reconnect, account)
+    inherit = _smtp_submission(settings, smtp_submission)
+    label = "A Microsoft 365"
+    return _store(session, config, GRAPH, label, address, settings, secret, reconnect, account, inherit=inherit)
+
+
+def _smtp_submission(settings: dict[str, Any], on: bool | None) -> tuple[str, ...]:
+    """Put ``smtp_submission`` into ``settings`` when on; the keys a reconnect keeps from the
+    account when the caller does not say (None)."""
+    if on:
+        settings["smtp_submission"] = True
+    return ("smtp_submission",) if on is None else ()
 
 
 def _graph_account(session: Session, address: str, tenant_id: str, object_id: str) -> MailAccount | None:
@@ -313,10 +342,13 @@ def _store(
     secret: dict[str, Any],
     reconnect: bool,
     account: MailAccount | None = None,
+    *,
+    inherit: tuple[str, ...] = (),
 ) -> MailAccount:
     """Insert the account, or with ``reconnect`` give the existing one (``account``, else the
     one with the address) its new grant and address: ``active`` again, due at once, its
-    failures forgotten — unless an administrator disabled it, which reconnecting never undoes."""
+    failures forgotten — unless an administrator disabled it, which reconnecting never undoes.
+    The settings named in ``inherit`` keep the existing account's values."""
     sealed = SecretBox.for_config(config.security).seal(secret)
     org = default_org(session)
     account = account or session.scalar(
@@ -327,6 +359,8 @@ def _store(
     if account is not None:
         if not reconnect:
             raise AccountError(f"{label} account for {address} already exists (id {account.id}).")
+        old = account.settings or {}
+        settings |= {key: old[key] for key in inherit if key in old}
         account.settings, account.secret, account.email = settings, sealed, address
         if account.status != AccountStatus.DISABLED:
             account.status, account.next_sync_at, account.failure_count = AccountStatus.ACTIVE, utcnow(), 0

@@ -17,7 +17,11 @@ labelling mail (sync: messages.list/get, history.list, labels.list), sending
 (messages.trash) and ``users.getProfile``, which gives the mailbox's address. No
 ``openid email``: getProfile answers with the address actually synced, under
 the grant already asked for. Not ``https://mail.google.com/``: it would allow
-permanent deletion (messages.delete), which Postroom does not need; it trashes.
+permanent deletion (messages.delete), which Postroom does not need; it trashes. Except
+as an opt-in: with ``google.smtp_send`` the consent also asks for it, because Gmail's SMTP
+server takes no narrower scope, and a grant that includes it is stored with
+``smtp_submission`` on (tracked sends over SMTP, docs/gmail.md); a user who unticks it still
+connects, with tracked sends over the API (:attr:`GoogleGrant.smtp_submission` False).
 
 Plain http endpoints are accepted only for this machine (the config checks it):
 oauthlib refuses http unless ``OAUTHLIB_INSECURE_TRANSPORT`` is set, so it is set
@@ -41,8 +45,9 @@ from postroom.errors import UserError
 from postroom.urls import is_loopback_host
 
 GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.modify"
+MAIL_SCOPE = "https://mail.google.com/"  # full access; Gmail's SMTP submission needs it
 SCOPES = (GMAIL_SCOPE,)
-SUFFICIENT = {GMAIL_SCOPE, "https://mail.google.com/"}  # either lets Postroom sync and send
+SUFFICIENT = {GMAIL_SCOPE, MAIL_SCOPE}  # either lets Postroom sync and send
 _INSECURE = "OAUTHLIB_INSECURE_TRANSPORT"
 _ENV_LOCK = threading.Lock()
 
@@ -68,6 +73,24 @@ class GoogleGrant:
     expiry: datetime | None
     scopes: frozenset[str]
 
+    @property
+    def smtp_submission(self) -> bool:
+        """Whether the grant lets Postroom send over Gmail's SMTP (it includes https://mail.google.com/).
+
+        >>> GoogleGrant("r@x.test", "1//r", "ya29", None, frozenset({GMAIL_SCOPE})).smtp_submission
+        False
+        """
+        return MAIL_SCOPE in self.scopes
+
+
+def scopes(google: GoogleConfig) -> tuple[str, ...]:
+    """What the consent asks for: gmail.modify, and https://mail.google.com/ with ``google.smtp_send``.
+
+    >>> scopes(GoogleConfig(smtp_send=True))
+    ('https://www.googleapis.com/auth/gmail.modify', 'https://mail.google.com/')
+    """
+    return (*SCOPES, MAIL_SCOPE) if google.smtp_send else SCOPES
+
 
 def _flow(google: GoogleConfig, redirect_uri: str, **kwargs: Any) -> Any:
     from google_auth_oauthlib.flow import Flow
@@ -85,7 +108,7 @@ def _flow(google: GoogleConfig, redirect_uri: str, **kwargs: Any) -> Any:
             "redirect_uris": [redirect_uri],
         }
     }
-    return Flow.from_client_config(client, scopes=list(SCOPES), redirect_uri=redirect_uri, **kwargs)
+    return Flow.from_client_config(client, scopes=list(scopes(google)), redirect_uri=redirect_uri, **kwargs)
 
 
 @contextmanager

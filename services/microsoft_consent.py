@@ -38,6 +38,17 @@ Scopes (delegated permissions on Microsoft Graph), the fewest that let Postroom 
 Not ``Mail.ReadWrite.Shared``/``Mail.Send.Shared`` (other people's mailboxes) and no
 application permissions: Postroom acts only for the recruiter who connected.
 
+With ``microsoft.smtp_send`` (an opt-in, docs/microsoft.md) the sign-in also asks for
+``https://outlook.office.com/SMTP.Send``: Exchange Online's SMTP AUTH submission, a resource
+of its own, so tracked sends can go over SMTP. The identity platform consents to several
+resources in one sign-in but issues a token for one resource at a time; this is msal's
+"extra scopes to consent" (``acquire_token_interactive(extra_scopes_to_consent=...)``, which
+``initiate_auth_code_flow`` lacks): the authorization request names both resources, the code
+is redeemed for the Graph scopes only, and the refresh token is then asked once for an
+``SMTP.Send`` token. If that works the grant includes SMTP sending and the account is stored
+with ``smtp_submission`` on (:attr:`MicrosoftGrant.smtp_submission`); if the organisation
+withheld it, the mailbox still connects, with tracked sends over Graph.
+
 msal speaks https only and reads ``REQUESTS_CA_BUNDLE`` over ``Session.verify``; with
 ``microsoft.ca_file`` set, the backends' :class:`providers.common.http.MsalHttp` passes the
 CA on every request instead (msal's requests and the Graph ``/me`` call alike).
@@ -45,6 +56,7 @@ CA on every request instead (msal's requests and the Graph ``/me`` call alike).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -59,7 +71,9 @@ from providers.common.http import MsalHttp
 
 GRAPH = "https://graph.microsoft.com/"
 SCOPES = (GRAPH + "Mail.ReadWrite", GRAPH + "Mail.Send", GRAPH + "User.Read")
+SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"  # Exchange Online's SMTP AUTH: another resource
 NEEDED = {"mail.readwrite", "mail.send"}  # without these there is nothing to sync or send
+log = logging.getLogger(__name__)
 DENIED = "You declined access in Microsoft's consent screen, so no mailbox was connected."
 STALE = "This sign-in has expired or was started in another browser; please start again from Connect Microsoft 365."
 
@@ -91,6 +105,7 @@ class MicrosoftGrant:
     access_token: str
     expiry: datetime
     user: SignedInUser
+    smtp_submission: bool = False  # the grant also yields SMTP.Send tokens (microsoft.smtp_send)
 
 
 def _app(ms: MicrosoftConfig, http: MsalHttp) -> Any:
@@ -118,9 +133,10 @@ def _app(ms: MicrosoftConfig, http: MsalHttp) -> Any:
 def start(ms: MicrosoftConfig, redirect_uri: str, timeout: float) -> Consent:
     with requests.Session() as session:
         app = _app(ms, MsalHttp(session, ms.ca_file, timeout))
+        asked = [*SCOPES, SMTP_SCOPE] if ms.smtp_send else list(SCOPES)
         flow = dict(
             app.initiate_auth_code_flow(
-                list(SCOPES), redirect_uri=redirect_uri, response_mode="form_post", prompt="select_account"
+                asked, redirect_uri=redirect_uri, response_mode="form_post", prompt="select_account"
             )
         )
     url = str(flow.pop("auth_uri"))  # the rest is what acquire_token_by_auth_code_flow needs back
@@ -132,8 +148,9 @@ def finish(ms: MicrosoftConfig, flow: dict[str, Any], response: dict[str, str], 
     with requests.Session() as session:
         http = MsalHttp(session, ms.ca_file, timeout)
         app = _app(ms, http)
-        try:
-            result = app.acquire_token_by_auth_code_flow(flow, response)
+        smtp_asked = SMTP_SCOPE in (flow.get("scope") or [])
+        try:  # a token for Graph only: one resource per token (SMTP.Send is asked for below)
+            result = app.acquire_token_by_auth_code_flow(flow, response, scopes=list(SCOPES))
         except (ValueError, RuntimeError):  # state or nonce mismatch, or neither code nor error
             raise ConnectError(STALE) from None
         except requests.RequestException as exc:
@@ -152,8 +169,25 @@ def finish(ms: MicrosoftConfig, flow: dict[str, Any], response: dict[str, str], 
         user = signed_in_user(ms, result.get("id_token_claims"))
         access_token = str(result["access_token"])
         email = mailbox_address(ms, http, access_token)
+        refresh_token, smtp = str(result["refresh_token"]), False
+        if smtp_asked:
+            refresh_token, smtp = _smtp_granted(app, refresh_token)
     expiry = datetime.now(UTC) + timedelta(seconds=int(result.get("expires_in", 3600)))
-    return MicrosoftGrant(email, str(result["refresh_token"]), access_token, expiry, user)
+    return MicrosoftGrant(email, refresh_token, access_token, expiry, user, smtp)
+
+
+def _smtp_granted(app: Any, refresh_token: str) -> tuple[str, bool]:
+    """Whether the refresh token yields an ``SMTP.Send`` token (the user's organisation may have
+    withheld it), and the newest refresh token (Microsoft issues one with every redemption)."""
+    try:
+        result = app.acquire_token_by_refresh_token(refresh_token, scopes=[SMTP_SCOPE])
+    except requests.RequestException as exc:
+        log.warning("could not learn whether SMTP.Send was granted (%s); tracked sends will use Graph", exc)
+        return refresh_token, False
+    if "access_token" not in result:
+        log.info("SMTP.Send was not granted (%s); tracked sends will use Graph", result.get("error"))
+        return refresh_token, False
+    return str(result.get("refresh_token") or refresh_token), True
 
 
 def signed_in_user(ms: MicrosoftConfig, claims: object) -> SignedInUser:

@@ -14,23 +14,21 @@ The states and the delivery itself are :mod:`sync.outbox`'s (the worker's pass u
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from postroom.addresses import normalise_address
-from postroom.compose import ComposeError, compose_message, unsafe_header_text
 from postroom.config import Config
 from postroom.errors import OutboxError
 from postroom.logs import error_summary
-from postroom.models import Email, MailAccount, OutboxMessage, utcnow
+from postroom.models import MailAccount, OutboxMessage, OutboxRecipient, utcnow
 from providers.errors import ProviderError
+from services import sending
+from services.sending import SendRequest, queue_message
 from sync.credentials import open_account
 from sync.leases import worker_id
 from sync.outbox import (
-    QUEUE_HOLD,
     SEND_CLAIM,
     abandoned_reason,
     cas,
@@ -40,7 +38,8 @@ from sync.outbox import (
     settle_from_sent,
     submit,
 )
-from sync.outbox_rows import OutboxEntry, OutboxStatus, entries, get_entry
+from sync.outbox_rows import OutboxEntry, OutboxStatus, cas_recipient, entries, get_entry
+from sync.tracked import settle_uncertain
 
 __all__ = [
     "OutboxEntry",
@@ -54,80 +53,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class SendRequest:
-    account_id: int
-    to: Sequence[str]
-    subject: str
-    text: str
-    in_reply_to: str | None = None
-
-
-def _reply_id(value: str) -> str:
-    """``--in-reply-to`` as written, with ``<>`` added to a bare ``id@host``; checked by compose."""
-    value = value.strip()
-    return value if "<" in value or ">" in value else f"<{value}>"
-
-
-def queue_message(session: Session, req: SendRequest, *, owner: str | None = None) -> OutboxMessage:
-    """Compose ``req`` and add it to the outbox as ``queued`` (held by ``owner`` for a while
-    if given). Raises :class:`OutboxError` for input that cannot be sent as asked."""
-    account = session.get(MailAccount, req.account_id)
-    if account is None:
-        raise OutboxError(f"No mail account with id {req.account_id}.", "account")
-    if not req.to:
-        raise OutboxError("A message needs at least one recipient ({to}).", "to")
-    recipients: list[str] = []
-    for addr in req.to:
-        if unsafe_header_text(addr):
-            raise OutboxError(
-                f"The recipient address {addr!r} contains a line break or another control character.", "to"
-            )
-        norm = normalise_address(addr)
-        if not norm or "@" not in norm:
-            raise OutboxError(f"{addr!r} is not an email address.", "to")
-        recipients.append(norm)
-    in_reply_to = _reply_id(req.in_reply_to) if req.in_reply_to else None
-    references: tuple[str, ...] = ()
-    if in_reply_to:
-        parent = session.scalar(
-            select(Email.references).where(Email.org_id == account.org_id, Email.message_id == in_reply_to).limit(1)
-        )
-        references = (*(parent or []), in_reply_to)  # compose leaves out ids of any other form
-    try:
-        message_id, raw = compose_message(
-            sender=account.email,
-            to=recipients,
-            subject=req.subject,
-            text=req.text,
-            in_reply_to=in_reply_to,
-            references=references,
-            domain=account.email.rsplit("@", 1)[-1],
-        )
-    except ComposeError as exc:
-        raise OutboxError(exc.template, exc.field) from None
-    row = OutboxMessage(
-        account_id=account.id,
-        message_id=message_id,
-        raw=raw,
-        recipients=recipients,
-        status=OutboxStatus.QUEUED,
-        refused={},
-        owner=owner,
-        claimed_until=utcnow() + QUEUE_HOLD if owner else None,
-    )
-    session.add(row)
-    session.flush()
-    return row
-
-
 def send_message(config: Config, sessions: sessionmaker[Session], req: SendRequest) -> OutboxEntry:
-    """Queue ``req`` held by this process, then submit it at once; returns how it ended
-    (``sent``, ``uncertain``, ``failed``, or ``queued`` for a safe failure the worker retries)."""
-    owner = worker_id()
-    with sessions.begin() as s:
-        outbox_id = queue_message(s, req, owner=owner).id
-    return deliver(config, sessions, outbox_id, owner=owner)
+    """:func:`services.sending.send_message`, answering only how the message ended."""
+    return sending.send_message(config, sessions, req).entry
 
 
 def list_outbox(session: Session, status: str | None = None) -> list[OutboxEntry]:
@@ -170,6 +98,7 @@ def retry_message(
         return RetryOutcome(deliver(config, sessions, outbox_id, owner=me))
     if entry.status == OutboxStatus.FAILED:
         with sessions.begin() as s:
+            _requeue_recipients(s, outbox_id, OutboxStatus.FAILED)  # a tracked send: those not reached
             claimed = cas(
                 s,
                 outbox_id,
@@ -185,7 +114,74 @@ def retry_message(
         return RetryOutcome(submit(config, sessions, outbox_id, me, None))
     if entry.status != OutboxStatus.UNCERTAIN:
         raise OutboxError(not_deliverable(entry))
+    with sessions() as s:
+        tracked = s.get_one(OutboxMessage, outbox_id).tracked
+    if tracked:
+        return _retry_uncertain_tracked(config, sessions, entry, me, force)
     return _retry_uncertain(config, sessions, entry, me, force)
+
+
+def _requeue_recipients(s: Session, outbox_id: int, state: OutboxStatus) -> list[str]:
+    """A tracked send's recipients in ``state`` go back to ``queued``; returns their addresses."""
+    rows = s.execute(
+        select(OutboxRecipient.id, OutboxRecipient.address).where(
+            OutboxRecipient.outbox_id == outbox_id, OutboxRecipient.status == state.value
+        )
+    ).all()
+    for rid, _ in rows:
+        cas_recipient(s, rid, [state], status=OutboxStatus.QUEUED.value, error=None)
+    return [address for _, address in rows]
+
+
+def _retry_uncertain_tracked(
+    config: Config, sessions: sessionmaker[Session], entry: OutboxEntry, me: str, force: bool
+) -> RetryOutcome:
+    """Each uncertain recipient's copy is looked for in Sent: found, it went out. Those not
+    found are sent again only with ``force``; the recipients already sent never are."""
+    with sessions() as s:
+        provider = open_account(s.get_one(MailAccount, entry.account_id), config, sessions)
+    try:
+        try:
+            left = settle_uncertain(sessions, provider, entry.id)
+        except ProviderError as exc:
+            raise OutboxError(
+                f"Message {entry.id} ({entry.message_id}) may already have gone out to some recipients, and the Sent "
+                f"folder of {entry.account_email} cannot be searched now ({error_summary(exc)}); try again later."
+            ) from None
+        with sessions() as s:
+            unsure = list(
+                s.scalars(
+                    select(OutboxRecipient.address).where(
+                        OutboxRecipient.outbox_id == entry.id,
+                        OutboxRecipient.status == OutboxStatus.UNCERTAIN.value,
+                    )
+                )
+            )
+        if left and not force:
+            raise OutboxError(
+                f"Message {entry.id} ({entry.message_id}) may already have reached {', '.join(unsure)} although "
+                f"their copies are not in the Sent folder of {entry.account_email}, so they are not sent again: ask "
+                "them, and use {force} to send them their copies anyway.",
+                "force",
+            )
+        with sessions.begin() as s:
+            if force:
+                _requeue_recipients(s, entry.id, OutboxStatus.UNCERTAIN)
+            claimed = cas(
+                s,
+                entry.id,
+                [OutboxStatus.UNCERTAIN],
+                status=OutboxStatus.SENDING,
+                owner=me,
+                claimed_until=utcnow() + SEND_CLAIM,
+                attempts=OutboxMessage.attempts + 1,
+            )
+        if not claimed:
+            raise OutboxError(f"Message {entry.id} changed while it was being retried; look at it again.")
+        outcome = submit(config, sessions, entry.id, me, provider)
+        return RetryOutcome(outcome, found_in_sent=not left)
+    finally:
+        provider.close()
 
 
 def _retry_uncertain(

@@ -20,6 +20,13 @@ consented to; a method none of whose discovery-document scopes was granted
 answers 403 insufficientPermissions, as Gmail does (grants made with
 :meth:`GmailStandIn.grant` and no scopes allow every method).
 
+SMTP submission (``smtp.gmail.com``): :meth:`GmailStandIn.smtp_submission` starts a companion
+:class:`~standins.smtp_submission.SmtpSubmissionServer` that takes ``AUTH XOAUTH2`` with this
+stand-in's access tokens, only from grants with ``https://mail.google.com/`` (others get Gmail's
+``535 5.7.8 Username and Password not accepted``), files every submitted message in the sender's
+SENT before answering, and delivers it to the envelope recipients it hosts; mail to anyone
+else is kept in :attr:`GmailStandIn.outbound`.
+
 Test controls: :meth:`GmailStandIn.fail` injects 429/403/5xx answers (also inside
 batches), or, with ``after=True``, carries a call out and then answers it with the
 error, late, or not at all (the connection closes: ``drop=True``), which is how a send
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -47,10 +55,12 @@ from standins import gmail_api
 from standins.discovery import Method, ParameterError, load_document, methods, validate
 from standins.faults import DROPPED, Fault, Faults, with_fault
 from standins.gmail_batch import MAX_PARTS, BatchFormatError, format_batch, parse_batch
-from standins.gmail_store import GmailError, Mailbox
+from standins.gmail_store import GmailError, Mailbox, without_bcc
 from standins.httpserver import ServerThread, drop_connection
+from standins.smtp_submission import Refusal, SmtpSubmissionServer, with_message_id
 
 TOKEN_LIFETIME = 3600
+MAIL_SCOPE = "https://mail.google.com/"  # full access: the only scope Gmail's SMTP server accepts
 # https://developers.google.com/gmail/api/reference/quota
 QUOTA_UNITS = {
     "users.getProfile": 1,
@@ -159,6 +169,44 @@ class GmailStandIn:
         self._broken: dict[str, int] = {}  # message id -> status every messages.get of it answers
         self.calls: list[Call] = []
         self.schema_violations: list[str] = []
+        self.outbound: list[tuple[str, list[str], bytes]] = []  # (sender, recipients, raw) submitted over SMTP
+
+    # ------------------------------------------------------------ SMTP submission
+    def smtp_submission(self, ssl_context: ssl.SSLContext | None = None) -> SmtpSubmissionServer:
+        """Gmail's SMTP submission as a running companion server (plain text without ``ssl_context``)."""
+        return SmtpSubmissionServer(
+            self.smtp_authorize, self.smtp_deliver, ssl_context=ssl_context, hostname="smtp.gmail.com"
+        )
+
+    def smtp_authorize(self, user: str, token: str) -> str | Refusal:
+        """Gmail's check of an XOAUTH2 sign-in: a live access token of ``user``'s grant, and the
+        grant has ``https://mail.google.com/`` (Gmail's SMTP server takes no narrower scope)."""
+        with self._lock:
+            refresh_token, expiry = self._access.get(token, ("", 0.0))
+            grant = self._grants.get(refresh_token)
+        if grant is None or grant.revoked or expiry < time.time() or grant.user != user.lower():
+            return _smtp_refusal("401")
+        if grant.scopes is not None and MAIL_SCOPE not in grant.scopes:
+            return _smtp_refusal("400")
+        return grant.user
+
+    def smtp_deliver(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        """A message submitted over SMTP: one copy in the sender's SENT (with INBOX too when they
+        are among the recipients, one message as Gmail keeps it), one in the inbox of each other
+        envelope recipient this stand-in hosts, the rest in :attr:`outbound`."""
+        raw = with_message_id(raw, "mail.gmail.com")
+        box = self.mailbox(sender)
+        targets = sorted({r.lower() for r in recipients})
+        box.add(raw, ["SENT", *(["INBOX", "UNREAD"] if box.email in targets else [])])
+        delivered, outside = without_bcc(raw), []
+        for address in (t for t in targets if t != box.email):
+            if address in self.mailboxes:
+                self.mailbox(address).add(delivered, ["INBOX", "UNREAD"])
+            else:
+                outside.append(address)
+        if outside:
+            with self._lock:
+                self.outbound.append((box.email, outside, delivered))
 
     # ------------------------------------------------------------ test controls
     def add_user(self, address: str) -> Mailbox:
@@ -425,6 +473,17 @@ class GmailStandIn:
             answers.append((part.content_id, status, part_headers, out))
         content_type, payload = format_batch(answers)
         return 200, {"Content-Type": content_type}, payload
+
+
+def _smtp_refusal(status: str) -> Refusal:
+    """Gmail's answer to a refused XOAUTH2 sign-in: 334 with the JSON error (400: the token lacks
+    the scope; 401: the token is not valid), then 535 after the client's empty line."""
+    challenge = {"status": status, "schemes": "Bearer", "scope": MAIL_SCOPE}
+    reply = (  # two lines, as Gmail words it
+        "535-5.7.8 Username and Password not accepted. For more information, go to\r\n"
+        "535 5.7.8  https://support.google.com/mail/?p=BadCredentials"
+    )
+    return Refusal(reply, challenge)
 
 
 def _method_scopes(resources: dict[str, Any]) -> dict[str, frozenset[str]]:

@@ -24,7 +24,12 @@ there), ``POST /me/messages/{id}/permanentDelete`` removes for good;
 saves to Sent Items). Mail sent to another user of the stand-in lands in their inbox;
 mail to anyone else is kept in :attr:`GraphStandIn.outbound`.
 
-Every call needs a bearer token from the shared :class:`~standins.microsoft_identity.IdentityStandIn`.
+Every call needs a bearer token from the shared :class:`~standins.microsoft_identity.IdentityStandIn`,
+issued for Graph (a token for another resource answers 401, as an audience Graph does not accept).
+:meth:`GraphStandIn.smtp_submission` starts Exchange Online's SMTP submission
+(``smtp.office365.com``) as a companion: XOAUTH2 with tokens issued for ``SMTP.Send``, the
+message filed in the sender's Sent Items before the ``250`` and delivered to exactly the
+envelope recipients (:mod:`standins.smtp_submission`).
 Test controls: :meth:`GraphStandIn.fail` (429/503/504 with Retry-After, per route,
 also inside batches; with ``after=True`` the call is carried out first and only its
 answer fails, is late or never comes), :meth:`GraphStandIn.break_message` (one message
@@ -58,7 +63,8 @@ from standins.graph_https import HttpsServerThread
 from standins.graph_schema import check
 from standins.graph_store import GraphError, GraphMailbox, Item
 from standins.httpserver import drop_connection
-from standins.microsoft_identity import IdentityStandIn
+from standins.microsoft_identity import GRAPH, IdentityStandIn
+from standins.smtp_submission import SmtpSubmissionServer
 
 DEFAULT_PAGE, MAX_PAGE = 10, 1000
 PROP_DELETE_AFTER_SUBMIT = ("boolean", 0x0E01)  # PidTagDeleteAfterSubmit
@@ -184,6 +190,18 @@ class GraphStandIn:
     def serve(self, ssl_context: Any) -> HttpsServerThread:
         return HttpsServerThread(self.wsgi, ssl_context)
 
+    def smtp_submission(self, ssl_context: Any) -> SmtpSubmissionServer:
+        """Exchange Online's SMTP AUTH submission as a running companion server, STARTTLS required."""
+        return SmtpSubmissionServer(
+            self.identity.smtp_authorize, self.smtp_deliver, ssl_context=ssl_context, hostname="smtp.office365.com"
+        )
+
+    def smtp_deliver(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        """A message submitted over SMTP: filed in the sender's Sent Items, delivered to exactly ``recipients``."""
+        box = self.mailbox(sender)
+        with box.lock:
+            self._transport(box, raw, True, recipients)
+
     # ------------------------------------------------------------ WSGI
     def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
@@ -228,7 +246,7 @@ class GraphStandIn:
         user = batch_user
         if user is None:
             scheme, _, token = headers.get("authorization", "").partition(" ")
-            user, reason = self.identity.user_for(token.strip()) if scheme.lower() == "bearer" else (None, "")
+            user, reason = self.identity.user_for(token.strip(), GRAPH) if scheme.lower() == "bearer" else (None, "")
             if user is None:
                 self._log(Call(route, None, 401))
                 return self._unauthorized(reason or "Access token is empty.")
@@ -477,13 +495,13 @@ class GraphStandIn:
         self._transport(r.mailbox, item.raw, save)
         return 202, {}, b""
 
-    def _transport(self, sender: GraphMailbox, raw: bytes, save: bool) -> None:
+    def _transport(self, sender: GraphMailbox, raw: bytes, save: bool, envelope: list[str] | None = None) -> None:
+        """Sent Items (``save``), then each recipient: the envelope's (SMTP) or the headers' (Graph)."""
         msg = message_from_bytes(raw, policy=compat32)
         if not msg.get("Message-ID"):
             raw = f"Message-ID: {make_msgid(domain='standin.prod.outlook.com')}\r\n".encode() + raw
-        recipients = [
-            a for _, a in getaddresses([str(v) for h in ("To", "Cc", "Bcc") for v in msg.get_all(h, [])]) if a
-        ]
+        headers = [str(v) for h in ("To", "Cc", "Bcc") for v in msg.get_all(h, [])]
+        recipients = envelope if envelope is not None else [a for _, a in getaddresses(headers) if a]
         if not recipients:
             raise GraphError(400, "ErrorInvalidRecipients", "At least one recipient isn't valid.")
         if save:
@@ -506,7 +524,7 @@ class GraphStandIn:
     # ------------------------------------------------------------ batch
     def _batch(self, headers: dict[str, str], body: bytes, base: str) -> Answer:
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        user, reason = self.identity.user_for(token.strip()) if scheme.lower() == "bearer" else (None, "")
+        user, reason = self.identity.user_for(token.strip(), GRAPH) if scheme.lower() == "bearer" else (None, "")
         if user is None:
             self._log(Call("batch", None, 401))
             return self._unauthorized(reason or "Access token is empty.")

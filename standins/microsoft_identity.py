@@ -39,7 +39,16 @@ tenant, whose discovery document has the issuer ``https://<host>/{tenantid}/v2.0
 
 Access tokens are opaque; :meth:`IdentityStandIn.user_for` is how the Graph stand-in
 (:mod:`standins.graph`) checks a bearer token: both share this one token store, and
-both know a mailbox by its user's current ``mail``. Every JSON answer is checked
+both know a mailbox by its user's current ``mail``. As with Microsoft, a token is issued for
+one resource (its scopes' prefix: ``https://graph.microsoft.com``, Exchange Online's
+``https://outlook.office.com`` for ``SMTP.Send``...): a token request naming scopes of two
+resources is refused (AADSTS28000), an authorization request may name several (the user
+consents to all at once; msal's "extra scopes to consent"), and ``user_for(token, resource)``
+refuses a token issued for another resource. :meth:`IdentityStandIn.smtp_authorize` is how
+Exchange Online's SMTP submission (:mod:`standins.smtp_submission`) checks an XOAUTH2 sign-in:
+a live token issued for ``https://outlook.office.com/SMTP.Send`` to that user, else
+``535 5.7.3 Authentication unsuccessful``. :attr:`IdentityStandIn.withheld_scopes` models an
+organisation whose consent leaves some scopes out (SMTP.Send not granted). Every JSON answer is checked
 against :mod:`standins.graph_schema`; a violation becomes a 500 recorded in
 ``schema_violations``.
 """
@@ -65,8 +74,11 @@ from werkzeug.wrappers import Request, Response
 
 from standins.graph_https import HttpsServerThread
 from standins.graph_schema import check
+from standins.smtp_submission import Refusal
 
 GRAPH_SCOPES = ("https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send")
+SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"  # Exchange Online's SMTP AUTH submission
+GRAPH = "https://graph.microsoft.com"
 OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
 ACCESS_LIFETIME = 3600
 
@@ -141,11 +153,12 @@ class IdentityStandIn:
         self.redirect_uris = set(redirect_uris)  # empty: any https or loopback URI is accepted
         self.auto_approve: str | None = None  # sign this user in without a form (test mode)
         self.decline_consent = False  # the signed-in user clicks "Cancel" on the consent screen
+        self.withheld_scopes: set[str] = set()  # asked for at sign-in, but never part of the consent
         self._lock = threading.Lock()
         self.users: dict[str, _User] = {}  # live users by sign-in name
         self._objects: dict[str, _User] = {}  # every user ever, by object id
         self._refresh: dict[str, _Grant] = {}
-        self._access: dict[str, tuple[_Grant, float]] = {}
+        self._access: dict[str, tuple[_Grant, float, frozenset[str]]] = {}  # token -> (grant, expiry, scopes)
         self._codes: dict[str, _Code] = {}
         self.token_calls: list[TokenCall] = []
         self.requests: list[str] = []  # "GET /path" of every request
@@ -209,16 +222,18 @@ class IdentityStandIn:
     def expire_access_tokens(self) -> None:
         """Every access token issued so far is now past its lifetime (Graph answers 401)."""
         with self._lock:
-            self._access = {t: (g, 0.0) for t, (g, _) in self._access.items()}
+            self._access = {t: (g, 0.0, scopes) for t, (g, _, scopes) in self._access.items()}
 
-    def user_for(self, access_token: str) -> tuple[str | None, str]:
+    def user_for(self, access_token: str, resource: str | None = None) -> tuple[str | None, str]:
         """The mailbox address (current ``mail``) of the user an access token belongs to, or
-        None and why it is refused."""
+        None and why it is refused; with ``resource``, only a token issued for it (its audience)."""
         with self._lock:
-            grant, expiry = self._access.get(access_token, (None, 0.0))
+            grant, expiry, scopes = self._access.get(access_token, (None, 0.0, frozenset()))
             user = self._objects[grant.user] if grant is not None else None
         if grant is None or user is None:
             return None, "IDX14100: JWT is not well formed."
+        if resource is not None and {resource_of(s) for s in scopes} != {resource}:
+            return None, f"Invalid audience: the token was not issued for {resource}."
         if grant.revoked:
             return None, "The user or administrator has revoked the grant."
         if user.deleted:
@@ -226,6 +241,16 @@ class IdentityStandIn:
         if expiry < time.time():
             return None, "Lifetime validation failed, the token is expired."
         return user.mail, ""
+
+    def smtp_authorize(self, user: str, token: str) -> str | Refusal:
+        """Exchange Online's check of an SMTP AUTH XOAUTH2 sign-in: a live token issued for
+        ``SMTP.Send`` to the user whose address is ``user``."""
+        address, _ = self.user_for(token, resource_of(SMTP_SCOPE))
+        with self._lock:
+            scopes = self._access.get(token, (None, 0.0, frozenset()))[2]
+        if address is None or address != user.lower() or SMTP_SCOPE not in scopes:
+            return Refusal("535 5.7.3 Authentication unsuccessful [stand-in]")
+        return address
 
     def serve(self, ssl_context: ssl.SSLContext) -> HttpsServerThread:
         return HttpsServerThread(self.wsgi, ssl_context)
@@ -389,7 +414,7 @@ class IdentityStandIn:
             if params.get("response_mode") == "form_post":
                 return _form_post(redirect_uri, declined)
             return _redirect(redirect_uri, declined)
-        scopes = frozenset(params.get("scope", "").split()) - OIDC_SCOPES
+        scopes = frozenset(params.get("scope", "").split()) - OIDC_SCOPES - self.withheld_scopes
         grant = _Grant(account.oid, self.client_id, scopes)
         code = "0.A" + secrets.token_urlsafe(48)
         with self._lock:
@@ -458,7 +483,7 @@ class IdentityStandIn:
         if missing:
             text = f"The user or administrator has not consented to use the application for {sorted(missing)}."
             raise _Refusal("invalid_grant", 65001, text)
-        return grant, wanted or grant.scopes, None
+        return grant, _one_resource(wanted or grant.scopes), None
 
     def _redeem_code(self, form: dict[str, str]) -> tuple[_Grant, frozenset[str], str | None]:
         code = self._codes.get(form.get("code", ""))
@@ -472,13 +497,18 @@ class IdentityStandIn:
             text = "The Code_Verifier does not match the code_challenge supplied in the authorization request."
             raise _Refusal("invalid_grant", 501481, text)
         code.used = True
-        return code.grant, code.scopes, code.nonce
+        wanted = frozenset(form.get("scope", "").split()) - OIDC_SCOPES
+        missing = sorted(wanted - code.scopes)
+        if missing:
+            text = f"The user or administrator has not consented to use the application for {missing}."
+            raise _Refusal("invalid_grant", 65001, text)
+        return code.grant, _one_resource(wanted or code.scopes), code.nonce
 
     def _issue(
         self, grant: _Grant, scopes: frozenset[str], nonce: str | None, base: str, form: dict[str, str]
     ) -> dict[str, Any]:
         access = "eyJ0eXAiOiJKV1Qi." + secrets.token_urlsafe(48)
-        self._access[access] = (grant, time.time() + ACCESS_LIFETIME)
+        self._access[access] = (grant, time.time() + ACCESS_LIFETIME, scopes)
         user = self._objects[grant.user]
         answer: dict[str, Any] = {
             "token_type": "Bearer",
@@ -538,6 +568,27 @@ class IdentityStandIn:
         return self._json(status, body, "tokenError")
 
 
+def resource_of(scope: str) -> str:
+    """The resource a scope belongs to: ``https://outlook.office.com/SMTP.Send`` ->
+    ``https://outlook.office.com``; a bare name (``Mail.Read``) is Graph's.
+
+    >>> resource_of("https://graph.microsoft.com/Mail.Send"), resource_of("User.Read")
+    ('https://graph.microsoft.com', 'https://graph.microsoft.com')
+    """
+    return scope.rsplit("/", 1)[0] if "://" in scope else GRAPH
+
+
+def _one_resource(scopes: frozenset[str]) -> frozenset[str]:
+    """``scopes`` when they are all one resource's: Microsoft issues a token for one at a time."""
+    if len({resource_of(s) for s in scopes}) > 1:
+        text = (
+            "Provided value for the input parameter scope is not valid because it contains more than one "
+            f"resource. Scope {' '.join(sorted(scopes))} is not valid."
+        )
+        raise _Refusal("invalid_scope", 28000, text)
+    return scopes
+
+
 def _s256(verifier: str) -> str:
     return _b64url(hashlib.sha256(verifier.encode("ascii", "replace")).digest())
 
@@ -580,4 +631,4 @@ def _sign_in_form(params: dict[str, str]) -> Response:
     return Response(body, status=200, content_type="text/html; charset=utf-8")
 
 
-__all__ = ["GRAPH_SCOPES", "IdentityStandIn", "TokenCall"]
+__all__ = ["GRAPH_SCOPES", "SMTP_SCOPE", "IdentityStandIn", "TokenCall", "resource_of"]

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from postroom.addresses import canonical_address
 from postroom.mime import ParsedHeaders, synthetic_message_id
+from postroom.reply_ids import identifier_keys
 
 __all__ = [
     "ThreadChanges",
@@ -83,9 +84,12 @@ def is_reply_subject(s: str | None) -> bool:
 
 def thread_keys(h: ParsedHeaders) -> tuple[str, ...]:
     """The keys that must end up in one thread: the message's own id (a
-    synthetic one if it has none), then References, then In-Reply-To."""
+    synthetic one if it has none), then References, then In-Reply-To, then the reply
+    identifiers it carries (:mod:`postroom.reply_ids`: a reply token in To, Cc, Delivered-To
+    or Reply-To, a short id in the subject), which count only where Postroom gave them out."""
     own = h.message_id or synthetic_message_id(h)
-    return tuple(dict.fromkeys((own, *h.references, *h.in_reply_to)))
+    addresses = (a.email for a in (*h.to, *h.cc, *h.delivered_to, *h.reply_to))
+    return tuple(dict.fromkeys((own, *h.references, *h.in_reply_to, *identifier_keys(addresses, h.subject))))
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,16 +64,21 @@ class HistoryWriter:
                 rows.append(
                     {"applicant_id": applicant_id, "email_id": email_id, "direction": direction, "occurred_at": date}
                 )
-        insert_ignore(self.s, HistoryEntry.__table__, rows, ("applicant_id", "email_id"))
-        wanted = sorted({r["email_id"] for r in rows})
-        for part in chunks(wanted):  # the "applicants" body policy fetches these (sync.bodies)
-            self.s.execute(
-                update(Email)
-                .where(Email.id.in_(part), Email.body_id.is_(None), Email.body_error.is_(None))
-                .values(body_wanted=True)
-                .execution_options(synchronize_session=False)
-            )
+        add_entries(self.s, rows)
         return len(rows)
+
+
+def add_entries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """History entries (``applicant_id``, ``email_id``, ``direction``, ``occurred_at``), each
+    once; their bodies become wanted (the "applicants" body policy fetches them, sync.bodies)."""
+    insert_ignore(session, HistoryEntry.__table__, rows, ("applicant_id", "email_id"))
+    for part in chunks(sorted({r["email_id"] for r in rows})):
+        session.execute(
+            update(Email)
+            .where(Email.id.in_(part), Email.body_id.is_(None), Email.body_error.is_(None))
+            .values(body_wanted=True)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def backfill(session: Session, org_id: int, canonical: Sequence[str]) -> int:

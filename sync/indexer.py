@@ -33,6 +33,7 @@ from providers.base import RemoteMessage
 from sync.conversations import thread_keys
 from sync.history import HistoryWriter, own_addresses
 from sync.quarantine import Placeholder, drop_placeholders, quarantine_headers
+from sync.replies import Indexed, record_replies
 from sync.store import chunks, insert_ignore, insert_ignore_returning
 from sync.threads import ThreadAssigner
 
@@ -229,6 +230,17 @@ class Indexer:
                 )
                 for key, p in fresh.items()
             ]
+        )
+        record_replies(
+            s,
+            self.org_id,
+            self._own,
+            [
+                Indexed(
+                    ids[key], key[0], p.headers, _sender(p.headers), p.headers.date or _sane_date(p.msg.internal_date)
+                )
+                for key, p in fresh.items()
+            ],
         )
         return ids
 

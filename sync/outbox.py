@@ -36,33 +36,42 @@ the provider.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
 from postroom.errors import OutboxError
 from postroom.logs import error_summary
-from postroom.models import Email, MailAccount, MessageCopy, OutboxMessage, utcnow
+from postroom.models import Email, MailAccount, MessageCopy, OutboxMessage, OutboxRecipient, utcnow
+from postroom.states import RecipientKind
 from providers.base import Capability, MailProvider, OutgoingMessage
 from providers.errors import ConfigurationError, ProviderError, SendError, SendUncertain
 from sync.credentials import open_account
 from sync.leases import dead_local_owner, worker_id
-from sync.outbox_rows import OutboxEntry, OutboxStatus, get_entry, open_rows
+from sync.outbox_rows import (
+    MAX_ATTEMPTS,
+    SEND_CLAIM,
+    OutboxEntry,
+    OutboxStatus,
+    backoff,
+    cas,
+    get_entry,
+    open_rows,
+    record,
+)
+from sync.tracked import close_sweep, finish, resume_abandoned, send_tracked, settle_uncertain, sweep
 
 log = logging.getLogger("postroom.outbox")
 
-SEND_CLAIM = timedelta(minutes=10)  # a row in ``sending`` longer than this is taken for abandoned
 QUEUE_HOLD = timedelta(minutes=10)  # how long the process that queued a row keeps it to itself
 CHECK_EVERY = timedelta(minutes=5)  # how often Sent is searched for an uncertain row
-MAX_ATTEMPTS = 8  # tries before a message that keeps failing safely is failed
-BACKOFF_BASE, BACKOFF_MAX = timedelta(minutes=1), timedelta(hours=1)
 PASS_LIMIT = 20  # queued rows one worker pass submits
 
 
@@ -83,21 +92,7 @@ class OutboxPass:
         return not (self.stale or self.confirmed or self.sent or self.uncertain or self.failed or self.later)
 
 
-# ------------------------------------------------------------------ claiming and recording
-def cas(
-    s: Session, outbox_id: int, expected: Sequence[OutboxStatus], *conditions: ColumnElement[bool], **values: Any
-) -> bool:
-    """Compare-and-set: ``UPDATE outbox SET ... WHERE id = :id AND status IN (:expected) AND ...``;
-    True if this call changed the row."""
-    res = s.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id == outbox_id, OutboxMessage.status.in_([str(e) for e in expected]), *conditions)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return res.rowcount == 1  # type: ignore[attr-defined]
-
-
+# ------------------------------------------------------------------ claiming
 def _claim(s: Session, outbox_id: int, me: str, *, now: datetime, manual: bool, dead_owner: str | None = None) -> bool:
     """queued → sending for ``me``. The worker takes a row whose hold (or back-off) has run
     out; a person (``manual``) also takes one waiting out a back-off, never one that a live
@@ -117,18 +112,6 @@ def _claim(s: Session, outbox_id: int, me: str, *, now: datetime, manual: bool, 
         claimed_until=now + SEND_CLAIM,
         attempts=OutboxMessage.attempts + 1,
     )
-
-
-def _record(sessions: sessionmaker[Session], outbox_id: int, me: str, **values: Any) -> None:
-    """Write a submission's outcome if ``me`` still holds the row (``sending``, or
-    ``uncertain`` if it was taken for abandoned meanwhile)."""
-    with sessions.begin() as s:
-        if not cas(s, outbox_id, [OutboxStatus.SENDING, OutboxStatus.UNCERTAIN], OutboxMessage.owner == me, **values):
-            log.warning("outbox row %d changed hands while it was sent; %s not recorded", outbox_id, values["status"])
-
-
-def _backoff(attempts: int) -> timedelta:
-    return min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, attempts - 1))
 
 
 # ------------------------------------------------------------------ submitting
@@ -184,13 +167,25 @@ def submit(
                 message_id=row.message_id,
                 thread_hint=_thread_hint(s, account, row.raw),
             )
-            attempts = row.attempts
+            attempts, tracked = row.attempts, row.tracked
+            bcc = list(
+                s.scalars(
+                    select(OutboxRecipient.address).where(
+                        OutboxRecipient.outbox_id == outbox_id, OutboxRecipient.kind == RecipientKind.BCC.value
+                    )
+                )
+            )
             own = provider or open_account(account, config, sessions)
     except Exception as exc:  # nothing was sent: give the row back
-        _record(sessions, outbox_id, me, status=OutboxStatus.QUEUED, owner=None, error=error_summary(exc))
+        record(sessions, outbox_id, me, status=OutboxStatus.QUEUED, owner=None, error=error_summary(exc))
         raise
     try:
-        _send(sessions, outbox_id, me, own, message, attempts)
+        if tracked:
+            send_tracked(config, sessions, outbox_id, me, own, message.sender, message.thread_hint, attempts)
+        else:
+            if bcc and Capability.SMTP_ENVELOPE not in own.capabilities:  # the API reads recipients from headers
+                message = dataclasses.replace(message, raw=with_bcc(message.raw, bcc))
+            _send(sessions, outbox_id, me, own, message, attempts)
     finally:
         if provider is None:
             own.close()
@@ -203,22 +198,22 @@ def _send(
     try:
         result = own.send(message)
     except SendUncertain as exc:
-        _record(sessions, outbox_id, me, status=OutboxStatus.UNCERTAIN, error=error_summary(exc))
+        record(sessions, outbox_id, me, status=OutboxStatus.UNCERTAIN, error=error_summary(exc))
         return
     except SendError as exc:
         refused = dict(exc.rejected)
-        _record(
+        record(
             sessions, outbox_id, me, status=OutboxStatus.FAILED, owner=None, refused=refused, error=error_summary(exc)
         )
         return
     except ProviderError as exc:  # before the server could take it: safe to try again
         final = attempts >= MAX_ATTEMPTS or isinstance(exc, ConfigurationError)
         status = OutboxStatus.FAILED if final else OutboxStatus.QUEUED
-        later = None if final else utcnow() + _backoff(attempts)
-        _record(sessions, outbox_id, me, status=status, owner=None, claimed_until=later, error=error_summary(exc))
+        later = None if final else utcnow() + backoff(attempts)
+        record(sessions, outbox_id, me, status=status, owner=None, claimed_until=later, error=error_summary(exc))
         return
     except Exception as exc:  # a bug in the middle of a send: it may have gone out
-        _record(sessions, outbox_id, me, status=OutboxStatus.UNCERTAIN, error=error_summary(exc))
+        record(sessions, outbox_id, me, status=OutboxStatus.UNCERTAIN, error=error_summary(exc))
         raise
     copy_id: str | None = result.provider_id
     note: str | None = None
@@ -228,7 +223,7 @@ def _send(
             copy_id = own.store_sent_copy(message.raw)
         except ProviderError as exc:  # sent, but no copy: record, never resend
             copy_id, note = None, f"sent, but the copy in Sent could not be stored: {error_summary(exc)}"
-    _record(
+    record(
         sessions,
         outbox_id,
         me,
@@ -239,6 +234,14 @@ def _send(
         error=note,
         claimed_until=None,
     )
+
+
+def with_bcc(raw: bytes, bcc: list[str]) -> bytes:
+    """The message with a Bcc header, for providers that take recipients from the headers (they
+    deliver to Bcc and leave it out of what recipients get; the Sent copy keeps it, as mail
+    clients do). The addresses were checked when the message was queued."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    return head + b"\r\nBcc: " + ", ".join(bcc).encode("utf-8") + sep + body
 
 
 def _thread_hint(session: Session, account: MailAccount, raw: bytes) -> str | None:
@@ -305,33 +308,62 @@ def process_outbox(config: Config, sessions: sessionmaker[Session], account_id: 
     if not rows:
         return done
     check = [r for r in rows if r.status == OutboxStatus.UNCERTAIN and _due_check(r.checked_at, now)]
+    resumed: list[Any] = []
     for r in rows:
         why = abandoned_reason(r.owner, r.claimed_until, now) if r.status == OutboxStatus.SENDING else None
-        if why is not None:
-            with sessions.begin() as s:
-                if make_uncertain(s, r.id, r.owner, why):
-                    done.stale += 1
-                    check.append(r)
-                    log.warning("outbox message %s: %s", r.message_id, why, extra={"account_id": account_id})
+        if why is None:
+            continue
+        with sessions.begin() as s:
+            if r.tracked:  # the recipients not sent yet are sent by this pass
+                took = resume_abandoned(s, r.id, r.owner, why)
+                (resumed if took else []).append(r)
+            else:
+                took = make_uncertain(s, r.id, r.owner, why)
+                (check if took else []).append(r)
+        if took:
+            done.stale += 1
+            log.warning("outbox message %s: %s", r.message_id, why, extra={"account_id": account_id})
     waiting = [
         r
         for r in rows
         if r.status == OutboxStatus.QUEUED
         and (r.claimed_until is None or r.claimed_until < now or r.owner == owner or dead_local_owner(r.owner))
-    ][:PASS_LIMIT]
-    if not (check or waiting):
+    ]
+    waiting = (waiting + resumed)[:PASS_LIMIT]
+    sweeping = [r for r in rows if r.status == OutboxStatus.SENT and r.cleanup_until is not None]
+    if not (check or waiting or sweeping):
         return done
     provider = _open(config, sessions, account_id, done)
     if provider is None:
         return done
     try:
         for r in check:
-            _check_one(sessions, provider, r.id, r.message_id, now, done, account_id)
+            _check_one(sessions, provider, r.id, r.message_id, now, done, account_id, tracked=r.tracked, me=owner)
         for r in waiting:
             _deliver_one(config, sessions, provider, r.id, owner, r.owner, done, account_id)
+        for r in sweeping:
+            _sweep_one(sessions, provider, r.id, now, done, account_id)
     finally:
         provider.close()
     return done
+
+
+def _sweep_one(
+    sessions: sessionmaker[Session],
+    provider: MailProvider,
+    outbox_id: int,
+    now: datetime,
+    done: OutboxPass,
+    account_id: int,
+) -> None:
+    """Look in Sent for recipients' copies a server filed itself after a tracked send."""
+    try:
+        pending = sweep(sessions, provider, outbox_id)
+    except Exception as exc:  # looked for again by the next pass, until the sweep's time is up
+        done.errors.append(error_summary(exc))
+        log.warning("outbox: cannot sweep Sent: %s", error_summary(exc), extra={"account_id": account_id})
+        pending = 1
+    close_sweep(sessions, outbox_id, now, pending)
 
 
 def _due_check(checked_at: datetime | None, now: datetime) -> bool:
@@ -356,12 +388,19 @@ def _check_one(
     now: datetime,
     done: OutboxPass,
     account_id: int,
+    *,
+    tracked: bool = False,
+    me: str = "",
 ) -> None:
-    """Look for one uncertain message in Sent (claiming the check with ``checked_at``)."""
+    """Look for one uncertain message in Sent (claiming the check with ``checked_at``); for a
+    tracked one, each uncertain recipient's copy."""
     with sessions.begin() as s:
         due = or_(OutboxMessage.checked_at.is_(None), OutboxMessage.checked_at < now - CHECK_EVERY)
         if not cas(s, outbox_id, [OutboxStatus.UNCERTAIN], due, checked_at=now):
             return  # settled, or checked by someone else just now
+    if tracked:
+        _check_tracked(sessions, provider, outbox_id, me, done, account_id)
+        return
     try:
         found = provider.find_sent(message_id)
     except Exception as exc:  # stays uncertain; looked for again after CHECK_EVERY
@@ -371,6 +410,33 @@ def _check_one(
     if found is not None and settle_from_sent(sessions, outbox_id, message_id, found):
         done.confirmed += 1
         log.info("outbox message %s was found in Sent: sent", message_id, extra={"account_id": account_id})
+
+
+def _check_tracked(
+    sessions: sessionmaker[Session], provider: MailProvider, outbox_id: int, me: str, done: OutboxPass, account_id: int
+) -> None:
+    """Settle a tracked message's uncertain recipients found in Sent; when none is left, the
+    message is settled too (taken over for that, as nobody holds an uncertain message)."""
+    try:
+        left = settle_uncertain(sessions, provider, outbox_id)
+    except Exception as exc:  # stays uncertain; looked for again after CHECK_EVERY
+        done.errors.append(error_summary(exc))
+        log.warning("outbox: cannot search Sent: %s", error_summary(exc), extra={"account_id": account_id})
+        return
+    if left:
+        return
+    with sessions.begin() as s:
+        took = cas(
+            s,
+            outbox_id,
+            [OutboxStatus.UNCERTAIN],
+            status=OutboxStatus.SENDING,
+            owner=me,
+            claimed_until=utcnow() + SEND_CLAIM,
+        )
+    if took:
+        finish(sessions, outbox_id, me, provider)
+        done.confirmed += 1
 
 
 def _deliver_one(

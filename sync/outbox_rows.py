@@ -1,20 +1,28 @@
-"""The outbox's states and its rows as the commands show them (no sending here: see :mod:`sync.outbox`)."""
+"""The outbox's rows: compare-and-set on their states, and the rows as the commands show them
+(no sending here: see :mod:`sync.outbox` and :mod:`sync.tracked`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import policy
 from email.parser import BytesHeaderParser
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, select, text
+from sqlalchemy import ColumnElement, Select, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.errors import OutboxError
-from postroom.models import OUTBOX_OPEN, MailAccount, OutboxMessage
+from postroom.models import OUTBOX_OPEN, MailAccount, OutboxMessage, OutboxRecipient
 from postroom.states import OutboxStatus
+
+log = logging.getLogger("postroom.outbox")
+
+SEND_CLAIM = timedelta(minutes=10)  # a row in ``sending`` longer than this is taken for abandoned
+MAX_ATTEMPTS = 8  # tries before a message that keeps failing safely is failed
+BACKOFF_BASE, BACKOFF_MAX = timedelta(minutes=1), timedelta(hours=1)
 
 
 def open_rows(account_id: int) -> Select[Any]:
@@ -30,6 +38,7 @@ def open_rows(account_id: int) -> Select[Any]:
         OutboxMessage.claimed_until,
         OutboxMessage.checked_at,
         OutboxMessage.cleanup_until,
+        OutboxMessage.tracked,
     ).where(OutboxMessage.account_id == account_id, text(f"({OUTBOX_OPEN})"))
 
 
@@ -103,3 +112,42 @@ def _entry(row: OutboxMessage, account_email: str) -> OutboxEntry:
         created_at=row.created_at,
         sent_at=row.sent_at,
     )
+
+
+def cas(
+    s: Session, outbox_id: int, expected: Sequence[OutboxStatus], *conditions: ColumnElement[bool], **values: Any
+) -> bool:
+    """Compare-and-set: ``UPDATE outbox SET ... WHERE id = :id AND status IN (:expected) AND ...``;
+    True if this call changed the row."""
+    res = s.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == outbox_id, OutboxMessage.status.in_([str(e) for e in expected]), *conditions)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def record(sessions: sessionmaker[Session], outbox_id: int, me: str, **values: Any) -> None:
+    """Write a submission's outcome if ``me`` still holds the row (``sending``, or
+    ``uncertain`` if it was taken for abandoned meanwhile)."""
+    with sessions.begin() as s:
+        if not cas(s, outbox_id, [OutboxStatus.SENDING, OutboxStatus.UNCERTAIN], OutboxMessage.owner == me, **values):
+            log.warning("outbox row %d changed hands while it was sent; %s not recorded", outbox_id, values["status"])
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+
+
+def cas_recipient(
+    s: Session, recipient_id: int, expected: Sequence[OutboxStatus], *conditions: ColumnElement[bool], **values: Any
+) -> bool:
+    """Compare-and-set on one recipient of a tracked send, as :func:`cas` on a message."""
+    res = s.execute(
+        update(OutboxRecipient)
+        .where(OutboxRecipient.id == recipient_id, OutboxRecipient.status.in_([str(e) for e in expected]), *conditions)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from postroom.mime import ParsedHeaders
 from postroom.models import Email, Participant, Thread, ThreadKey, utcnow
+from postroom.reply_ids import is_identifier_key
 from sync.conversations import ThreadIndex, ThreadSummary, is_reply_subject, normalise_subject, subject_tiebreak
 from sync.store import chunks, insert_ignore
 
@@ -56,7 +57,9 @@ class ThreadAssigner:
             persisted.update(dict(rows.tuples().all()))
         index = ThreadIndex.from_pairs(persisted.items())
         first_headers: dict[int, ParsedHeaders] = {}
-        for _mid, keys, h in items:
+        for _mid, offered, h in items:
+            # a reply identifier joins a thread only where Postroom recorded it for a message it sent
+            keys = tuple(k for k in offered if k in persisted or not is_identifier_key(k))
             if not any(index.find(k) is not None for k in keys) and len(keys) == 1:
                 tid = self._subject_match(h)
                 if tid is not None:  # join that thread through a key only it holds
@@ -162,3 +165,25 @@ class ThreadAssigner:
                 .values(last_date=bindparam("d")),
                 rows,
             )
+
+
+def reserve_thread(
+    session: Session, org_id: int, keys: Sequence[str], *, parent: str | None, subject: str, date: datetime
+) -> int:
+    """The thread of a message Postroom is about to send, with its keys recorded before it goes
+    out: its Message-ID, each recipient copy's Message-ID and its reply identifiers (reply
+    token, short id), so that an answer naming any of them — and the copy indexed later from
+    Sent — joins this thread. A reply joins its parent's thread (the parent's key is recorded
+    if the parent is not indexed yet)."""
+    tid = None
+    if parent:
+        tid = session.scalar(select(ThreadKey.thread_id).where(ThreadKey.org_id == org_id, ThreadKey.key == parent))
+    if tid is None:
+        thread = Thread(org_id=org_id, subject=subject, normalised_subject=normalise_subject(subject), last_date=date)
+        session.add(thread)
+        session.flush()
+        tid = thread.id
+        keys = (parent, *keys) if parent else keys
+    rows = [{"org_id": org_id, "key": k, "thread_id": tid} for k in dict.fromkeys(keys)]
+    insert_ignore(session, ThreadKey.__table__, rows, ("org_id", "key"))
+    return tid

@@ -32,6 +32,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from postroom import db
 from postroom.config import Config
 from sync.metrics import UNAUTHORIZED_BODY, UNAUTHORIZED_HEADERS, DatabaseCollector, bearer_ok
+from web.tracking import mount_tracking
 
 
 def create_app(config: Config) -> Flask:
@@ -43,18 +44,19 @@ def create_app(config: Config) -> Flask:
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"  # sent on the top-level redirect back from Google/Microsoft
     app.session_interface = SessionInterface()
+    engine = db.make_engine(config.database)
+    sessions = db.make_sessionmaker(engine)
     if config.web.base_url:
         scheme = urlsplit(config.web.base_url).scheme
         app.config["SESSION_COOKIE_SECURE"] = scheme == "https"
         app.config["PREFERRED_URL_SCHEME"] = scheme
         app.wsgi_app = PublicAddress(app.wsgi_app, config.web.base_url)  # type: ignore[method-assign]
+    hits = mount_tracking(app, config, sessions)  # /t/o and /t/c, answered before Flask (web.tracking)
     if config.web.trusted_proxies:
         n = config.web.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)  # type: ignore[method-assign]
-    engine = db.make_engine(config.database)
-    sessions = db.make_sessionmaker(engine)
     # What background work borrows through the app context (web.celery_app, Flask's Celery pattern).
-    app.extensions["postroom"] = {"config": config, "sessions": sessions}
+    app.extensions["postroom"] = {"config": config, "sessions": sessions, "hits": hits}
 
     @app.get("/healthz")
     def healthz():  # type: ignore[no-untyped-def]

@@ -37,6 +37,9 @@ def imap_flags(read: bool, flagged: bool, draft: bool, answered: bool = False) -
 
 HEADER_ORDER: tuple[str, ...] = ("Message-ID", "In-Reply-To", "References", "From", "Sender", "Reply-To")
 HEADER_ORDER += ("To", "Cc", "Bcc", "Subject", "Date")
+# kept from a delivered message's own transport headers where the API gives them (there is no
+# property for them): where a reply was delivered to, and whether it is an auto-reply
+TRANSPORT_ONLY = ("delivered-to", "auto-submitted", "x-autoreply", "x-autorespond", "precedence")
 
 Address = tuple[str | None, str | None]  # (display name, address), as the API gives them
 
@@ -107,6 +110,7 @@ def header_block(
             lines.append(own)
         elif value := values[name]:
             lines.append((name, " ".join(str(value).split()) if unfold else str(value)))
+    lines.extend(transport[name] for name in TRANSPORT_ONLY if transport and name in transport)
     return header_lines(lines)
 
 

@@ -44,6 +44,14 @@ CASES = [
         id="gmail-without-an-oauth-client",
     ),
     pytest.param(
+        "gmail",  # tracked sends over SMTP would send the OAuth token in the clear
+        {"smtp_submission": True, "smtp_host": "smtp.example.test", "smtp_security": "none"},
+        {"access_token": "ya29.token"},
+        "Gmail SMTP: refusing to send the OAuth token unencrypted to smtp.example.test; "
+        "smtp_security must be starttls or ssl (none only for this machine).",
+        id="gmail-smtp-submission-in-plaintext",
+    ),
+    pytest.param(
         "ews",
         {"auth": "basic"},
         {"password": "pw"},

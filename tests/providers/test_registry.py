@@ -49,6 +49,7 @@ GOOGLE = {"client_id": "g-id", "client_secret": "g-secret"}
 MICROSOFT = {"client_id": "m-id", "authority": "https://login.microsoftonline.com/contoso.test"}
 MICROSOFT |= {"client_secret": "m-secret", "ca_bundle": "CA"}  # "CA": microsoft.ca_file
 OWN_APP = {"authority": "https://login.example/t", "ca_bundle": "/own.pem"}
+GMAIL_SMTP = {"smtp_host": "smtp.gmail.com", "smtp_port": 587, "smtp_security": "starttls"}
 
 
 @pytest.mark.parametrize(
@@ -61,6 +62,20 @@ OWN_APP = {"authority": "https://login.example/t", "ca_bundle": "/own.pem"}
         ("gmail", {}, Credentials("rita@x.test", access_token="ya29"), {}),
         ("graph", {}, OAUTH, MICROSOFT),
         ("graph", OWN_APP, OAUTH, {**MICROSOFT, **OWN_APP}),
+        # tracked sends over the service's SMTP: where it is comes from the config unless the account says
+        ("gmail", {"smtp_submission": True}, OAUTH, {**GOOGLE, "smtp_submission": True, **GMAIL_SMTP}),
+        (
+            "graph",
+            {"smtp_submission": True, "smtp_port": 465},
+            OAUTH,
+            {
+                **MICROSOFT,
+                "smtp_submission": True,
+                "smtp_host": "smtp.office365.com",
+                "smtp_port": 465,
+                "smtp_security": "starttls",
+            },
+        ),
         ("ews", {"auth": "oauth2"}, OAUTH, {"auth": "oauth2", **MICROSOFT}),
         ("ews", {"auth": "basic"}, PASSWORD, {"auth": "basic", "ca_bundle": "CA"}),
     ],

@@ -49,12 +49,15 @@ class Mailbox:
         auth: str = "password",
         smtp_security: str = "none",
         timeout: float = 15.0,
+        files_sent: bool = False,
         **options: Any,
     ) -> ProviderSettings:
         """Settings for :class:`providers.imap.ImapProvider` against the rig.
 
         ``security``: "none" | "ssl" | "starttls"; ``auth``: "password" | "XOAUTH2" | "OAUTHBEARER".
-        SMTP goes to the AUTH-requiring submission port.
+        SMTP goes to the AUTH-requiring submission port; with ``files_sent`` to the one whose
+        server files a copy of every submitted message in the sender's Sent itself, as Gmail
+        does (it shows up there shortly after the send: wait for it; see :mod:`tests.rig.mailrig`).
         """
         port = self.rig.ports["imaps"] if security == "ssl" else self.rig.ports["imap"]
         if auth == "password":
@@ -66,7 +69,7 @@ class Mailbox:
             "imap_port": port,
             "imap_security": security,
             "smtp_host": "127.0.0.1",
-            "smtp_port": self.rig.ports["smtp_submission"],
+            "smtp_port": self.rig.ports["smtp_files_sent" if files_sent else "smtp_submission"],
             "smtp_security": smtp_security,
             "ca_file": self.rig.tls_ca,
         }

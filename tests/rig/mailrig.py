@@ -10,6 +10,18 @@ on free 127.0.0.1 ports under one temp directory. No system config is touched.
         rig.seed_maildir("u1@example.test", items, folder="Archive")
         rig.doveadm("mailbox", "status", "-u", "u1@example.test", "messages", "INBOX")
 
+SMTP submission comes twice, both requiring AUTH: ``ports["smtp_submission"]`` leaves
+Sent alone (the client appends its own copy), while ``ports["smtp_files_sent"]`` files a
+copy of every submitted message in the sender's Sent folder itself, as Gmail, Microsoft 365
+and many hosts do. That is real Postfix and Dovecot machinery, no test code: the port's
+cleanup service has ``sender_bcc_maps`` adding ``<local>+Sent@<domain>`` (from the envelope
+sender) as a hidden recipient, and Dovecot's LMTP, with ``recipient_delimiter = +`` and
+``lmtp_save_to_detail_mailbox = yes``, saves mail for ``user+Sent`` into that user's Sent (a
+detail that names no folder falls back to INBOX, so plus-addressed mail still lands there).
+The copy travels through the queue and LMTP like any delivery: it shows up in Sent shortly
+*after* the server answered 250 (tens of milliseconds), so a test waits for it. Under the
+aiosmtpd sink (not root) the same port LMTP-delivers that extra recipient itself.
+
 Processes run in the foreground (``dovecot -F``, ``master -d``) as children of
 the rig and are stopped by their own PIDs. See ``docs`` in
 /work/shared/reference/mail-servers.md for the measurements behind the settings.
@@ -261,6 +273,8 @@ mail_attribute_dict = file:%h/dovecot-attributes
 submission_relay_host = 127.0.0.1
 submission_relay_port = {ports["smtp"]}
 submission_relay_trusted = yes
+# mail for user+Sent@domain (the filing submission port's hidden copy) is saved into Sent
+lmtp_save_to_detail_mailbox = yes
 
 passdb {{
   driver = passwd-file
@@ -408,9 +422,18 @@ message_size_limit = 52428800
             f"127.0.0.1:{pt['smtp_submission']} inet n - n - - smtpd\n"
             "  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
             "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n"
+            # submission that files the sender's copy in Sent itself, as Gmail does
+            f"127.0.0.1:{pt['smtp_files_sent']} inet n - n - - smtpd\n"
+            "  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
+            "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n"
+            "  -o cleanup_service_name=cleanup_sent\n"
+            "cleanup_sent unix n - n - 0 cleanup\n"
+            f"  -o sender_bcc_maps=regexp:{p('postfix', 'etc', 'sent_bcc.regexp')}\n"
             + "".join(" ".join(s) + "\n" for s in services)
         )
         self._write("postfix/etc/main.cf", main)
+        # the envelope sender's own address, plus-addressed to its Sent folder (see the module docstring)
+        self._write("postfix/etc/sent_bcc.regexp", "/^([^+@]+)(\\+[^@]*)?@(.+)$/ ${1}+Sent@${3}\n")
         self._write("postfix/etc/master.cf", master)
         # Postfix polls (300 ms, ~1.5 s in all) until main.cf looks settled; backdate it.
         old = time.time() - 60
@@ -460,6 +483,7 @@ message_size_limit = 52428800
             os.chown(self.p("mail"), pw.pw_uid, pw.pw_gid)
         names = ("imap", "imaps", "lmtp", "dovecot_submission", "sasl", "oauth", "smtp", "smtp_submission")
         self.ports = {k: free_port() for k in names}
+        self.ports["smtp_files_sent"] = free_port()  # submission whose server files the sender's copy in Sent
         self.smtp_kind = self._pick_smtp()
         self._cert()
         self.write_passwd()
@@ -483,6 +507,7 @@ message_size_limit = 52428800
                     self.python, str(HERE / "smtp_sink.py"),
                     "--mx-port", str(self.ports["smtp"]),
                     "--submission-port", str(self.ports["smtp_submission"]),
+                    "--files-sent-port", str(self.ports["smtp_files_sent"]),
                     "--lmtp-port", str(self.ports["lmtp"]),
                     "--local-domains", self.domain,
                     "--passwd", self.p("etc", "passwd"),
@@ -493,6 +518,7 @@ message_size_limit = 52428800
                 ])  # fmt: skip
                 wait_banner(self.ports["smtp"], b"220", proc=sink, what="smtp_sink")
                 wait_banner(self.ports["smtp_submission"], b"220", proc=sink, what="smtp_sink")
+                wait_banner(self.ports["smtp_files_sent"], b"220", proc=sink, what="smtp_sink")
             self.timings["smtp_ready_s"] = time.perf_counter() - t
         except BaseException:
             self.stop()

@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """aiosmtpd-based SMTP server for tests: capture + optional LMTP delivery.
 
-Two listeners (both 127.0.0.1):
+Listeners (all 127.0.0.1):
   --mx-port          no AUTH needed (AUTH offered), like port 25
   --submission-port  AUTH required before MAIL FROM, like port 587
+  --files-sent-port  (optional) as --submission-port, and the server files a copy of every
+                     message in the sender's Sent itself, as Gmail does: it also LMTP-delivers
+                     to <local>+Sent@<domain>, which Dovecot (lmtp_save_to_detail_mailbox) saves
+                     into Sent
 Both offer STARTTLS when --tls-cert/--tls-key are given, and AUTH PLAIN,
 LOGIN (checked against a Dovecot passwd-file with {PLAIN} passwords) and
 XOAUTH2 / OAUTHBEARER (token checked against the same tokens.json that
@@ -184,6 +188,10 @@ class Handler:
             "fault": fault,
         }
         local = [r for r in envelope.rcpt_tos if r.rsplit("@", 1)[-1].lower() in self.local]
+        sender = envelope.mail_from or ""
+        if server._port == self.a.files_sent_port and sender.rsplit("@", 1)[-1].lower() in self.local:
+            user, domain = sender.rsplit("@", 1)
+            local.append(f"{user.split('+')[0]}+Sent@{domain}")  # the copy the server files in Sent
         if local and self.a.lmtp_port:
             try:
                 refused = await asyncio.get_running_loop().run_in_executor(
@@ -198,8 +206,18 @@ class Handler:
         return f"250 2.0.0 Message accepted for delivery as {n:06d}"
 
     def _lmtp(self, mail_from, rcpts, data):
+        # one LMTP transaction per recipient: LMTP answers DATA once per recipient, which
+        # smtplib's sendmail does not read (a second recipient's reply would be taken for an error)
+        refused = {}
         with smtplib.LMTP("127.0.0.1", self.a.lmtp_port) as lmtp:
-            return lmtp.sendmail(mail_from or "<>", rcpts, data)
+            for rcpt in rcpts:
+                try:
+                    refused.update(lmtp.sendmail(mail_from or "<>", [rcpt], data))
+                except smtplib.SMTPRecipientsRefused as exc:
+                    refused.update(exc.recipients)
+        if len(refused) == len(rcpts):
+            raise smtplib.SMTPRecipientsRefused(refused)
+        return refused
 
 
 class PortSMTP(SMTP):
@@ -240,6 +258,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mx-port", type=int, required=True)
     ap.add_argument("--submission-port", type=int, required=True)
+    ap.add_argument("--files-sent-port", type=int, default=0)
     ap.add_argument("--lmtp-port", type=int, default=0)
     ap.add_argument("--local-domains", default="example.test")
     ap.add_argument("--passwd")
@@ -256,6 +275,8 @@ def main():
     h = Handler(a)
     kw = dict(data_size_limit=50 * 1024 * 1024, enable_SMTPUTF8=True)
     ctrls = [PortController(h, a.mx_port, False, tls, **kw), PortController(h, a.submission_port, True, tls, **kw)]
+    if a.files_sent_port:
+        ctrls.append(PortController(h, a.files_sent_port, True, tls, **kw))
     for c in ctrls:
         c.start()
     if a.ready_file:

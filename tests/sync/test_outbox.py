@@ -71,9 +71,11 @@ def rcpt(kind: str = "ann") -> str:
     return f"{kind}-{uuid.uuid4().hex[:10]}@example.org"
 
 
-def queue(sessions: sessionmaker[Session], account_id: int, *to: str, owner: str | None = None) -> tuple[int, str]:
+def queue(
+    config: Config, sessions: sessionmaker[Session], account_id: int, *to: str, owner: str | None = None
+) -> tuple[int, str]:
     with sessions.begin() as s:
-        row = queue_message(s, SendRequest(account_id, list(to), "Your application", "Hello.\n"), owner=owner)
+        row = queue_message(s, config, SendRequest(account_id, list(to), "Your application", "Hello.\n"), owner=owner)
         return row.id, row.message_id
 
 
@@ -193,7 +195,7 @@ def test_every_recipient_refused_is_failed_with_the_reasons(
 def test_deliveries_racing_on_one_row_make_one_smtp_transaction(
     config: Config, sessions: sessionmaker[Session], smtp: FaultySmtp, account: int
 ) -> None:
-    rows = [queue(sessions, account, rcpt("slow")) for _ in range(4)]  # the server answers each a second late
+    rows = [queue(config, sessions, account, rcpt("slow")) for _ in range(4)]  # the server answers each a second late
     start = threading.Barrier(4 * len(rows))
     outcomes: dict[int, list[object]] = {outbox_id: [] for outbox_id, _ in rows}
 
@@ -258,8 +260,8 @@ def test_a_row_queued_by_a_process_that_died_before_sending_is_sent_by_the_worke
     gone.wait()
     dead = f"{socket.gethostname()}:{gone.pid}:queued-then-killed"
     live = f"{socket.gethostname()}:{os.getpid()}:still-sending"
-    orphan, orphan_mid = queue(sessions, account, rcpt("ann"), owner=dead)
-    held, held_mid = queue(sessions, account, rcpt("ann"), owner=live)
+    orphan, orphan_mid = queue(config, sessions, account, rcpt("ann"), owner=dead)
+    held, held_mid = queue(config, sessions, account, rcpt("ann"), owner=live)
 
     done = Scheduler(config, sessions, owner=WORKER)
     assert done.sync(account, force=True).ok
@@ -274,8 +276,8 @@ def test_a_row_queued_by_a_process_that_died_before_sending_is_sent_by_the_worke
 def test_a_sending_row_past_its_claim_becomes_uncertain(
     config: Config, sessions: sessionmaker[Session], account: int
 ) -> None:
-    overdue, _ = queue(sessions, account, rcpt("ann"))
-    working, _ = queue(sessions, account, rcpt("ann"))
+    overdue, _ = queue(config, sessions, account, rcpt("ann"))
+    working, _ = queue(config, sessions, account, rcpt("ann"))
     now = datetime.now(UTC)
     with sessions.begin() as s:
         for outbox_id, until in ((overdue, now - timedelta(seconds=1)), (working, now + timedelta(minutes=5))):
@@ -299,7 +301,7 @@ def test_the_idle_pass_is_one_indexed_query_and_opens_no_provider(
 
     sent = send_message(config, sessions, SendRequest(account, [rcpt("ann")], "Done", "ok\n"))
     uncertain = send_message(config, sessions, SendRequest(account, [rcpt("dropdata")], "Maybe", "?\n"))
-    queue(sessions, account, rcpt("ann"), owner=f"{socket.gethostname()}:{os.getpid()}:sending-now")
+    queue(config, sessions, account, rcpt("ann"), owner=f"{socket.gethostname()}:{os.getpid()}:sending-now")
     assert (sent.status, uncertain.status) == (OutboxStatus.SENT, OutboxStatus.UNCERTAIN)
     process_outbox(config, sessions, account, WORKER)  # checks Sent for the uncertain one once
     with sessions.begin() as s:  # from now on the account cannot be opened at all

@@ -12,17 +12,7 @@ def microsoft_config(rig: GraphRig, tenant: str | None = None, **settings: objec
     Microsoft's, so msal's instance discovery (a question to login.microsoftonline.com) is off.
     ``tenant``: the authority's tenant (default the stand-in's home tenant; ``organizations``
     admits users of every tenant)."""
-    tenant = tenant or rig.identity.tenant
-    return MicrosoftConfig(
-        client_id=rig.identity.client_id,
-        client_secret=rig.identity.client_secret,
-        tenant=tenant,
-        authority=f"{rig.idp_server.url}/{tenant}",
-        graph_root=f"{rig.graph_server.url}/v1.0",
-        ca_file=rig.ca_file,
-        instance_discovery=False,
-        **settings,  # type: ignore[arg-type]
-    )
+    return rig.microsoft(tenant, **settings)
 
 
 def change_mail(rig: GraphRig, user: str, mail: str) -> None:

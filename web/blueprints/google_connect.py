@@ -81,6 +81,7 @@ def callback() -> Response:
                 access_token=grant.access_token,
                 token_expiry=grant.expiry,
                 reconnect=True,
+                smtp_submission=grant.smtp_submission,
             )
             account_id, email, status = account.id, account.email, account.status
     except (google_consent.ConnectError, AccountError) as exc:

@@ -111,6 +111,7 @@ def _connect() -> Response:
                 access_token=grant.access_token,
                 token_expiry=grant.expiry,
                 reconnect=True,
+                smtp_submission=grant.smtp_submission,
                 tenant_id=grant.user.tenant_id,
                 object_id=grant.user.object_id,
             )
