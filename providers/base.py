@@ -218,9 +218,10 @@ class MailProvider(Protocol):
         """Submit the message as :meth:`send` does (and raise as it does) but leave no copy of
         it in Sent: the per-recipient copies of a tracked send go out this way, then one clean
         copy is stored with :meth:`store_sent_copy`. ``sent_copy_stored`` is true when a copy
-        stays anyway (Gmail: a message to the sender's own address is the inbox copy too). A
-        server that files submitted mail itself behind SMTP (Gmail and many hosts over IMAP)
-        still does: :meth:`find_sent` finds that copy and :meth:`delete` removes it."""
+        may stay anyway: Gmail keeps a message to the sender's own address (it is the inbox copy
+        too), and over IMAP a server that files submitted mail itself (Gmail, many hosts) may
+        file one a moment later — the caller finds it with :meth:`find_sent` and removes it with
+        :meth:`delete`."""
         ...
 
     def find_sent(self, message_id: str) -> str | None:

@@ -22,6 +22,7 @@ commands sent on it in :mod:`providers.imap_session`, which both use.
 
 from __future__ import annotations
 
+import dataclasses
 import imaplib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -230,9 +231,11 @@ class ImapProvider(Backend):
 
     def send_without_copy(self, message: OutgoingMessage) -> SendResult:
         """SMTP submission, which stores nothing in Sent (:meth:`send` does not either; the
-        outbox appends the copy). A server that files submitted mail itself (Gmail, many
-        hosts) still does: :meth:`find_sent` finds that copy and :meth:`delete` removes it."""
-        return self.send(message)
+        outbox appends the copy). But a server that files submitted mail itself (Gmail, many
+        hosts) still does, maybe a moment later: ``sent_copy_stored`` is therefore true — a copy
+        may be there — and the caller finds it with :meth:`find_sent` and removes it with
+        :meth:`delete`."""
+        return dataclasses.replace(self.send(message), sent_copy_stored=True)
 
     def find_sent(self, message_id: str) -> str | None:
         """``UID SEARCH HEADER Message-ID`` in the Sent folder; the newest matching UID."""

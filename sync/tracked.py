@@ -53,7 +53,6 @@ log = logging.getLogger("postroom.outbox")
 
 SWEEP_FOR = timedelta(minutes=10)  # how long Sent is searched for copies a server filed itself
 NO_FILING_AFTER = timedelta(minutes=1)  # nothing filed this long after the last copy: the server does not file
-MAX_FOUND = 3  # copies of one recipient removed in one sweep (a server files one)
 
 
 def send_tracked(
@@ -121,8 +120,10 @@ def send_tracked(
         except Exception as exc:  # a bug in the middle of a send: it may have gone out
             _settle(sessions, rid, OutboxStatus.UNCERTAIN, error=error_summary(exc))
             raise
-        removed = mode == SendMode.API and not result.sent_copy_stored  # the provider left no copy in Sent
-        _settle(sessions, rid, OutboxStatus.SENT, sent_at=utcnow(), copy_removed=removed, error=None)
+        # the provider says whether a copy of it may be in Sent (IMAP: the server may file one)
+        _settle(
+            sessions, rid, OutboxStatus.SENT, sent_at=utcnow(), copy_removed=not result.sent_copy_stored, error=None
+        )
     finish(sessions, outbox_id, me, own)
 
 
@@ -156,7 +157,7 @@ def finish(sessions: sessionmaker[Session], outbox_id: int, me: str, own: MailPr
             .tuples()
             .all()
         )
-        copy_id, message_id, raw, mode = row.sent_copy_id, row.message_id, row.raw, row.mode
+        copy_id, message_id, raw = row.sent_copy_id, row.message_id, row.raw
     if any(v in (OutboxStatus.QUEUED, OutboxStatus.SENDING) for v in states.values()):
         return
     reached = [a for a, v in states.items() if v in (OutboxStatus.SENT, OutboxStatus.UNCERTAIN)]
@@ -169,7 +170,7 @@ def finish(sessions: sessionmaker[Session], outbox_id: int, me: str, own: MailPr
         except ProviderError as exc:
             note = f"sent, but the clean copy in Sent could not be stored: {error_summary(exc)}"
     now = utcnow()
-    pending = sweep(sessions, own, outbox_id) if mode == SendMode.SMTP else 0
+    pending = sweep(sessions, own, outbox_id)
     status = (
         OutboxStatus.UNCERTAIN
         if OutboxStatus.UNCERTAIN in states.values()
@@ -211,11 +212,7 @@ def sweep(sessions: sessionmaker[Session], own: MailProvider, outbox_id: int) ->
         if found is None:  # not filed (yet): looked for again by the next passes
             pending += 1
             continue
-        for _ in range(MAX_FOUND):
-            own.delete(sent, [found])
-            found = own.find_sent(copy_id)
-            if found is None:
-                break
+        own.delete(sent, [found])
         with sessions.begin() as s:
             cas_recipient(s, rid, [OutboxStatus.SENT], copy_removed=True)
     return pending
