@@ -23,12 +23,13 @@ run: $(STAMP)
 	$(VENV)/bin/postroom db upgrade
 	$(VENV)/bin/postroom serve
 
-## Install Dovecot + Postfix if missing (as root), then run the whole suite on SQLite and PostgreSQL.
+## Install Dovecot + Postfix and Chromium if missing (as root), then run the whole suite on SQLite and PostgreSQL.
 test: $(STAMP) mail-servers
 	$(VENV)/bin/pytest
 
 mail-servers:
 	@bash .ci/install-mail-servers
+	@bash .ci/install-browser
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from cli.common import App, CommandError, Commands, Subparsers, common, env_secret, group, json_flag, output
+from cli.common import App, CommandError, Commands, Subparsers, common, env_secret, group, json_flag, org_flag, output
 from postroom.models import utcnow
 from services.accounts import (
     EwsAccountRequest,
@@ -40,6 +40,7 @@ def register(sub: Subparsers) -> Commands:
         "--allow-plaintext", action="store_true", help="allow --*-security none to a host that is not this machine"
     )
     imap.add_argument("--proxy", metavar="URL", help="HTTP CONNECT proxy for IMAP, e.g. http://proxy:3128")
+    org_flag(imap)
     json_flag(imap)
     for name, help, smtp in (
         (
@@ -63,6 +64,7 @@ def register(sub: Subparsers) -> Commands:
             help="name of the environment variable that holds the OAuth refresh token",
         )
         oauth.add_argument("--smtp-submission", action="store_true", help=smtp)
+        org_flag(oauth)
         json_flag(oauth)
     ews = common(acc.add_parser("add-ews", help="connect an Exchange mailbox through Exchange Web Services (EWS)"))
     ews.add_argument("--email", required=True, help="the mailbox's address")
@@ -80,9 +82,14 @@ def register(sub: Subparsers) -> Commands:
         help="how to sign in (default: ntlm with a password, oauth2 with a refresh token)",
     )
     ews.add_argument("--ca-file", help="PEM file of CA certificates to trust for this server")
+    org_flag(ews)
     json_flag(ews)
-    json_flag(common(acc.add_parser("list", help="list accounts with their sync status")))
-    json_flag(common(sub.add_parser("status", help="per-account state, last successful sync, lag and last error")))
+    for parser in (
+        common(acc.add_parser("list", help="list accounts with their sync status")),
+        common(sub.add_parser("status", help="per-account state, last successful sync, lag and last error")),
+    ):
+        org_flag(parser, "only this organisation's accounts (default: every organisation's)")
+        json_flag(parser)
     return {
         ("accounts", "add-imap"): add_imap,
         ("accounts", "add-gmail"): add_gmail,
@@ -117,6 +124,7 @@ def add_imap(app: App, args: argparse.Namespace) -> int:
         ca_file=args.ca_file,
         allow_plaintext=args.allow_plaintext,
         proxy=args.proxy,
+        org_id=args.org,
     )
     _ca_file(args.ca_file)
     with app.sessions.begin() as s:
@@ -126,14 +134,18 @@ def add_imap(app: App, args: argparse.Namespace) -> int:
 def add_gmail(app: App, args: argparse.Namespace) -> int:
     token = env_secret(args.refresh_token_env, "--refresh-token-env")
     with app.sessions.begin() as s:
-        account = add_gmail_account(s, app.config, args.email, token, smtp_submission=args.smtp_submission)
+        account = add_gmail_account(
+            s, app.config, args.email, token, smtp_submission=args.smtp_submission, org_id=args.org
+        )
         return _added(args, account.id)
 
 
 def add_graph(app: App, args: argparse.Namespace) -> int:
     token = env_secret(args.refresh_token_env, "--refresh-token-env")
     with app.sessions.begin() as s:
-        account = add_graph_account(s, app.config, args.email, token, smtp_submission=args.smtp_submission)
+        account = add_graph_account(
+            s, app.config, args.email, token, smtp_submission=args.smtp_submission, org_id=args.org
+        )
         return _added(args, account.id)
 
 
@@ -153,6 +165,7 @@ def add_ews(app: App, args: argparse.Namespace) -> int:
         password=password,
         refresh_token=token,
         ca_file=args.ca_file,
+        org_id=args.org,
     )
     with app.sessions.begin() as s:
         return _added(args, add_ews_account(s, app.config, req).id)
@@ -160,7 +173,7 @@ def add_ews(app: App, args: argparse.Namespace) -> int:
 
 def list_(app: App, args: argparse.Namespace) -> int:
     with app.sessions() as s:
-        accounts = list_accounts(s)
+        accounts = list_accounts(s, args.org)
     if args.json:
         output(args, [a.as_json() for a in accounts], "")
         return 0
@@ -182,7 +195,7 @@ def _age(seconds: float) -> str:
 
 def status(app: App, args: argparse.Namespace) -> int:
     with app.sessions() as s:
-        rows = account_status(s, utcnow())
+        rows = account_status(s, utcnow(), args.org)
     if args.json:
         output(args, [r.as_json() for r in rows], "")
         return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import App, Commands, Subparsers, common, group, json_flag, output
+from cli.common import App, Commands, Subparsers, common, group, json_flag, org_flag, output
 from services.applicants import add_applicant, applicant_history
 
 
@@ -13,6 +13,7 @@ def register(sub: Subparsers) -> Commands:
     add = common(app.add_parser("add", help="add an applicant and backfill their history"))
     add.add_argument("--name", required=True)
     add.add_argument("--email", required=True, action="append", help="an address (repeat for several)")
+    org_flag(add)
     json_flag(add)
     hi = common(sub.add_parser("history", help="an applicant's email history, oldest first"))
     hi.add_argument("--applicant", type=int, required=True, metavar="ID")
@@ -22,7 +23,7 @@ def register(sub: Subparsers) -> Commands:
 
 def add_(app: App, args: argparse.Namespace) -> int:
     with app.sessions.begin() as s:
-        applicant, backfilled = add_applicant(s, args.name, args.email)
+        applicant, backfilled = add_applicant(s, args.name, args.email, args.org)
         applicant_id = applicant.id
     output(args, {"id": applicant_id, "history_entries": backfilled}, str(applicant_id))
     return 0

@@ -66,6 +66,10 @@ def json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def org_flag(p: argparse.ArgumentParser, help: str = "the organisation (default: the default one)") -> None:
+    p.add_argument("--org", type=int, metavar="ID", help=help)
+
+
 def group(sub: Subparsers, name: str, help: str) -> Subparsers:
     """A command with subcommands (``postroom accounts ...``)."""
     parser = common(sub.add_parser(name, help=help))

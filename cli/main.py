@@ -7,14 +7,28 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import OperationalError
 
-from cli import accounts, applicants, db, invites, keys, mail, outbox, quarantine, running, templates, tracking
+from cli import (
+    accounts,
+    applicants,
+    db,
+    demo,
+    invites,
+    keys,
+    mail,
+    orgs,
+    outbox,
+    quarantine,
+    running,
+    templates,
+    tracking,
+)
 from cli.common import App, Commands, Parser, common, flag
 from postroom.config import load_config
 from postroom.db import driver_message
 from postroom.logs import setup_logging
 from services.errors import ServerError, UserError
 
-GROUPS = (db, accounts, applicants, mail, outbox, invites, running, quarantine, keys, templates, tracking)
+GROUPS = (db, orgs, accounts, applicants, mail, outbox, invites, running, quarantine, keys, templates, tracking, demo)
 
 
 def build_parser() -> tuple[Parser, Commands]:

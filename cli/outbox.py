@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cli.common import App, CommandError, Commands, Subparsers, common, group, json_flag, output
+from cli.common import App, CommandError, Commands, Subparsers, common, group, json_flag, org_flag, output
 from services.outbox import OutboxEntry, OutboxStatus, list_outbox, retry_message
 from services.sending import Invite, SendRequest, send_message
 
@@ -46,6 +46,7 @@ def register(sub: Subparsers) -> Commands:
         ob.add_parser("list", help="every outbox message, newest first, with its state and refused recipients")
     )
     obl.add_argument("--status", choices=[str(s) for s in OutboxStatus], help="only this state")
+    org_flag(obl, "only this organisation's messages (default: every organisation's)")
     json_flag(obl)
     obr = common(
         ob.add_parser("retry", help="send a queued or failed message now; an uncertain one is looked for in Sent first")
@@ -173,7 +174,7 @@ def report_outcome(args: argparse.Namespace, entry: OutboxEntry, data: Any, text
 
 def list_(app: App, args: argparse.Namespace) -> int:
     with app.sessions() as s:
-        entries = list_outbox(s, args.status)
+        entries = list_outbox(s, args.status, args.org)
     if args.json:
         output(args, [e.as_json() for e in entries], "")
         return 0

@@ -33,7 +33,7 @@ from postroom.config_sending import SendingConfig, TrackingConfig, read_sending,
 from postroom.errors import ConfigError
 from postroom.private_files import private_dir, tighten
 from postroom.states import BodyPolicy
-from postroom.urls import redact_url
+from postroom.urls import is_loopback_host, redact_url
 
 __all__ = ["Config", "ConfigError", "GoogleConfig", "MicrosoftConfig", "SendingConfig", "TrackingConfig", "load_config"]
 
@@ -54,6 +54,7 @@ SECTIONS = (
     "web",
     "sending",
     "tracking",
+    "demo",
 )
 
 
@@ -116,6 +117,10 @@ class MetricsConfig:
 class WebConfig:
     base_url: str = ""  # the address users open, e.g. https://postroom.example.com; "" = as the request says
     trusted_proxies: int = 0  # reverse proxies in front of the web app whose X-Forwarded-* headers are trusted
+    # the IMAP connect form's settings guess (services.imap_connect): an autoconfig document read before the
+    # domain's own ({domain}, {address} filled in), and whether the guess may reach private and loopback addresses
+    settings_guess_autoconfig: str = ""
+    settings_guess_private: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,14 @@ class ImapDefaults:
 
 
 @dataclass(frozen=True)
+class DemoConfig:
+    """Demo mode (docs/demo.md): ``postroom serve`` seeds the demo organisation on a database with
+    no accounts, users or applicants yet; ``enabled = false`` never seeds."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     database: DatabaseConfig
@@ -151,6 +164,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     sending: SendingConfig = field(default_factory=SendingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
     source: str = "defaults"  # where the settings came from, for messages
 
 
@@ -219,6 +233,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         web=web,
         sending=read_sending(doc, env, source),
         tracking=read_tracking(doc, env, source, web.base_url),
+        demo=_demo(doc, source),
         source=source,
     )
 
@@ -366,6 +381,11 @@ def _imap(doc: Mapping[str, Any], source: str) -> ImapDefaults:
     return ImapDefaults(allow_plaintext=t.get("allow_plaintext", bool, d.allow_plaintext), ca_file=ca_file)
 
 
+def _demo(doc: Mapping[str, Any], source: str) -> DemoConfig:
+    t, d = Table(doc, "demo", keys_of(DemoConfig), source), DemoConfig()
+    return DemoConfig(enabled=t.get("enabled", bool, d.enabled))
+
+
 def _web(doc: Mapping[str, Any], env: Mapping[str, str], source: str) -> WebConfig:
     t, d = Table(doc, "web", keys_of(WebConfig), source), WebConfig()
     base_url = env.get("POSTROOM_BASE_URL") or t.get("base_url", str, d.base_url)
@@ -395,4 +415,19 @@ def _web(doc: Mapping[str, Any], env: Mapping[str, str], source: str) -> WebConf
             "Setting web.trusted_proxies must be the number of reverse proxies in front of Postroom "
             f"(0 to 10), not {proxies}."
         )
-    return WebConfig(base_url=base_url, trusted_proxies=proxies)
+    autoconfig = t.get("settings_guess_autoconfig", str, d.settings_guess_autoconfig)
+    if autoconfig:
+        parts = urlsplit(autoconfig.replace("{domain}", "example.com").replace("{address}", "a@example.com"))
+        if not parts.hostname or not (
+            parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))
+        ):
+            raise ConfigError(
+                "Setting web.settings_guess_autoconfig must be an https URL (plain http only for this machine), "
+                f"not {redact_url(autoconfig)!r}."
+            )
+    return WebConfig(
+        base_url=base_url,
+        trusted_proxies=proxies,
+        settings_guess_autoconfig=autoconfig,
+        settings_guess_private=t.get("settings_guess_private", bool, d.settings_guess_private),
+    )

@@ -605,7 +605,7 @@ def _part_text(part: Message, defects: list[str]) -> str:
     return text
 
 
-def _header_str(part: Message, name: str) -> str:
+def header_str(part: Message, name: str) -> str:
     """A header as text; compat32 returns Header objects for 8-bit values."""
     value = part.get(name)
     if value is None or isinstance(value, str):
@@ -680,7 +680,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
                 if isinstance(sub, Message):
                     walk(sub, depth + 1)
             return
-        disposition = _header_str(part, "content-disposition").split(";")[0].strip().lower()
+        disposition = header_str(part, "content-disposition").split(";")[0].strip().lower()
         filename = _filename(part)
         if ctype in ("text/plain", "text/html") and disposition != "attachment":
             bucket = texts if ctype == "text/plain" else htmls

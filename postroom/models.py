@@ -58,7 +58,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from postroom.states import AccountStatus, FolderState, SendMode
+from postroom.states import AccountStatus, FolderState, SendMode, UserRole
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -103,10 +103,57 @@ class Base(DeclarativeBase):
 
 
 class Organisation(Base):
+    """Owns everything: accounts, applicants, templates, messages, tracking, users. ``demo``
+    marks the organisation ``postroom demo`` seeds (and removes)."""
+
     __tablename__ = "organisations"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    """Someone who signs in to the web app: one organisation, a role (:class:`UserRole`), an
+    argon2id password hash (never the password)."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised; one sign-in per address
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default=UserRole.RECRUITER.value)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # changes when the password does: a session cookie from before a change is refused
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """A bearer token of the JSON API, acting as its user. Only its SHA-256 is stored: the token
+    (256 random bits) is shown once when created."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, to tell tokens apart in a list
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LoginFailure(Base):
+    """A failed sign-in, kept for the rate limit (:mod:`services.users`): by address and by client."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_email_at", "email", "at"), Index("ix_login_failures_ip_at", "ip", "at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    ip: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class MailAccount(Base):
@@ -137,7 +184,14 @@ class MailAccount(Base):
 
 
 class Folder(Base):
-    """One remote folder with its persisted sync state (see sync.engine for the state machine)."""
+    """One remote folder with its persisted sync state (see sync.engine for the state machine).
+
+    Progress (``services.progress``): ``messages_found`` is how many messages the server holds
+    in the folder — the length of the complete listing an initial sync starts from (None: not
+    listed yet), then kept by every pass; ``messages_indexed`` is how many of them are in the
+    header index (indexed or quarantined), written once per batch while the initial sync runs.
+    A folder's initial sync is done once its ``state`` is ``incremental``; from then on the two
+    are equal."""
 
     __tablename__ = "folders"
     __table_args__ = (UniqueConstraint("account_id", "name"),)
@@ -151,6 +205,8 @@ class Folder(Base):
     exists_remote: Mapped[bool] = mapped_column(Boolean, default=True)
     last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    messages_found: Mapped[int | None] = mapped_column(Integer)
+    messages_indexed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Thread(Base):
@@ -182,6 +238,9 @@ class Body(Base):
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     size: Mapped[int] = mapped_column(BigInteger)
     path: Mapped[str] = mapped_column(String(200))
+    # its preview (postroom.message_parts.preview), written when stored; None: stored before 0011
+    snippet: Mapped[str | None] = mapped_column(Text)  # the first words of its text
+    attachments: Mapped[int | None] = mapped_column(Integer)  # how many (those in its first 256 KiB)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -73,3 +73,10 @@ class BodyPolicy(enum.StrEnum):
     APPLICANTS = "applicants"  # messages that involve a known applicant
     ALL = "all"
     NONE = "none"
+
+
+class UserRole(enum.StrEnum):
+    """What a user of the web app may do (``users.role``)."""
+
+    ADMIN = "admin"  # everything a recruiter may, and manage the organisation's users
+    RECRUITER = "recruiter"  # mailboxes, applicants, templates, sending

@@ -37,8 +37,8 @@ from postroom.models import MailAccount, utcnow
 from postroom.states import AccountStatus
 from postroom.urls import is_loopback_host
 from providers.registry import EWS, GMAIL, GRAPH
+from services.orgs import resolve_org
 from sync.credentials import iso
-from sync.store import default_org
 
 SECURITY_MODES = ("ssl", "starttls", "none")
 EWS_AUTH = ("ntlm", "basic", "oauth2")
@@ -58,6 +58,7 @@ class ImapAccountRequest:
     ca_file: str | None = None
     allow_plaintext: bool = False
     proxy: str | None = None
+    org_id: int | None = None  # None: the default organisation
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,10 @@ def add_imap_account(session: Session, config: Config, req: ImapAccountRequest) 
     for name, port in (("imap_port", req.imap_port), ("smtp_port", req.smtp_port)):
         if not 0 < port < 65536:
             raise AccountError(f"{{{name}}} must be a TCP port between 1 and 65535, not {port}.", name)
-    org = default_org(session)
+    org_id = resolve_org(session, req.org_id)
     exists = session.scalar(
         select(MailAccount).where(
-            MailAccount.org_id == org.id, MailAccount.provider == "imap", MailAccount.email == email
+            MailAccount.org_id == org_id, MailAccount.provider == "imap", MailAccount.email == email
         )
     )
     if exists is not None:
@@ -127,7 +128,7 @@ def add_imap_account(session: Session, config: Config, req: ImapAccountRequest) 
         settings["proxy"] = req.proxy
     box = SecretBox.for_config(config.security)
     account = MailAccount(
-        org_id=org.id,
+        org_id=org_id,
         email=email,
         provider="imap",
         settings=settings,
@@ -149,6 +150,7 @@ def add_gmail_account(
     token_expiry: datetime | None = None,
     reconnect: bool = False,
     smtp_submission: bool | None = None,
+    org_id: int | None = None,
 ) -> MailAccount:
     """Store a Gmail mailbox with its OAuth grant (sealed). An existing Gmail account for
     the address is refused, unless ``reconnect``: then its tokens are replaced and it is
@@ -172,7 +174,8 @@ def add_gmail_account(
     }
     secret = _oauth_secret("Gmail", refresh_token, access_token, token_expiry)
     inherit = _smtp_submission(settings, smtp_submission)
-    return _store(session, config, GMAIL, "A Gmail", address, settings, secret, reconnect, inherit=inherit)
+    org = resolve_org(session, org_id)
+    return _store(session, config, org, GMAIL, "A Gmail", address, settings, secret, reconnect, inherit=inherit)
 
 
 def add_graph_account(
@@ -187,6 +190,7 @@ def add_graph_account(
     tenant_id: str | None = None,
     object_id: str | None = None,
     smtp_submission: bool | None = None,
+    org_id: int | None = None,
 ) -> MailAccount:
     """Store a Microsoft 365 mailbox (Microsoft Graph) with its OAuth grant (sealed); the
     Entra ID app and endpoints come from ``[microsoft]``. A second account for the address
@@ -205,12 +209,13 @@ def add_graph_account(
     settings = _microsoft_settings(config, "Microsoft 365")
     secret = _oauth_secret("Microsoft", refresh_token, access_token, token_expiry)
     account = None
+    org = resolve_org(session, org_id)
     if tenant_id and object_id:
         settings |= {"tenant_id": tenant_id, "object_id": object_id}
-        account = _graph_account(session, address, tenant_id, object_id)
+        account = _graph_account(session, org, address, tenant_id, object_id)
     inherit = _smtp_submission(settings, smtp_submission)
     label = "A Microsoft 365"
-    return _store(session, config, GRAPH, label, address, settings, secret, reconnect, account, inherit=inherit)
+    return _store(session, config, org, GRAPH, label, address, settings, secret, reconnect, account, inherit=inherit)
 
 
 def _smtp_submission(settings: dict[str, Any], on: bool | None) -> tuple[str, ...]:
@@ -221,10 +226,10 @@ def _smtp_submission(settings: dict[str, Any], on: bool | None) -> tuple[str, ..
     return ("smtp_submission",) if on is None else ()
 
 
-def _graph_account(session: Session, address: str, tenant_id: str, object_id: str) -> MailAccount | None:
+def _graph_account(session: Session, org_id: int, address: str, tenant_id: str, object_id: str) -> MailAccount | None:
     """The organisation's Graph account of the user (tenant_id, object_id): the one with their
     ids, else one with ``address`` and no ids (stored before ids were kept), else None."""
-    graph = select(MailAccount).where(MailAccount.org_id == default_org(session).id, MailAccount.provider == GRAPH)
+    graph = select(MailAccount).where(MailAccount.org_id == org_id, MailAccount.provider == GRAPH)
     theirs = session.scalar(
         graph.where(
             MailAccount.settings["tenant_id"].as_string() == tenant_id,
@@ -254,6 +259,7 @@ class EwsAccountRequest:
     password: str | None = None
     refresh_token: str | None = None
     ca_file: str | None = None
+    org_id: int | None = None  # None: the default organisation
 
 
 def add_ews_account(session: Session, config: Config, req: EwsAccountRequest) -> MailAccount:
@@ -297,7 +303,8 @@ def add_ews_account(session: Session, config: Config, req: EwsAccountRequest) ->
         secret = {"username": req.username, "password": req.password}
     if req.ca_file:
         settings["ca_file"] = req.ca_file
-    return _store(session, config, EWS, "An EWS", address, settings, secret, reconnect=False)
+    org = resolve_org(session, req.org_id)
+    return _store(session, config, org, EWS, "An EWS", address, settings, secret, reconnect=False)
 
 
 def _address(email: str) -> str:
@@ -335,6 +342,7 @@ def _oauth_secret(issuer: str, refresh_token: str, access_token: str | None, exp
 def _store(
     session: Session,
     config: Config,
+    org_id: int,
     provider: str,
     label: str,
     address: str,
@@ -350,10 +358,9 @@ def _store(
     failures forgotten — unless an administrator disabled it, which reconnecting never undoes.
     The settings named in ``inherit`` keep the existing account's values."""
     sealed = SecretBox.for_config(config.security).seal(secret)
-    org = default_org(session)
     account = account or session.scalar(
         select(MailAccount).where(
-            MailAccount.org_id == org.id, MailAccount.provider == provider, MailAccount.email == address
+            MailAccount.org_id == org_id, MailAccount.provider == provider, MailAccount.email == address
         )
     )
     if account is not None:
@@ -367,7 +374,7 @@ def _store(
             account.last_error = account.last_error_class = None
     else:
         account = MailAccount(
-            org_id=org.id,
+            org_id=org_id,
             email=address,
             provider=provider,
             settings=settings,
@@ -379,8 +386,10 @@ def _store(
     return account
 
 
-def list_accounts(session: Session) -> list[AccountSummary]:
-    rows = session.scalars(select(MailAccount).order_by(MailAccount.id))
+def list_accounts(session: Session, org_id: int | None = None) -> list[AccountSummary]:
+    """The accounts of organisation ``org_id`` (None: of every organisation, the operator's view)."""
+    query = select(MailAccount).order_by(MailAccount.id)
+    rows = session.scalars(query if org_id is None else query.where(MailAccount.org_id == org_id))
     return [
         AccountSummary(a.id, a.email, a.provider, a.status, a.last_sync_at, a.last_success_at, a.last_error)
         for a in rows
@@ -420,9 +429,11 @@ class AccountHealth:
         }
 
 
-def account_status(session: Session, now: datetime) -> list[AccountHealth]:
+def account_status(session: Session, now: datetime, org_id: int | None = None) -> list[AccountHealth]:
+    """Each account's health, of organisation ``org_id`` (None: of every organisation)."""
     out = []
-    for a in session.scalars(select(MailAccount).order_by(MailAccount.id)):
+    query = select(MailAccount).order_by(MailAccount.id)
+    for a in session.scalars(query if org_id is None else query.where(MailAccount.org_id == org_id)):
         holder = a.lease_owner if a.lease_expires_at and a.lease_expires_at > now else None
         out.append(
             AccountHealth(
@@ -440,3 +451,93 @@ def account_status(session: Session, now: datetime) -> list[AccountHealth]:
             )
         )
     return out
+
+
+# -- reconnecting an IMAP account (the mailboxes page) -------------------------------------------
+
+
+class NoSuchAccount(AccountError):
+    """Raised by :func:`reconnect_imap` for an account that does not exist, is another
+    organisation's or is not an IMAP account (field ``account``): the web app answers 404."""
+
+
+def reconnect_imap(session: Session, config: Config, org_id: int, account_id: int, password: str) -> MailAccount:
+    """Give organisation ``org_id``'s IMAP account ``account_id`` a new password (sealed, the
+    username kept): it is ``active`` again and due at once, its failures forgotten — unless an
+    administrator disabled it, which reconnecting never undoes. The next sync tells whether the
+    server takes the password. Another organisation's account is refused exactly like a
+    missing one (:class:`AccountError` naming ``account``); an empty password names ``password``."""
+    account = session.get(MailAccount, account_id)
+    if account is None or account.org_id != org_id or account.provider != "imap":
+        raise NoSuchAccount(f"No IMAP account with id {account_id}.", "account")
+    if not password:
+        raise AccountError("Enter the mailbox's new {password}.", "password")
+    box = SecretBox.for_config(config.security)
+    secret = box.open(account.secret) if account.secret else {}
+    username = str(secret.get("username") or account.email)
+    account.secret = box.seal({"username": username, "password": password})
+    if account.status != AccountStatus.DISABLED:
+        account.status, account.next_sync_at, account.failure_count = AccountStatus.ACTIVE, utcnow(), 0
+        account.last_error = account.last_error_class = None
+    session.flush()
+    return account
+
+
+# -- one account: read it, delete it (the mailboxes page and the API) ----------------------------
+
+
+def get_account(session: Session, org_id: int, account_id: int, now: datetime) -> AccountHealth:
+    """One account's health, as :func:`account_status` gives it; another organisation's account
+    is refused exactly like a missing one (:class:`NoSuchAccount`, field ``account``)."""
+    found = next((a for a in account_status(session, now, org_id) if a.id == account_id), None)
+    if found is None:
+        raise NoSuchAccount(f"No mail account with id {account_id}.", "account")
+    return found
+
+
+def delete_account(session: Session, org_id: int, account_id: int) -> None:
+    """Remove organisation ``org_id``'s account ``account_id`` and what only it held: its folders,
+    copies, quarantine and outbox (with the tracking of its sends), the emails no other mailbox
+    holds (with their participants and history entries), their body rows, and the threads left
+    empty. Emails another mailbox also holds stay, with their threads and applicants' histories.
+    The body files stay in the blob directory (content-addressed, perhaps shared); the rows that
+    pointed at them go. Another organisation's account is refused like a missing one."""
+    from sqlalchemy import delete, exists
+    from sqlalchemy.orm import aliased
+
+    from postroom.models import Body, Email, MessageCopy, OutboxMessage, Thread
+
+    account = session.get(MailAccount, account_id)
+    if account is None or account.org_id != org_id:
+        raise NoSuchAccount(f"No mail account with id {account_id}.", "account")
+    other = aliased(MessageCopy)
+    only_here = (
+        select(MessageCopy.email_id)
+        .where(MessageCopy.account_id == account_id, MessageCopy.email_id.is_not(None))
+        .where(~exists().where(other.email_id == MessageCopy.email_id, other.account_id != account_id))
+    )
+    gone = session.execute(select(Email.body_id, Email.thread_id).where(Email.id.in_(only_here))).all()
+    session.execute(delete(Email).where(Email.id.in_(only_here)).execution_options(synchronize_session=False))
+    session.delete(account)  # its folders, copies, quarantine and outbox go with it (ON DELETE CASCADE)
+    session.flush()
+    bodies = sorted({b for b, _ in gone if b is not None})
+    threads = sorted({t for _, t in gone if t is not None})
+    for start in range(0, len(bodies), 500):
+        part = bodies[start : start + 500]
+        session.execute(
+            delete(Body)
+            .where(Body.id.in_(part), ~exists().where(Email.body_id == Body.id))
+            .execution_options(synchronize_session=False)
+        )
+    for start in range(0, len(threads), 500):
+        part = threads[start : start + 500]
+        session.execute(
+            delete(Thread)
+            .where(
+                Thread.id.in_(part),
+                Thread.org_id == org_id,
+                ~exists().where(Email.thread_id == Thread.id),
+                ~exists().where(OutboxMessage.thread_id == Thread.id),
+            )
+            .execution_options(synchronize_session=False)
+        )

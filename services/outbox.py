@@ -10,6 +10,10 @@ The states and the delivery itself are :mod:`sync.outbox`'s (the worker's pass u
   for its Message-ID first; found, it is marked ``sent`` and nothing is sent. Not found,
   it is sent again only with ``force``: the server may have had it even though no copy is
   in Sent (an IMAP account's copy is stored by Postroom only after the server answered).
+
+Given an ``org_id`` (the web app and the API always give one), only that organisation's
+messages are listed or retried; another organisation's message is refused exactly like a
+missing one (:class:`NoSuchOutboxMessage`). Without one (the operator's CLI) every message is.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from sync.outbox_rows import OutboxEntry, OutboxStatus, cas_recipient, entries, 
 from sync.tracked import settle_uncertain
 
 __all__ = [
+    "NoSuchOutboxMessage",
     "OutboxEntry",
     "OutboxStatus",
     "RetryOutcome",
@@ -58,11 +63,29 @@ def send_message(config: Config, sessions: sessionmaker[Session], req: SendReque
     return sending.send_message(config, sessions, req).entry
 
 
-def list_outbox(session: Session, status: str | None = None) -> list[OutboxEntry]:
-    """Every outbox row, newest first, optionally only those with ``status``."""
+class NoSuchOutboxMessage(OutboxError):
+    """An outbox id that does not exist or is another organisation's (field ``id``)."""
+
+
+def list_outbox(session: Session, status: str | None = None, org_id: int | None = None) -> list[OutboxEntry]:
+    """Every outbox row of organisation ``org_id`` (None: of every organisation), newest
+    first, optionally only those with ``status``."""
     if status is not None and status not in OutboxStatus.__members__.values():
         raise OutboxError(f"{{status}} must be one of {', '.join(OutboxStatus)}, not {status!r}.", "status")
-    return entries(session, [OutboxMessage.status == status] if status else [])
+    where = [OutboxMessage.status == status] if status else []
+    if org_id is not None:
+        where.append(MailAccount.org_id == org_id)  # entries() joins the account
+    return entries(session, where)
+
+
+def _check_org(sessions: sessionmaker[Session], outbox_id: int, org_id: int | None) -> None:
+    """Refuse an outbox id that is missing or, given ``org_id``, another organisation's."""
+    query = select(OutboxMessage.id).join(MailAccount, MailAccount.id == OutboxMessage.account_id)
+    query = query.where(OutboxMessage.id == outbox_id)
+    with sessions() as s:
+        found = s.scalar(query if org_id is None else query.where(MailAccount.org_id == org_id))
+    if found is None:
+        raise NoSuchOutboxMessage(f"No outbox message with id {outbox_id}.", "id")
 
 
 @dataclass(frozen=True)
@@ -73,11 +96,13 @@ class RetryOutcome:
 
 
 def retry_message(
-    config: Config, sessions: sessionmaker[Session], outbox_id: int, *, force: bool = False
+    config: Config, sessions: sessionmaker[Session], outbox_id: int, *, force: bool = False, org_id: int | None = None
 ) -> RetryOutcome:
     """``postroom outbox retry``: send a queued or failed message now. An uncertain one (or
     one whose sender died) is looked for in Sent first: found, it is marked sent; not found,
-    it is sent again only with ``force``. Raises :class:`OutboxError` with the reason."""
+    it is sent again only with ``force``. Raises :class:`OutboxError` with the reason
+    (:class:`NoSuchOutboxMessage` for a missing id, or another organisation's given ``org_id``)."""
+    _check_org(sessions, outbox_id, org_id)
     entry = get_entry(sessions, outbox_id)
     me = worker_id()
     if entry.status == OutboxStatus.SENT:

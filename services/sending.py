@@ -46,7 +46,7 @@ from sync.outbox import QUEUE_HOLD, deliver
 from sync.outbox_rows import OutboxEntry
 from sync.threads import reserve_thread
 
-__all__ = ["Invite", "SendOutcome", "SendRequest", "queue_message", "send_message"]
+__all__ = ["Invite", "MessagePreview", "SendOutcome", "SendRequest", "preview_message", "queue_message", "send_message"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,16 @@ class SendRequest:
     applicant_id: int | None = None
     track: bool = False
     invite: Invite | None = None
+    org_id: int | None = None  # given (the web app, the API): the account must be this organisation's
+
+
+@dataclass(frozen=True)
+class MessagePreview:
+    """A message as :func:`preview_message` renders it: the subject and both bodies."""
+
+    subject: str
+    html: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -247,14 +257,34 @@ def _short_id(session: Session, subject: str, *, reply: bool) -> str | None:
             return fresh
 
 
+def _account(session: Session, req: SendRequest) -> MailAccount:
+    """The sending account; another organisation's (given ``req.org_id``) is refused as a missing one."""
+    account = session.get(MailAccount, req.account_id)
+    if account is None or (req.org_id is not None and account.org_id != req.org_id):
+        raise OutboxError(f"No mail account with id {req.account_id}.", "account")
+    return account
+
+
+def preview_message(session: Session, config: Config, req: SendRequest) -> MessagePreview:
+    """What ``req`` would say, rendered as :func:`queue_message` renders it (the template with
+    its data, the Markdown, the layout), for the compose page's live preview. Recipients,
+    reply identifiers and the invitation are left out; errors in the content are raised as
+    they would be when sending (a :class:`postroom.errors.UserError` naming the field)."""
+    account = _account(session, req)
+    applicant = _applicant(session, account.org_id, req.applicant_id)
+    subject, markdown, _, _ = _content(session, account.org_id, req, account, applicant)
+    body = render_body(
+        markdown, subject=subject, sender_name="", layout=_layout(config), logo_url=config.sending.logo_url
+    )
+    return MessagePreview(subject, body.html, body.text)
+
+
 def queue_message(session: Session, config: Config, req: SendRequest, *, owner: str | None = None) -> OutboxMessage:
     """Write ``req`` and add it to the outbox as ``queued`` (held by ``owner`` for a while if
     given); see the module docstring. Raises :class:`OutboxError` (or another
     :class:`postroom.errors.UserError`) for input that cannot be sent as asked; then nothing
     is queued."""
-    account = session.get(MailAccount, req.account_id)
-    if account is None:
-        raise OutboxError(f"No mail account with id {req.account_id}.", "account")
+    account = _account(session, req)
     org_id = account.org_id
     recipients = _recipients(config, req)
     if req.track and not config.tracking.base_url:

@@ -42,7 +42,7 @@ from postroom.config import Config
 from postroom.errors import UserError
 from postroom.hits import AppleRanges, Hit, judge, parse_networks, rejudge
 from postroom.logs import error_summary
-from postroom.models import OutboxMessage, OutboxRecipient, TrackingEvent
+from postroom.models import MailAccount, OutboxMessage, OutboxRecipient, TrackingEvent
 from postroom.private_files import FILE_MODE, private_dir
 from postroom.states import HitKind, RecipientKind
 from postroom.tracking_html import link_count
@@ -384,7 +384,7 @@ _KIND_ORDER = case(
 )
 
 
-def tracking_report(session: Session, message_id: str) -> dict[str, Any]:
+def tracking_report(session: Session, message_id: str, org_id: int | None = None) -> dict[str, Any]:
     """Who of a message's recipients opened, clicked and replied — people only — and every hit
     with its verdict (the ``postroom tracking --json`` contract)::
 
@@ -394,18 +394,23 @@ def tracking_report(session: Session, message_id: str) -> dict[str, Any]:
                       "reason": "no sign of a machine"}]}]}
 
     ``message_id`` is the message's Message-ID, with or without its angle brackets (one
-    recipient's own copy's id finds the message too). A person's click proves an open.
+    recipient's own copy's id finds the message too). A person's click proves an open. With
+    ``org_id``, only messages sent from that organisation's accounts are found: another
+    organisation's message is "no message", as an unknown Message-ID is.
     """
     wanted = message_id.strip()
     if wanted and not wanted.startswith("<"):
         wanted = f"<{wanted}>"
+    accounts = select(MailAccount.id).where(MailAccount.org_id == org_id)
+    mine = [] if org_id is None else [OutboxMessage.account_id.in_(accounts)]
     outbox = session.scalars(
         select(OutboxMessage)
         .where(
             or_(
                 OutboxMessage.message_id == wanted,
                 OutboxMessage.id.in_(select(OutboxRecipient.outbox_id).where(OutboxRecipient.message_id == wanted)),
-            )
+            ),
+            *mine,
         )
         .order_by(OutboxMessage.message_id != wanted, OutboxMessage.id)
     ).first()

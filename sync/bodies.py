@@ -22,13 +22,16 @@ written to a private temporary file and renamed; directories 0700, files 0600)
 before its row is committed, so a row never points at a missing file. A body
 that is not a message at all is kept and quarantined: the reason is recorded on
 the email and on its copies. The full MIME parse (text, HTML, attachments) is
-left to display time, off the sync path.
+left to display time, off the sync path; only a preview (its first words and how many
+attachments it has, :func:`postroom.message_parts.preview`, from its first 256 KiB) is
+kept with it, so a timeline of a thousand messages reads two columns, not a thousand files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
@@ -37,6 +40,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
+from postroom.message_parts import Preview, preview
 from postroom.mime import MalformedMessage, check_message
 from postroom.models import Body, Email, MessageCopy
 from postroom.private_files import FILE_MODE, private_dir
@@ -73,7 +77,8 @@ class BlobStore:
                 private_dir(d)
             self._dirs.add(path.parent)
         if not path.exists():
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            # a name of this thread's own: two accounts of one process may store the same body at once
+            tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(raw)
@@ -191,12 +196,20 @@ class BodyFetcher:
         links: list[tuple[int, str, str | None]] = []  # (email id, sha256, quarantine reason)
         for email_id, raw in items:
             sha, rel = self.blobs.write(raw)
-            rows[sha] = {"sha256": sha, "size": len(raw), "path": rel}
             try:
                 check_message(raw)
                 error = None
             except MalformedMessage as exc:
                 error = f"malformed message: {exc}"
+            # its first words and attachment count, for timelines (read from its first 256 KiB)
+            seen = preview(raw) if error is None else Preview("", 0)
+            rows[sha] = {
+                "sha256": sha,
+                "size": len(raw),
+                "path": rel,
+                "snippet": seen.snippet,
+                "attachments": seen.attachments,
+            }
             links.append((email_id, sha, error))
         with self.sessions.begin() as s:
             insert_ignore(s, Body.__table__, list(rows.values()), ("sha256",))

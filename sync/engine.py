@@ -39,6 +39,16 @@ only when every folder failed, or the server or the database is away. An
 :class:`~providers.errors.ConfigurationError` (settings that cannot work) stops the
 account and marks it ``reconnect-needed``: retrying would not help.
 
+Progress: ``folders.messages_found`` / ``messages_indexed`` say how far a folder's sync got
+(:mod:`services.progress` reads them), cheaply. An initial sync (or resync) writes the length of
+its complete listing and how many of those ids are already indexed once, before its first batch,
+then ``messages_indexed`` once per batch, and the exact count of the folder's copies with the
+cursor. An incremental pass adds what it indexed to both in the statement that saves its cursor
+(a pass with more than one batch also before each further batch) and takes removals off in the
+transaction that removes them, so an idle pass still writes nothing. (A pass killed between a
+batch and its cursor save leaves an incremental folder's counts short by that batch until the
+folder is next resynced.)
+
 Leases: the caller passes a :class:`Lease` (sync.scheduler holds one on the
 account while it syncs). ``lease.heartbeat()`` runs between folders and batches
 and raises :class:`LeaseLost` as soon as a renewal finds the lease gone, which
@@ -59,7 +69,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
@@ -185,6 +195,19 @@ class _FolderState:
     retry: bool = False  # some quarantined message of the folder is to be tried again
 
 
+# progress of a folder whose copies are all gone: not listed yet, nothing indexed
+_NO_PROGRESS: dict[str, Any] = {"messages_found": None, "messages_indexed": 0}
+
+
+def _counted(delta: int) -> dict[str, Any]:
+    """The progress columns of a folder past its initial sync (found == indexed), ``delta`` copies
+    more (or fewer): values for the UPDATE that records it."""
+    return {
+        "messages_found": func.coalesce(_FOLDERS.c.messages_found, _FOLDERS.c.messages_indexed) + delta,
+        "messages_indexed": _FOLDERS.c.messages_indexed + delta,
+    }
+
+
 def _forget_folder(folder_id: int, s: Session, lease: Lease) -> None:
     """The folder is gone from the server: drop its copies and start over if it comes back."""
     lease.hold(s)
@@ -192,7 +215,7 @@ def _forget_folder(folder_id: int, s: Session, lease: Lease) -> None:
     s.execute(
         update(_FOLDERS)
         .where(_FOLDERS.c.id == folder_id)
-        .values(exists_remote=False, cursor=None, state=FolderState.INITIAL)
+        .values(exists_remote=False, cursor=None, state=FolderState.INITIAL, **_NO_PROGRESS)
     )
 
 
@@ -219,6 +242,8 @@ class AccountSync:
         self.heartbeat = self.lease.heartbeat
         self.log = logging.LoggerAdapter(log, {"account_id": account_id})
         self._moved_cursors: list[dict[str, Any]] = []  # folders whose cursor alone moved this pass
+        # copies an incremental pass added to a folder and not yet counted in its progress columns
+        self._uncounted: dict[int, int] = {}
         self._folder_failures: list[BaseException] = []
 
     def run(self, *, record: bool = True) -> AccountResult:
@@ -333,8 +358,10 @@ class AccountSync:
                 fres.error = f"Internal error: {error_summary(exc)}"
                 self.log.error("folder %s failed: %s\n%s", folder.remote.name, fres.error, where(exc))
             self._folder_failures.append(exc)
+            uncounted = self._uncounted.pop(folder.id, 0)  # what the failed pass did index still counts
+            progress = _counted(uncounted) if uncounted else {}
             with self.sessions.begin() as s:
-                s.execute(update(_FOLDERS).where(_FOLDERS.c.id == folder.id).values(last_error=fres.error))
+                s.execute(update(_FOLDERS).where(_FOLDERS.c.id == folder.id).values(last_error=fres.error, **progress))
 
     def _reconcile_folders(self, remote_folders: Sequence[RemoteFolder]) -> list[_FolderState]:
         """Create rows for new folders, mark vanished ones; returns the folders to sync, with
@@ -388,7 +415,15 @@ class AccountSync:
             return
         self._apply_removals(folder_id, changes, fres)
         self._apply_flag_changes(folder_id, changes, fres)
-        settled = self._index(provider, indexer, folder, self._unknown_ids(folder_id, changes.new), fres)
+        unknown = self._unknown_ids(folder_id, changes.new)
+        if folder.state != FolderState.INCREMENTAL and unknown:  # the listing is complete: how far it got
+            with self.sessions.begin() as s:
+                s.execute(
+                    update(_FOLDERS)
+                    .where(_FOLDERS.c.id == folder_id)
+                    .values(messages_found=len(changes.new), messages_indexed=len(changes.new) - len(unknown))
+                )
+        settled = self._index(provider, indexer, folder, unknown, fres)
         if folder.retry:  # quarantined messages someone asked to try again (postroom quarantine retry)
             with self.sessions() as s:
                 retry = pending_header_retries(s, folder_id)
@@ -398,20 +433,33 @@ class AccountSync:
                 "some messages could not be fetched this pass (the server refused many of them); "
                 "the next pass carries on"
             )
-        if (changes.cursor, folder.state, folder.last_error) == (folder.cursor, FolderState.INCREMENTAL, None):
+        uncounted = self._uncounted.pop(folder_id, 0)
+        quiet = (folder.state, folder.last_error, uncounted) == (FolderState.INCREMENTAL, None, 0)
+        if quiet and changes.cursor == folder.cursor:
             return  # nothing changed: a no-change pass writes nothing for this folder
-        if changes.empty and (folder.state, folder.last_error) == (FolderState.INCREMENTAL, None):
+        if quiet and changes.empty:
             # nothing changed but the server issued a new cursor (Graph and EWS do, every time):
             # written with the others at the end of the pass. Losing it in a crash only means
             # asking again from the old cursor, which covers no changes.
             self._moved_cursors.append({"fid": folder_id, "cursor": changes.cursor})
             return
+        if folder.state == FolderState.INCREMENTAL:
+            progress = _counted(uncounted) if uncounted else {}
+        else:  # the initial sync is done: exactly what is indexed, once
+            copies = select(func.count()).select_from(MessageCopy).where(MessageCopy.folder_id == folder_id)
+            progress = {"messages_found": copies.scalar_subquery(), "messages_indexed": copies.scalar_subquery()}
         with self.sessions.begin() as s:
             self.lease.hold(s)
             s.execute(
                 update(_FOLDERS)
                 .where(_FOLDERS.c.id == folder_id)
-                .values(cursor=changes.cursor, state=FolderState.INCREMENTAL, last_synced_at=utcnow(), last_error=None)
+                .values(
+                    cursor=changes.cursor,
+                    state=FolderState.INCREMENTAL,
+                    last_synced_at=utcnow(),
+                    last_error=None,
+                    **progress,
+                )
             )
 
     def _index(
@@ -426,18 +474,35 @@ class AccountSync:
     ) -> bool:
         """Fetch and index these ids in batches; messages the server refuses or garbles on every
         fetch are quarantined. ``replace``: the ids are quarantined messages tried again. Returns
-        False if some ids could be neither indexed nor quarantined this pass."""
+        False if some ids could be neither indexed nor quarantined this pass.
+
+        Progress: an initial sync counts each batch in ``messages_indexed`` at once; an incremental
+        pass keeps the count for its cursor save (:meth:`_sync_folder`), writing it before a
+        further batch only."""
         folder_id, remote = folder.id, folder.remote
+        incremental = folder.state == FolderState.INCREMENTAL
         for batch in chunks(list(ids), self.config.sync.batch_size):
+            if incremental and self._uncounted.get(folder_id):  # a long incremental pass: count so far
+                with self.sessions.begin() as s:
+                    s.execute(
+                        update(_FOLDERS)
+                        .where(_FOLDERS.c.id == folder_id)
+                        .values(**_counted(self._uncounted.pop(folder_id)))
+                    )
             got = isolate(lambda part: list(provider.fetch_headers(remote, part)), batch)
             stats = indexer.index(folder_id, got.items, replace=batch if replace else ())
             fres.new += stats.indexed
             fres.quarantined += stats.quarantined + len(got.failed)
+            # copies this batch added: indexed or set aside with a placeholder (a message tried again
+            # replaces its placeholder, and one gone from the server takes it away)
+            added = 0 if replace else stats.indexed + stats.quarantined + len(got.failed)
             if got.failed or replace:
                 fetched = {m.remote_id for m in got.items}
                 with self.sessions.begin() as s:
                     if replace:  # tried again and no longer on the server: the placeholder goes
-                        drop_placeholders(s, folder_id, [i for i in batch if i not in fetched and i not in got.failed])
+                        gone = [i for i in batch if i not in fetched and i not in got.failed]
+                        drop_placeholders(s, folder_id, gone)
+                        added -= len(gone)
                     quarantine_headers(
                         s,
                         self.account_id,
@@ -449,16 +514,30 @@ class AccountSync:
                     )
                 for rid, why in got.failed.items():
                     self.log.warning("message %s quarantined in %s: %s", rid, remote.name, why)
+            if incremental:
+                self._uncounted[folder_id] = self._uncounted.get(folder_id, 0) + added
+            elif added:
+                with self.sessions.begin() as s:
+                    s.execute(
+                        update(_FOLDERS)
+                        .where(_FOLDERS.c.id == folder_id)
+                        .values(messages_indexed=_FOLDERS.c.messages_indexed + added)
+                    )
             self.heartbeat()
             if not got.complete:
                 return False
         return True
 
     def _reset_folder(self, folder_id: int) -> None:
+        self._uncounted.pop(folder_id, None)
         with self.sessions.begin() as s:
             self.lease.hold(s)
             s.execute(delete(MessageCopy).where(MessageCopy.folder_id == folder_id))
-            s.execute(update(Folder).where(Folder.id == folder_id).values(cursor=None, state=FolderState.RESYNC))
+            s.execute(
+                update(_FOLDERS)
+                .where(_FOLDERS.c.id == folder_id)
+                .values(cursor=None, state=FolderState.RESYNC, **_NO_PROGRESS)
+            )
 
     def _unknown_ids(self, folder_id: int, ids: Sequence[str]) -> list[str]:
         if not ids:
@@ -477,11 +556,22 @@ class AccountSync:
             return
         with self.sessions.begin() as s:
             self.lease.hold(s)
+            gone = 0
             for ids in chunks(sorted(removed)):
                 res = s.execute(
                     delete(MessageCopy).where(MessageCopy.folder_id == folder_id, MessageCopy.remote_id.in_(ids))
                 )
-                fres.removed += res.rowcount or 0  # type: ignore[attr-defined]
+                gone += res.rowcount or 0  # type: ignore[attr-defined]
+            if gone:  # counted off in the same transaction: exact whatever happens next
+                s.execute(
+                    update(_FOLDERS)
+                    .where(_FOLDERS.c.id == folder_id)
+                    .values(
+                        messages_found=_FOLDERS.c.messages_found - gone,
+                        messages_indexed=_FOLDERS.c.messages_indexed - gone,
+                    )
+                )
+            fres.removed += gone
 
     def _apply_flag_changes(self, folder_id: int, changes: ChangeSet, fres: FolderResult) -> None:
         """Write the flags that really differ (a backend without CONDSTORE reports every message)."""

@@ -12,6 +12,9 @@ A new message looks up all its keys:
 
 Then every key of the message points at the chosen thread, so a parent that
 arrives after its child finds the child's thread through its own Message-ID.
+Two workers indexing two mailboxes of the organisation at once can both miss
+each other's keys; the one whose key insert loses the race merges the two
+threads (``_join_lost_races``), so they still end as one.
 Threads are per organisation, so the same Message-ID in two recruiters'
 mailboxes lands in one thread.
 """
@@ -84,6 +87,7 @@ class ThreadAssigner:
             elif merged.get(persisted[key], persisted[key]) != tid:
                 updates.append({"k": key, "t": tid})
         insert_ignore(self.s, ThreadKey.__table__, inserts, ("org_id", "key"))
+        joined = self._join_lost_races(inserts)
         if updates:
             tk = cast(Table, ThreadKey.__table__)
             self.s.execute(
@@ -98,11 +102,38 @@ class ThreadAssigner:
             found = index.find(keys[0])
             assert found is not None
             tid = real.get(found, found)
+            tid = joined.get(tid, tid)
             out[mid] = tid
             if h.date and (tid not in last_date or last_date[tid] < h.date):
                 last_date[tid] = h.date
         self._touch(last_date)
         return out
+
+    def _join_lost_races(self, inserts: list[dict[str, object]]) -> dict[int, int]:
+        """Keys another worker wrote between our read and our insert (two mailboxes of the
+        organisation indexed at once) were not inserted: their thread and ours are one
+        conversation, so they are merged into the older. Returns merged thread → its winner."""
+        if not inserts:
+            return {}
+        wanted = {str(row["key"]): int(row["thread_id"]) for row in inserts}  # type: ignore[call-overload]
+        stored: dict[str, int] = {}
+        for part in chunks(list(wanted)):
+            query = select(ThreadKey.key, ThreadKey.thread_id).where(ThreadKey.org_id == self.org_id)
+            stored.update(dict(self.s.execute(query.where(ThreadKey.key.in_(part))).tuples().all()))
+        winner_of: dict[int, int] = {}
+
+        def find(tid: int) -> int:
+            while tid in winner_of:
+                tid = winner_of[tid]
+            return tid
+
+        for key, ours in wanted.items():
+            a, b = find(ours), find(stored.get(key, ours))
+            if a != b:
+                loser, winner = max(a, b), min(a, b)
+                self._merge(loser, winner)
+                winner_of[loser] = winner
+        return {tid: find(tid) for tid in winner_of}
 
     def _new_threads(self, provisional: list[tuple[int, ParsedHeaders | None]]) -> dict[int, int]:
         """Insert one thread per provisional id in a single statement; provisional -> real id."""

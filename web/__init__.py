@@ -1,9 +1,12 @@
 """The Flask web layer: app factory and blueprints.
 
-It serves a health endpoint, Prometheus metrics read from the database, and
-the Gmail and Microsoft 365 connect flows (:mod:`web.blueprints.google_connect`,
-:mod:`web.blueprints.microsoft_connect`); the recruiter UI
-and the JSON API arrive with later issues and use the same services as the CLI.
+It serves the recruiter web app (one blueprint per area under :mod:`web.blueprints`, templates
+under ``web/templates/<area>/``, one stylesheet and a vendored htmx under ``web/static``), the
+JSON API under ``/api/v1`` (:mod:`web.api`), the Gmail and Microsoft 365 connect flows, the
+tracking endpoints (:mod:`web.tracking`, answered before Flask), a health endpoint and
+Prometheus metrics read from the database. Views are thin: they call :mod:`services`, as the
+CLI does. Who may ask what is decided in one place, :mod:`web.auth`: every route needs a
+signed-in user unless it is listed public there.
 
 Where the app is reached (``[web]``): behind ``trusted_proxies`` reverse proxies,
 werkzeug's ``ProxyFix`` takes the client's scheme and host from their
@@ -20,19 +23,50 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from flask import Flask, Response, has_request_context, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface
+from flask_login import current_user
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from postroom import db
 from postroom.config import Config
+from postroom.models import Organisation
 from sync.metrics import UNAUTHORIZED_BODY, UNAUTHORIZED_HEADERS, DatabaseCollector, bearer_ok
+from web import api, auth
+from web.blueprints import (
+    applicants,
+    compose,
+    connect,
+    dashboard,
+    google_connect,
+    images,
+    mailboxes,
+    messages,
+    microsoft_connect,
+    outbox_ui,
+    templates_ui,
+    threads,
+)
+from web.blueprints import (
+    auth as sign_in,
+)
 from web.tracking import mount_tracking
+
+# the navigation, in order
+NAV = (
+    ("dashboard.index", "Dashboard"),
+    ("mailboxes.index", "Mailboxes"),
+    ("applicants.index", "Applicants"),
+    ("compose.index", "Compose"),
+    ("templates_ui.index", "Templates"),
+    ("outbox_ui.index", "Outbox"),
+)
 
 
 def create_app(config: Config) -> Flask:
@@ -79,12 +113,55 @@ def create_app(config: Config) -> Flask:
                 return Response(UNAUTHORIZED_BODY, 401, UNAUTHORIZED_HEADERS)
             return Response(generate_latest(metrics_registry), mimetype=CONTENT_TYPE_LATEST)
 
-    from web.blueprints.google_connect import bp as google_connect
-    from web.blueprints.microsoft_connect import bp as microsoft_connect
+    auth.init_app(app)
+    api.init_app(app)
+    for blueprint in _blueprints():
+        app.register_blueprint(blueprint)
+    _errors(app)
 
-    app.register_blueprint(google_connect)
-    app.register_blueprint(microsoft_connect)
+    @app.context_processor
+    def _nav() -> dict[str, object]:
+        return {"nav_items": NAV, "demo_org": _is_demo()}
+
     return app
+
+
+def _blueprints() -> list[Blueprint]:
+    """Every blueprint of the pages, one per area (the API's are registered by :mod:`web.api`)."""
+    areas = (sign_in, dashboard, mailboxes, connect, applicants, threads, messages, compose, templates_ui, outbox_ui)
+    return [m.bp for m in (*areas, images, google_connect, microsoft_connect)]
+
+
+def _is_demo() -> bool:
+    """Whether the signed-in user's organisation is the demo one (the layout says so on every page)."""
+    if not getattr(current_user, "is_authenticated", False):
+        return False
+    with current_app.extensions["postroom"]["sessions"]() as s:
+        org = s.get(Organisation, current_user.org_id)
+        return bool(org and org.demo)
+
+
+def _errors(app: Flask) -> None:
+    """404, 405 and 500 as a page, or as ``{"error": ...}`` under /api/."""
+    sentences = {
+        404: ("Not found", "There is nothing here, or it belongs to another organisation."),
+        405: ("Not allowed", "This address does not take that kind of request."),
+        500: ("Something went wrong", "Postroom hit an unexpected error; it has been logged."),
+    }
+
+    def handler(code: int) -> Any:
+        def handle(exc: Exception) -> Any:
+            title, sentence = sentences[code]
+            if auth.is_api():
+                response = jsonify(error=sentence, field=None)
+                response.status_code = code
+                return response
+            return render_template("errors/error.html", title=title, sentence=sentence), code
+
+        return handle
+
+    for code in sentences:
+        app.register_error_handler(code, handler(code))
 
 
 def session_key(secret_key: str) -> str:

@@ -1,9 +1,15 @@
-"""How the connect flows answer: a small HTML page for a browser, JSON for a client that asks for it."""
+"""How the connect flows answer: a page of the app for a browser, JSON for a client that asks for it.
+
+The page (``connect/answer.html``) is the app's own layout with the one sentence and where to go
+next: the mailboxes after a success, the connect page after a failure. It reads nothing from the
+session that a request without one lacks, so it suits the Microsoft callback too, a cross-site
+POST that carries no session cookie: rendering it for such a request writes no session and
+flashes nothing (the answer is the page itself).
+"""
 
 from __future__ import annotations
 
-from flask import Response, jsonify, make_response, request
-from markupsafe import escape
+from flask import Response, jsonify, make_response, render_template, request
 
 from postroom.states import AccountStatus
 
@@ -17,8 +23,8 @@ def answer(status: int, title: str, sentence: str, data: dict[str, object]) -> R
     if wants_json():
         response = jsonify(data)
     else:
-        body = f"<!doctype html><title>{escape(title)}</title><h1>{escape(title)}</h1><p>{escape(sentence)}</p>"
-        response = make_response(body)
+        page = render_template("connect/answer.html", title=title, sentence=sentence, ok=status < 400)
+        response = make_response(page)
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -40,7 +40,7 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
 @pytest.mark.parametrize("command", [["serve", "--no-worker"], ["serve"], ["worker"]])
 def test_metrics_only_on_their_own_port_and_only_with_the_token(command: list[str], tmp_path: Path) -> None:
     config = tmp_path / "postroom.toml"
-    config.write_text("[metrics]\nweb_endpoint = false\n")
+    config.write_text("[metrics]\nweb_endpoint = false\n[demo]\nenabled = false\n")  # an empty database stays empty
     metrics_port, web_port = _free_port(), _free_port()
     env = {
         **os.environ,

@@ -20,8 +20,11 @@ from sync.worker import Worker
 from tests.rig.fixtures import Mailbox
 
 
-def connect(config: Config, sessions: sessionmaker[Session], box: Mailbox, **extra: object) -> int:
-    """Add the rig mailbox as an IMAP account the way `postroom accounts add-imap` does; returns its id."""
+def connect(
+    config: Config, sessions: sessionmaker[Session], box: Mailbox, org_id: int | None = None, **extra: object
+) -> int:
+    """Add the rig mailbox as an IMAP account (of ``org_id``, default: the default organisation) the
+    way `postroom accounts add-imap` does; returns its id."""
     req = ImapAccountRequest(
         email=box.address,
         username=box.address,
@@ -32,6 +35,7 @@ def connect(config: Config, sessions: sessionmaker[Session], box: Mailbox, **ext
         smtp_host="127.0.0.1",
         smtp_port=box.rig.ports["smtp_submission"],
         smtp_security="none",
+        org_id=org_id,
     )
     with sessions.begin() as s:
         account = add_imap_account(s, config, req)

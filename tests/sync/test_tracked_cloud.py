@@ -24,8 +24,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
 from postroom.states import OutboxStatus, SendMode
+from services.applicants import add_applicant
 from services.sending import SendRequest, send_message
+from services.timeline import applicant_timeline
 from tests.rig.cloud_senders import ANN, BACKENDS, BOB, CARL, Cloud
+from tests.sync.helpers import sync_account
 
 BODY = "Dear candidate,\n\nplease pick a slot: [calendar](https://cal.example.com/slots).\n"
 
@@ -84,3 +87,26 @@ def test_three_recipients_get_one_tracked_copy_each_and_sent_holds_one_clean_cop
     assert len(cloud.sent()) == 1  # nothing else in Sent: the services' own copies are gone
     assert b"/t/o/" not in clean and "https://cal.example.com/slots" in html_of(clean)
     assert (addresses(clean, "To"), addresses(clean, "Cc")) == ([ANN], [BOB]) and parsed(clean)["Subject"] == subject
+
+
+def test_a_tracked_message_appears_once_in_the_applicants_timeline_after_a_sync(
+    cloud: Cloud, sessions: sessionmaker[Session]
+) -> None:
+    """The copies a provider filed itself and Postroom moved to Trash (Gmail's, indexed with
+    Trash) are the same message as the canonical copy in Sent: the timeline shows it once."""
+    with sessions.begin() as s:
+        applicant, _ = add_applicant(s, "Ann", [ANN])
+        applicant_id, org_id = applicant.id, applicant.org_id
+    outcome = send_message(
+        cloud.config,
+        sessions,
+        SendRequest(cloud.account, [ANN], "Your interview", BODY, cc=[BOB], applicant_id=applicant_id, track=True),
+    )
+    assert outcome.entry.status == OutboxStatus.SENT, outcome.entry.error
+    sync_account(cloud.config, sessions, cloud.account)
+    with sessions() as s:
+        items = [i for i in applicant_timeline(s, org_id, applicant_id) if "Your interview" in i.subject]
+    assert len(items) == 1, [(i.message_id, i.subject) for i in items]
+    (item,) = items
+    assert item.message_id == outcome.entry.message_id and item.direction == "out"
+    assert item.tracking is not None and {r.address for r in item.tracking.recipients} == {ANN, BOB}

@@ -22,6 +22,7 @@ from postroom.models import MailAccount
 from standins.gmail import GmailStandIn
 from standins.google_oauth import GoogleOAuthStandIn
 from tests.sync.helpers import sync_account
+from tests.web.signin import signed_in
 from web import create_app
 
 RITA = "rita@example.test"
@@ -76,7 +77,7 @@ def connect(config: Config) -> Iterator[Connect]:
         )
         cfg = dataclasses.replace(config, google=google)
         app = create_app(cfg)
-        yield Connect(cfg, app.test_client(), gmail, oauth)
+        yield Connect(cfg, signed_in(app), gmail, oauth)
     assert gmail.schema_violations == [] and oauth.schema_violations == []
 
 
@@ -134,7 +135,7 @@ def test_a_callback_with_the_wrong_state_or_no_pending_sign_in_is_refused(connec
     assert resp.status_code == 400 and "has expired or was started in another browser" in resp.get_json()["error"]
     # the pending sign-in was used up: the genuine redirect no longer works either
     assert connect.callback(path).status_code == 400
-    fresh = create_app(connect.config).test_client()  # a browser that never started the flow
+    fresh = signed_in(create_app(connect.config))  # a browser that never started the flow
     assert fresh.get(path, headers={"Accept": "application/json"}).status_code == 400
     with connect.sessions() as s:
         assert s.scalars(select(MailAccount)).all() == []
@@ -195,7 +196,7 @@ def test_reconnecting_a_disabled_account_stores_the_grant_but_keeps_it_disabled(
 
 def test_connect_without_a_google_client_is_one_sentence(connect: Connect) -> None:
     bare = dataclasses.replace(connect.config, google=GoogleConfig())
-    resp = create_app(bare).test_client().get("/connect/google", headers={"Accept": "application/json"})
+    resp = signed_in(create_app(bare)).get("/connect/google", headers={"Accept": "application/json"})
     assert resp.status_code == 503
     assert resp.get_json()["error"] == (
         "Connecting Gmail is not set up: set google.client_id and google.client_secret (see docs/gmail.md)."

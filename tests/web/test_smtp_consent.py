@@ -27,6 +27,7 @@ from sync.credentials import open_account
 from tests.rig.messages import make_message, new_message_id
 from tests.standins.gmail_rig import GmailRig, gmail_rig
 from tests.standins.graph_rig import GraphRig, graph_rig
+from tests.web.signin import signed_in
 from web import create_app
 
 CALLBACK = "http://localhost/connect/google/callback"
@@ -119,7 +120,7 @@ def test_connect_google_asks_for_full_access_only_with_smtp_send(
     _, _, cfg = google
     for smtp_send, scopes in ((True, f"{GMAIL_MODIFY} https://mail.google.com/"), (False, GMAIL_MODIFY)):
         app_config = dataclasses.replace(cfg, google=dataclasses.replace(cfg.google, smtp_send=smtp_send))
-        start = create_app(app_config).test_client().get("/connect/google")
+        start = signed_in(create_app(app_config)).get("/connect/google")
         assert parse_qs(urlsplit(start.headers["Location"]).query)["scope"] == [scopes]
 
 

@@ -15,14 +15,15 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from postroom.config import load_config
+from tests.web.signin import signed_in
 from web import create_app
 
 TOKEN = "metrics-token-0123456789abcdef"
 
 
-def _client(env: dict[str, str], **settings: str) -> FlaskClient:
+def _client(env: dict[str, str], base_url: str = "http://localhost", **settings: str) -> FlaskClient:
     google = {"POSTROOM_GOOGLE_CLIENT_ID": "cid.apps.googleusercontent.com", "POSTROOM_GOOGLE_CLIENT_SECRET": "cs"}
-    return create_app(load_config(env={**env, **google, **settings})).test_client()
+    return signed_in(create_app(load_config(env={**env, **google, **settings})), base_url=base_url)
 
 
 def _toml(env: dict[str, str], text: str) -> str:
@@ -51,7 +52,8 @@ def test_cookie_is_not_secure_over_plain_http_without_settings(env: dict[str, st
 
 
 def test_cookie_is_secure_when_the_request_came_over_https(env: dict[str, str]) -> None:
-    resp = _client(env).get("/connect/google", base_url="https://postroom.example.com")
+    client = _client(env, base_url="https://postroom.example.com")
+    resp = client.get("/connect/google", base_url="https://postroom.example.com")
     assert _session_cookie(resp)["secure"] is True
 
 
@@ -74,8 +76,11 @@ def test_forwarded_headers_are_ignored_without_trusted_proxies(env: dict[str, st
 
 
 def test_https_base_url_makes_the_cookie_secure_and_fixes_the_redirect_uri(env: dict[str, str]) -> None:
-    client = _client(env, POSTROOM_BASE_URL="https://postroom.example.com/")
-    resp = client.get("/connect/google", headers={"Host": "evil.test"})  # a proxy that passes Host through
+    client = _client(env, "https://postroom.example.com", POSTROOM_BASE_URL="https://postroom.example.com/")
+    signed = client.get_cookie("session", domain="postroom.example.com")
+    assert signed is not None
+    client.set_cookie("session", signed.value, domain="evil.test")  # a proxy that passes Host through
+    resp = client.get("/connect/google", base_url="https://evil.test")
     assert _session_cookie(resp)["secure"] is True
     assert _redirect_uri(resp) == "https://postroom.example.com/connect/google/callback"
 
@@ -115,11 +120,12 @@ def test_a_connect_flow_started_before_a_key_change_survives_it(env: dict[str, s
     cookie = SimpleCookie(before.headers["Set-Cookie"])["session"].value
     new_key = {"POSTROOM_SECRET_KEY": "the-new-secret-key-fedcba9876543210"}
 
-    def back(client: FlaskClient) -> str:
+    def back(client: FlaskClient) -> TestResponse:
         client.set_cookie("session", cookie)
-        resp = client.get(f"/connect/google/callback?state={state}", headers={"Accept": "application/json"})
-        return str(resp.get_json()["error"])
+        return client.get(f"/connect/google/callback?state={state}", headers={"Accept": "application/json"})
 
     rotating = _client(env, **new_key, POSTROOM_PREVIOUS_SECRET_KEYS=env["POSTROOM_SECRET_KEY"])
-    assert back(rotating) == "Google sent no authorization code; please start again from Connect Gmail."
-    assert back(_client(env, **new_key)).startswith("This sign-in has expired")  # the old key gone: stale
+    still = back(rotating)  # still signed in, and the flow's state still there
+    assert still.get_json()["error"] == "Google sent no authorization code; please start again from Connect Gmail."
+    gone = back(_client(env, **new_key))  # the old key gone: so is the session, sign-in and flow alike
+    assert gone.status_code == 302 and urlsplit(gone.headers["Location"]).path == "/login"

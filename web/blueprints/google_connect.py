@@ -25,6 +25,7 @@ from postroom.errors import AccountError
 from services import google_consent
 from services.accounts import add_gmail_account
 from web.answers import answer, connected
+from web.auth import org_id
 
 bp = Blueprint("google_connect", __name__)
 log = logging.getLogger("postroom.web")
@@ -82,6 +83,7 @@ def callback() -> Response:
                 token_expiry=grant.expiry,
                 reconnect=True,
                 smtp_submission=grant.smtp_submission,
+                org_id=org_id(),
             )
             account_id, email, status = account.id, account.email, account.status
     except (google_consent.ConnectError, AccountError) as exc:

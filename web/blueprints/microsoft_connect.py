@@ -39,6 +39,7 @@ from postroom.errors import AccountError
 from services import microsoft_consent
 from services.accounts import add_graph_account
 from web.answers import answer, connected
+from web.auth import csrf, org_id
 
 bp = Blueprint("microsoft_connect", __name__)
 log = logging.getLogger("postroom.web")
@@ -69,7 +70,7 @@ def start() -> Response:
     response = redirect(consent.url)
     response.set_cookie(
         PENDING_COOKIE,
-        _signer().dumps(consent.flow),
+        _signer().dumps({"flow": consent.flow, "org": org_id()}),
         max_age=PENDING_SECONDS,
         path=_callback_path(),
         secure=True,
@@ -79,16 +80,24 @@ def start() -> Response:
     return response  # type: ignore[return-value]
 
 
-def _pending_flow() -> dict[str, object] | None:
+def _pending() -> tuple[dict[str, object], int] | None:
+    """The flow started by a signed-in user, and their organisation, from the signed cookie."""
     try:
-        flow = _signer().loads(request.cookies.get(PENDING_COOKIE, ""), max_age=PENDING_SECONDS)
+        pending = _signer().loads(request.cookies.get(PENDING_COOKIE, ""), max_age=PENDING_SECONDS)
     except BadSignature:  # missing, forged or expired
         return None
-    return flow if isinstance(flow, dict) else None
+    if not isinstance(pending, dict) or not isinstance(pending.get("flow"), dict):
+        return None
+    return pending["flow"], int(pending["org"])
 
 
 @bp.post("/connect/microsoft/callback")
+@csrf.exempt  # a cross-site form post from Microsoft: the state in the signed pending cookie protects it
 def callback() -> Response:
+    """Microsoft posts the answer here (``response_mode=form_post``). The browser sends no
+    ``SameSite=Lax`` session cookie with a cross-site POST, so who started the flow, and in
+    which organisation, travels in the pending cookie, signed when the signed-in user started
+    it; this endpoint is public in :mod:`web.auth` for that reason and never touches the session."""
     response = _connect()
     response.delete_cookie(PENDING_COOKIE, path=_callback_path(), secure=True, httponly=True, samesite="None")
     return response
@@ -97,9 +106,10 @@ def callback() -> Response:
 def _connect() -> Response:
     ext = current_app.extensions["postroom"]
     config, sessions = ext["config"], ext["sessions"]
-    flow = _pending_flow()
-    if flow is None:
+    pending = _pending()
+    if pending is None:
         return _fail(microsoft_consent.STALE)
+    flow, org = pending
     try:
         grant = microsoft_consent.finish(config.microsoft, flow, request.form.to_dict(), config.sync.connect_timeout)
         with sessions.begin() as s:
@@ -112,6 +122,7 @@ def _connect() -> Response:
                 token_expiry=grant.expiry,
                 reconnect=True,
                 smtp_submission=grant.smtp_submission,
+                org_id=org,
                 tenant_id=grant.user.tenant_id,
                 object_id=grant.user.object_id,
             )
