@@ -1,11 +1,12 @@
-"""``/``: the dashboard — the organisation's mailboxes at a glance and what needs attention."""
+"""``/``: the dashboard — the organisation at a glance and what needs the recruiter
+(:func:`services.dashboard.dashboard`)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template
 
 from postroom.models import utcnow
-from services.accounts import account_status
+from services.dashboard import dashboard
 from web.auth import org_id
 
 bp = Blueprint("dashboard", __name__)
@@ -14,5 +15,5 @@ bp = Blueprint("dashboard", __name__)
 @bp.get("/")
 def index() -> str:
     with current_app.extensions["postroom"]["sessions"]() as s:
-        accounts = account_status(s, utcnow(), org_id())
-    return render_template("dashboard/index.html", accounts=accounts)
+        board = dashboard(s, org_id(), utcnow())
+    return render_template("dashboard/index.html", board=board)
