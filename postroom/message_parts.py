@@ -131,7 +131,7 @@ class _Walk:
         ctype = part.get_content_type()
         if part.is_multipart():
             if ctype.startswith("message/") and not (depth == 0 and ctype == "message/rfc822"):
-                self.attachments.append((_filename(part), ctype, part))
+                self.attachments.append((part_filename(part), ctype, part))
                 return
             if depth > MAX_DEPTH:
                 return
@@ -141,7 +141,7 @@ class _Walk:
                     self._walk(sub, depth + 1)
             return
         disposition = header_str(part, "content-disposition").split(";")[0].strip().lower()
-        filename = _filename(part)
+        filename = part_filename(part)
         if ctype in ("text/plain", "text/html") and disposition != "attachment":
             bucket = self.texts if ctype == "text/plain" else self.htmls
             if not bucket or filename is None:
@@ -278,7 +278,7 @@ def _size(part: Message) -> int:
         return 0
 
 
-def _filename(part: Message) -> str | None:
+def part_filename(part: Message) -> str | None:
     """The part's file name, decoded (RFC 2231 and, as mailers send them, RFC 2047 and raw
     8-bit), or None."""
     try:
