@@ -80,3 +80,15 @@ class UserRole(enum.StrEnum):
 
     ADMIN = "admin"  # everything a recruiter may, and manage the organisation's users
     RECRUITER = "recruiter"  # mailboxes, applicants, templates, sending
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where one webhook delivery is (``webhook_deliveries.status``); the schedule is in :mod:`sync.webhooks`."""
+
+    PENDING = "pending"  # not tried yet
+    FAILED = "failed"  # the last attempt failed; tried again at next_attempt_at
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    GAVE_UP = "gave_up"  # every attempt of the schedule failed, or the receiver answered 410 Gone
+
+
+OPEN_DELIVERIES = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)  # the worker still tries them
