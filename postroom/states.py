@@ -92,3 +92,16 @@ class DeliveryStatus(enum.StrEnum):
 
 
 OPEN_DELIVERIES = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)  # the worker still tries them
+
+
+class WebhookEvent(enum.StrEnum):
+    """An event an organisation's webhooks may subscribe to (``webhook_subscriptions.events``)."""
+
+    INBOUND_PROCESSED = "inbound.processed"  # a processing mailbox turned a message into data
+    INBOUND_FAILED = "inbound.failed"  # ... or moved it to failed/
+    MESSAGE_RECEIVED = "message.received"  # mail from an applicant
+    MESSAGE_OPENED = "message.opened"  # a person opened a tracked copy
+    MESSAGE_CLICKED = "message.clicked"  # a person followed a tracked link
+    MESSAGE_REPLIED = "message.replied"  # a recipient replied
+    MESSAGE_BOUNCED = "message.bounced"  # a delivery status notification named a recipient
+    ACCOUNT_RECONNECT_NEEDED = "account.reconnect_needed"  # a mailbox's server refused its credentials
