@@ -265,3 +265,14 @@ def test_delivery_log_newest_first_per_organisation(sessions, private, receiver)
         assert [d.event for d in log] == ["inbound.failed", "inbound.processed"]
         assert log[0].as_json()["status"] == "pending" and log[0].as_json()["subscription_id"] == sub
         assert list_deliveries(s, other) == []
+
+
+def test_the_embedded_worker_sends_due_deliveries(sessions, private, receiver) -> None:  # type: ignore[no-untyped-def]
+    from sync.worker import Worker
+
+    org, _ = _subscribe(sessions, private, receiver, ["message.bounced"])
+    with sessions.begin() as s:
+        emit(s, org, "message.bounced", {"address": "ann@example.com", "status": "5.1.1"})
+    Worker(private, sessions).run(max_passes=1)
+    assert len(receiver.received) == 1 and receiver.bad_signatures == []
+    assert _delivery(sessions).status == DeliveryStatus.DELIVERED
