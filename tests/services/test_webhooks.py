@@ -276,3 +276,23 @@ def test_the_embedded_worker_sends_due_deliveries(sessions, private, receiver) -
     Worker(private, sessions).run(max_passes=1)
     assert len(receiver.received) == 1 and receiver.bad_signatures == []
     assert _delivery(sessions).status == DeliveryStatus.DELIVERED
+
+
+def test_an_account_whose_server_refuses_its_password_is_announced(sessions, private, receiver, new_mailbox) -> None:  # type: ignore[no-untyped-def]
+    from postroom.models import MailAccount
+    from sync.scheduler import Scheduler
+    from tests.sync.helpers import connect
+
+    box = new_mailbox()
+    box.password = "wrong"
+    account_id = connect(private, sessions, box)
+    with sessions.begin() as s:
+        org = s.get_one(MailAccount, account_id).org_id
+        _, secret = add_subscription(s, private, org, receiver.url, ["account.reconnect_needed"])
+    receiver.secrets = [secret]
+    Scheduler(private, sessions).sync(account_id)
+    assert deliver_due(sessions, private) == 1
+    assert receiver.bad_signatures == []
+    doc = json.loads(receiver.received[0][1])
+    assert doc["type"] == "account.reconnect_needed"
+    assert doc["data"] == {"account_id": account_id, "email": box.address}
