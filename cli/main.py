@@ -21,6 +21,7 @@ from cli import (
     running,
     templates,
     tracking,
+    webhooks,
 )
 from cli.common import App, Commands, Parser, common, flag
 from postroom.config import load_config
@@ -28,7 +29,22 @@ from postroom.db import driver_message
 from postroom.logs import setup_logging
 from services.errors import ServerError, UserError
 
-GROUPS = (db, orgs, accounts, applicants, mail, outbox, invites, running, quarantine, keys, templates, tracking, demo)
+GROUPS = (
+    db,
+    orgs,
+    accounts,
+    applicants,
+    mail,
+    outbox,
+    invites,
+    running,
+    quarantine,
+    keys,
+    templates,
+    tracking,
+    webhooks,
+    demo,
+)
 
 
 def build_parser() -> tuple[Parser, Commands]:

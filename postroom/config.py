@@ -55,6 +55,7 @@ SECTIONS = (
     "sending",
     "tracking",
     "demo",
+    "webhooks",
 )
 
 
@@ -149,6 +150,14 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class WebhooksConfig:
+    """Webhook deliveries (:mod:`sync.webhooks`): where they may go, and how long one may take."""
+
+    allow_private: bool = False  # deliver to private and loopback addresses (and plain http there)
+    timeout: float = 10.0  # seconds one delivery may take, connecting and answering
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     database: DatabaseConfig
@@ -165,6 +174,7 @@ class Config:
     sending: SendingConfig = field(default_factory=SendingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     source: str = "defaults"  # where the settings came from, for messages
 
 
@@ -234,6 +244,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         sending=read_sending(doc, env, source),
         tracking=read_tracking(doc, env, source, web.base_url),
         demo=_demo(doc, source),
+        webhooks=_webhooks(doc, source),
         source=source,
     )
 
@@ -384,6 +395,14 @@ def _imap(doc: Mapping[str, Any], source: str) -> ImapDefaults:
 def _demo(doc: Mapping[str, Any], source: str) -> DemoConfig:
     t, d = Table(doc, "demo", keys_of(DemoConfig), source), DemoConfig()
     return DemoConfig(enabled=t.get("enabled", bool, d.enabled))
+
+
+def _webhooks(doc: Mapping[str, Any], source: str) -> WebhooksConfig:
+    t, d = Table(doc, "webhooks", keys_of(WebhooksConfig), source), WebhooksConfig()
+    timeout = t.get("timeout", float, d.timeout)
+    if not 0 < timeout <= 300:
+        raise ConfigError(f"Setting webhooks.timeout must be between 0 and 300 seconds, not {timeout}.")
+    return WebhooksConfig(allow_private=t.get("allow_private", bool, d.allow_private), timeout=timeout)
 
 
 def _web(doc: Mapping[str, Any], env: Mapping[str, str], source: str) -> WebConfig:

@@ -31,6 +31,15 @@ Sending::
   and the state of that recipient's own copy; for every send, whether they replied.
 * ``TrackingEvent`` is one hit on a tracked copy's pixel or links, with its raw signals
   and the verdict (a person, or a machine and why).
+
+Webhooks::
+
+    Organisation 1─* WebhookSubscription 1─* WebhookDelivery
+
+* ``WebhookSubscription`` is one receiver URL of an organisation and the events it wants,
+  with its signing secret sealed (and the one being retired, during a rotation).
+* ``WebhookDelivery`` is one event for one subscription: the durable queue the worker sends
+  from (:mod:`sync.webhooks`), and the delivery log.
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from postroom.states import AccountStatus, FolderState, SendMode, UserRole
+from postroom.states import AccountStatus, DeliveryStatus, FolderState, SendMode, UserRole
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -473,3 +482,40 @@ class TrackingEvent(Base):
     url: Mapped[str | None] = mapped_column(Text)
     machine: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str] = mapped_column(String(200), default="")
+
+
+class WebhookSubscription(Base):
+    """A receiver of an organisation's events. ``secret`` (and ``previous_secret`` while it is
+    being rotated) is sealed by :class:`postroom.crypto.SecretBox` as ``{"secret": "whsec_..."}``.
+    A 410 answer turns it off (``active`` false, ``disabled_reason`` says why)."""
+
+    __tablename__ = "webhook_subscriptions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    previous_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one subscription: queued in the caller's transaction, sent by the worker
+    until delivered or given up (``next_attempt_at`` is NULL once settled). ``msg_id`` is the
+    ``webhook-id`` header, the same on every retry."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(64))
+    msg_id: Mapped[str] = mapped_column(String(64), unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

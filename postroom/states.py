@@ -80,3 +80,28 @@ class UserRole(enum.StrEnum):
 
     ADMIN = "admin"  # everything a recruiter may, and manage the organisation's users
     RECRUITER = "recruiter"  # mailboxes, applicants, templates, sending
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where one webhook delivery is (``webhook_deliveries.status``); the schedule is in :mod:`sync.webhooks`."""
+
+    PENDING = "pending"  # not tried yet
+    FAILED = "failed"  # the last attempt failed; tried again at next_attempt_at
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    GAVE_UP = "gave_up"  # every attempt of the schedule failed, or the receiver answered 410 Gone
+
+
+OPEN_DELIVERIES = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)  # the worker still tries them
+
+
+class WebhookEvent(enum.StrEnum):
+    """An event an organisation's webhooks may subscribe to (``webhook_subscriptions.events``)."""
+
+    INBOUND_PROCESSED = "inbound.processed"  # a processing mailbox turned a message into data
+    INBOUND_FAILED = "inbound.failed"  # ... or moved it to failed/
+    MESSAGE_RECEIVED = "message.received"  # mail from an applicant
+    MESSAGE_OPENED = "message.opened"  # a person opened a tracked copy
+    MESSAGE_CLICKED = "message.clicked"  # a person followed a tracked link
+    MESSAGE_REPLIED = "message.replied"  # a recipient replied
+    MESSAGE_BOUNCED = "message.bounced"  # a delivery status notification named a recipient
+    ACCOUNT_RECONNECT_NEEDED = "account.reconnect_needed"  # a mailbox's server refused its credentials

@@ -6,7 +6,9 @@ again under the current key. Each account is one short write of its own, and the
 write is a compare-and-set on the sealed value that was read: if the account's tokens
 changed in between (a worker's OAuth refresh, :class:`sync.accounts.TokenSaver`, or a
 reconnect), the write changes nothing and the account is read again, so a newer
-token is never replaced by an older one. docs/security.md has the whole procedure.
+token is never replaced by an older one. Webhook signing secrets (and the one being
+retired during a webhook rotation) are re-sealed the same way, one subscription at a time.
+docs/security.md has the whole procedure.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
 from postroom.crypto import SecretBox, SecretError
-from postroom.models import MailAccount
+from postroom.models import MailAccount, WebhookSubscription
 
 ATTEMPTS = 5  # reads of one account whose secret keeps changing under us
 
@@ -32,6 +34,10 @@ class Rotation:
     current: list[int] = field(default_factory=list)  # were sealed under it already
     unreadable: list[int] = field(default_factory=list)  # no configured key opens them
     busy: list[int] = field(default_factory=list)  # changed on every attempt; run again
+    webhooks_resealed: list[int] = field(default_factory=list)  # the same, by webhook subscription
+    webhooks_current: list[int] = field(default_factory=list)
+    webhooks_unreadable: list[int] = field(default_factory=list)
+    webhooks_busy: list[int] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +46,10 @@ class Rotation:
             "unreadable": len(self.unreadable),
             "unreadable_accounts": self.unreadable,
             "busy_accounts": self.busy,
+            "webhooks_resealed": len(self.webhooks_resealed),
+            "webhooks_current": len(self.webhooks_current),
+            "unreadable_webhooks": self.webhooks_unreadable,
+            "busy_webhooks": self.webhooks_busy,
         }
 
 
@@ -53,6 +63,12 @@ def rotate_secrets(config: Config, sessions: sessionmaker[Session]) -> Rotation:
         outcome = _reseal_one(box, sessions, account_id)
         if outcome is not None:
             getattr(done, outcome).append(account_id)
+    with sessions() as s:
+        subs = list(s.scalars(select(WebhookSubscription.id).order_by(WebhookSubscription.id)))
+    for sub_id in subs:
+        outcome = _reseal_webhook(box, sessions, sub_id)
+        if outcome is not None:
+            getattr(done, f"webhooks_{outcome}").append(sub_id)
     return done
 
 
@@ -79,4 +95,41 @@ def _reseal_one(box: SecretBox, sessions: sessionmaker[Session], account_id: int
         if changed:
             return "resealed"
         # the secret changed since we read it (a token refresh, a reconnect): read it again
+    return "busy"
+
+
+def _reseal_webhook(box: SecretBox, sessions: sessionmaker[Session], sub_id: int) -> str | None:
+    """One webhook subscription's secrets: "resealed", "current", "unreadable", "busy", or
+    None if it was deleted; compare-and-set on both sealed values, as for an account."""
+    for _ in range(ATTEMPTS):
+        with sessions() as s:
+            row = s.execute(
+                select(WebhookSubscription.secret, WebhookSubscription.previous_secret).where(
+                    WebhookSubscription.id == sub_id
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        sealed, previous = row
+        try:
+            fresh = box.reseal(sealed)
+            fresh_previous = None if previous is None else box.reseal(previous)
+        except SecretError:
+            return "unreadable"
+        if fresh is None and fresh_previous is None:
+            return "current"
+        same_previous = (
+            WebhookSubscription.previous_secret.is_(None)
+            if previous is None
+            else WebhookSubscription.previous_secret == bytes(previous)
+        )
+        with sessions.begin() as s:
+            changed = s.execute(
+                update(WebhookSubscription)
+                .where(WebhookSubscription.id == sub_id, WebhookSubscription.secret == bytes(sealed), same_previous)
+                .values(secret=fresh or sealed, previous_secret=fresh_previous or previous)
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+        if changed:
+            return "resealed"
     return "busy"

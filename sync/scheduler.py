@@ -54,6 +54,7 @@ from sync.engine import AccountResult, AccountSync, outcome_values
 from sync.leases import LeaseLost, dead_local_owner, worker_id
 from sync.outbox import process_outbox
 from sync.store import db_now
+from sync.webhooks import emit
 
 log = logging.getLogger("postroom.scheduler")
 _ACCOUNTS = cast(Table, MailAccount.__table__)
@@ -275,6 +276,11 @@ class Scheduler:
                     **outcome_values(result, now),
                 )
             ).rowcount  # type: ignore[attr-defined]
+            if released and out.status == AccountStatus.RECONNECT_NEEDED:  # announced with the change, atomically
+                row = s.execute(
+                    select(_ACCOUNTS.c.org_id, _ACCOUNTS.c.email).where(_ACCOUNTS.c.id == result.account_id)
+                ).one()
+                emit(s, row.org_id, "account.reconnect_needed", {"account_id": result.account_id, "email": row.email})
         if released:
             result.status = out.status
         else:  # another worker claimed the account after this pass's last write

@@ -8,6 +8,10 @@ The loop reads like a template::
         sleep until a slot frees, the next account is due, or a stop is requested
     finish the accounts in hand, then return
 
+Beside it, one thread sends the webhook deliveries that are due (:func:`sync.webhooks.deliver_due`)
+every ``WEBHOOK_POLL`` seconds, at once again while a pass finds a full batch; a slow receiver
+delays other deliveries, never a sync.
+
 Threads suit the work: a sync mostly waits on the mail server and the
 database. Due times live in ``mail_accounts.next_sync_at`` (spread by
 ``sync.jitter``), so a restart does not resync everything at once; leases make
@@ -31,11 +35,13 @@ from postroom.config import Config
 from postroom.models import utcnow
 from sync.engine import AccountResult
 from sync.scheduler import ResultSink, Scheduler
+from sync.webhooks import BATCH, deliver_due
 
 log = logging.getLogger("postroom.worker")
 IDLE_POLL = 5.0  # seconds between looks at the schedule when nothing is due sooner
 DB_RETRY = (0.5, 5.0)  # wait after the database could not be reached: first, and at most (doubling)
 REAP_EVERY = 10.0  # seconds between looks for leases of dead local workers
+WEBHOOK_POLL = 1.0  # seconds between two passes over the due webhook deliveries
 
 
 class Worker:
@@ -48,6 +54,7 @@ class Worker:
         sink: ResultSink | None = None,
     ) -> None:
         self.config = config
+        self.sessions = sessions
         self.scheduler = Scheduler(config, sessions, owner=owner, sink=sink)
         self.slots = config.sync.concurrency
         self.stop_event = threading.Event()
@@ -102,6 +109,22 @@ class Worker:
             return IDLE_POLL
         return IDLE_POLL if next_in is None else min(IDLE_POLL, max(next_in, 0.01))
 
+    def _webhooks(self, done: threading.Event) -> None:
+        """Send due webhook deliveries until ``done`` (at least one pass); a failed pass is logged
+        and retried."""
+        while True:
+            pause = WEBHOOK_POLL
+            try:
+                if deliver_due(self.sessions, self.config) >= BATCH:
+                    pause = 0.0  # more may be waiting
+            except SQLAlchemyError as exc:
+                log.warning("webhook pass failed, database unavailable: %s", str(exc).splitlines()[0])
+                pause = DB_RETRY[1]
+            except Exception:  # a bug must not end the thread silently
+                log.exception("webhook pass failed")
+            if done.wait(pause):
+                return
+
     def run(self, max_passes: int | None = None) -> None:
         """Run until :meth:`stop` (or for ``max_passes`` loop turns, for tests)."""
         log.info(
@@ -109,21 +132,28 @@ class Worker:
         )
         turns = 0
         db_retry = DB_RETRY[0]
-        with ThreadPoolExecutor(self.slots, thread_name_prefix="postroom-sync") as pool:
-            while not self.stop_event.is_set():
-                try:
-                    pause = self._fill(pool)
-                    db_retry = DB_RETRY[0]
-                except SQLAlchemyError as exc:  # often one dead pooled connection: retry soon, then back off
-                    log.warning("database unavailable, retrying in %gs: %s", db_retry, str(exc).splitlines()[0])
-                    pause, db_retry = db_retry, min(db_retry * 2, DB_RETRY[1])
-                turns += 1
-                if max_passes is not None and turns >= max_passes:
-                    break
-                self._wake.wait(pause)
-                self._wake.clear()
-            with self._lock:
-                in_hand = len(self._running)
-            if in_hand:
-                log.info("finishing %d account(s) in hand", in_hand)
+        webhooks_done = threading.Event()
+        webhooks = threading.Thread(target=self._webhooks, args=(webhooks_done,), name="postroom-webhooks")
+        webhooks.start()
+        try:
+            with ThreadPoolExecutor(self.slots, thread_name_prefix="postroom-sync") as pool:
+                while not self.stop_event.is_set():
+                    try:
+                        pause = self._fill(pool)
+                        db_retry = DB_RETRY[0]
+                    except SQLAlchemyError as exc:  # often one dead pooled connection: retry soon, then back off
+                        log.warning("database unavailable, retrying in %gs: %s", db_retry, str(exc).splitlines()[0])
+                        pause, db_retry = db_retry, min(db_retry * 2, DB_RETRY[1])
+                    turns += 1
+                    if max_passes is not None and turns >= max_passes:
+                        break
+                    self._wake.wait(pause)
+                    self._wake.clear()
+                with self._lock:
+                    in_hand = len(self._running)
+                if in_hand:
+                    log.info("finishing %d account(s) in hand", in_hand)
+        finally:
+            webhooks_done.set()
+            webhooks.join()
         log.info("worker stopped")

@@ -68,6 +68,10 @@ def test_rotate_reseals_every_credential_so_the_old_key_can_go(
         "unreadable": 0,
         "unreadable_accounts": [],
         "busy_accounts": [],
+        "webhooks_resealed": 0,
+        "webhooks_current": 0,
+        "unreadable_webhooks": [],
+        "busy_webhooks": [],
     }
     assert cli.json("keys", "rotate")["current"] == 2  # type: ignore[index]  # nothing left to do
 
@@ -102,6 +106,10 @@ def test_rotate_counts_what_no_key_opens_and_reseals_the_rest(cli: Cli, monkeypa
         "unreadable": 1,
         "unreadable_accounts": [lost],
         "busy_accounts": [],
+        "webhooks_resealed": 0,
+        "webhooks_current": 0,
+        "unreadable_webhooks": [],
+        "busy_webhooks": [],
     }
     assert err.startswith(f"postroom: error: 1 stored credentials (accounts {lost}) open with neither")
 
@@ -159,3 +167,28 @@ def _with_keys(config: Config, key: str, *previous: str) -> Config:
     from dataclasses import replace
 
     return replace(config, security=replace(config.security, secret_key=key, previous_keys=previous))
+
+
+def test_rotate_reseals_webhook_secrets_and_the_one_being_retired(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from postroom.models import WebhookSubscription
+
+    added = cli.json("webhooks", "add", "--url", "https://hooks.example.com/x", "--events", "message.opened")
+    assert isinstance(added, dict)
+    config = load_config(env=cli.env)
+    engine = db.make_engine(config.database)
+    with engine.begin() as conn:  # a webhook secret rotation in progress: the old one kept too
+        conn.execute(update(WebhookSubscription).values(previous_secret=SecretBox(OLD).seal({"secret": "whsec_old"})))
+    engine.dispose()
+    monkeypatch.setenv("POSTROOM_SECRET_KEY", NEW)
+    monkeypatch.setenv("POSTROOM_PREVIOUS_SECRET_KEYS", OLD)
+    done = cli.json("keys", "rotate")
+    assert isinstance(done, dict) and (done["webhooks_resealed"], done["unreadable_webhooks"]) == (1, [])
+    assert cli.json("keys", "rotate")["webhooks_current"] == 1  # type: ignore[index]
+    engine = db.make_engine(config.database)
+    with engine.connect() as conn:
+        secret, previous = conn.execute(select(WebhookSubscription.secret, WebhookSubscription.previous_secret)).one()
+    engine.dispose()
+    assert SecretBox(NEW).open(secret) == {"secret": added["secret"]}
+    assert SecretBox(NEW).open(previous) == {"secret": "whsec_old"}
+    monkeypatch.delenv("POSTROOM_PREVIOUS_SECRET_KEYS")
+    assert "Webhook secrets: 0 re-sealed, 1 already" in cli("keys", "rotate")[1]

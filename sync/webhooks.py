@@ -1,0 +1,298 @@
+"""Webhook deliveries: the durable queue and the worker's pass over it.
+
+An event becomes one ``webhook_deliveries`` row per active subscription of the organisation
+that listens to it (:func:`emit`), written in the caller's transaction: when that commits, the
+delivery is as durable as the change it announces, and a crash before the worker sends it
+loses nothing. The worker (:func:`deliver_due`, each pass of :class:`sync.worker.Worker`) then
+sends every due row. A delivery goes through these states (:class:`postroom.states.DeliveryStatus`)::
+
+    pending ──2xx──────────────────────────────▶ delivered
+       │  └──410 Gone (subscription disabled)──▶ gave_up
+       └─other answer, timeout, refused──▶ failed ──(retried on the schedule)──▶ … ──▶ gave_up
+
+**Claiming.** A worker claims a due row by compare-and-set: it moves ``next_attempt_at`` past
+the attempt's end only where the row is still open and due (``UPDATE … WHERE status IN
+('pending', 'failed') AND next_attempt_at <= now``); of two workers, one updates the row and the
+other updates nothing, so a delivery is never sent twice at the same time. A worker that dies
+holding a claim leaves the row due again once the claim has run out (at least once, never lost).
+No transaction is open while a request is in flight.
+
+**Retry schedule** (after the first attempt, which is made as soon as the worker sees the row),
+the Standard Webhooks/Svix one stretched to about three days: 5 s, 5 min, 30 min, 2 h, 5 h,
+10 h, 10 h, 14 h, 24 h after each failed attempt; the tenth failure gives up (about 65 h after
+the event). A ``410 Gone`` answer gives up at once and disables the subscription.
+
+**Requests.** ``POST`` of ``{"type": event, "timestamp": ISO 8601, "data": {...}}`` with the
+three Standard Webhooks headers (:func:`postroom.webhook_signing.headers`), signed with the
+current secret and, during a rotation, the previous one too. The host is resolved and every
+address checked with :func:`postroom.image_proxy.is_public_address` (unless
+``[webhooks] allow_private``); the connection then goes to the checked address, so a name that
+resolves differently a moment later (DNS rebinding) cannot redirect it. Redirects are not
+followed: a 3xx is a failure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from postroom.config import Config
+from postroom.crypto import SecretBox
+from postroom.image_proxy import is_public_address
+from postroom.models import WebhookDelivery, WebhookSubscription, utcnow
+from postroom.states import OPEN_DELIVERIES, DeliveryStatus, WebhookEvent
+from postroom.webhook_signing import headers
+
+log = logging.getLogger("postroom.webhooks")
+
+RETRY_DELAYS = (
+    timedelta(seconds=5),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+    timedelta(hours=5),
+    timedelta(hours=10),
+    timedelta(hours=10),
+    timedelta(hours=14),
+    timedelta(hours=24),
+)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+CLAIM_MARGIN = timedelta(seconds=60)  # a claim outlives the request's timeout by this much
+BATCH = 100  # deliveries claimed in one pass
+MAX_ERROR = 500  # characters of an error or answer kept in last_error
+
+Resolver = Callable[[str, int], Sequence[str]]
+OPEN = tuple(s.value for s in OPEN_DELIVERIES)
+
+
+def new_msg_id() -> str:
+    """A delivery's ``webhook-id``: ``msg_`` and 128 random bits (no full stop, as the spec needs)."""
+    return "msg_" + secrets.token_urlsafe(16)
+
+
+def emit(session: Session, org_id: int, event: str, data: Mapping[str, Any], now: datetime | None = None) -> int:
+    """Queue ``event`` with ``data`` for every active subscription of ``org_id`` that listens to
+    it, in ``session``'s transaction (the caller commits it with the change it announces).
+    Returns how many deliveries were queued. ``data`` must be JSON-able."""
+    kind = WebhookEvent(event)
+    when = now or utcnow()
+    subs = session.scalars(
+        select(WebhookSubscription).where(WebhookSubscription.org_id == org_id, WebhookSubscription.active)
+    ).all()
+    queued = 0
+    for sub in subs:
+        if kind.value in sub.events:
+            session.add(
+                WebhookDelivery(
+                    subscription_id=sub.id,
+                    event=kind.value,
+                    msg_id=new_msg_id(),
+                    payload=dict(data),
+                    status=DeliveryStatus.PENDING.value,
+                    next_attempt_at=when,
+                    created_at=when,
+                )
+            )
+            queued += 1
+    return queued
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """A claimed delivery, with what sending it needs (read while the claim was made)."""
+
+    id: int
+    attempt: int  # 1 for the first
+    subscription_id: int
+    url: str
+    secrets: tuple[str, ...]  # current first
+    msg_id: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status_code: int | None
+    error: str | None
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """requests' adapter whose TLS names ``host`` (SNI and certificate) whatever address the URL holds."""
+
+    def __init__(self, host: str) -> None:
+        self._host = host  # before super().__init__, which builds the pool manager
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: object) -> None:
+        super().init_poolmanager(connections, maxsize, block, server_hostname=self._host, **pool_kwargs)
+
+
+def _system_resolver(host: str, port: int) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def body_of(delivery: WebhookDelivery) -> bytes:
+    """The JSON a delivery sends: the same bytes on every attempt."""
+    doc = {"type": delivery.event, "timestamp": delivery.created_at.isoformat(), "data": delivery.payload}
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _claim(sessions: sessionmaker[Session], box: SecretBox, now: datetime, until: datetime) -> list[_Attempt]:
+    claimed: list[_Attempt] = []
+    with sessions.begin() as s:
+        ids = s.scalars(
+            select(WebhookDelivery.id)
+            .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+            .where(
+                WebhookDelivery.status.in_(OPEN),
+                WebhookDelivery.next_attempt_at <= now,
+                WebhookSubscription.active,
+            )
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .limit(BATCH)
+        ).all()
+    for delivery_id in ids:
+        with sessions.begin() as s:
+            won = s.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == delivery_id,
+                    WebhookDelivery.status.in_(OPEN),
+                    WebhookDelivery.next_attempt_at <= now,
+                )
+                .values(next_attempt_at=until, attempts=WebhookDelivery.attempts + 1)
+                .execution_options(synchronize_session=False)
+            )
+            if won.rowcount != 1:  # type: ignore[attr-defined]
+                continue  # another worker has it
+            d = s.get_one(WebhookDelivery, delivery_id)
+            sub = s.get_one(WebhookSubscription, d.subscription_id)
+            keys = [box.open(sub.secret)["secret"]]
+            if sub.previous_secret is not None:
+                keys.append(box.open(sub.previous_secret)["secret"])
+            claimed.append(_Attempt(d.id, d.attempts, sub.id, sub.url, tuple(keys), d.msg_id, body_of(d)))
+    return claimed
+
+
+def _target(url: str, resolve: Resolver, allow_private: bool) -> tuple[str, str, str]:
+    """(URL with the checked address, host for TLS, Host header); raises ValueError why not."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("the URL is not http or https")
+    if parts.scheme == "http" and not allow_private:
+        raise ValueError("plain http is delivered only with [webhooks] allow_private")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname.encode("idna").decode("ascii")
+    try:
+        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolve(host, port)]
+    except (OSError, UnicodeError, ValueError):
+        raise ValueError(f"the host {host} could not be found") from None
+    if not addresses:
+        raise ValueError(f"the host {host} could not be found")
+    if not allow_private and not all(is_public_address(a) for a in addresses):
+        raise ValueError(f"the host {host} is a private address, which is not delivered to")
+    first = addresses[0]
+    netloc = f"[{first}]" if first.version == 6 else str(first)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    default = 443 if parts.scheme == "https" else 80
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{netloc}:{port}{path}", host, shown if port == default else f"{shown}:{port}"
+
+
+def _send(attempt: _Attempt, timeout: float, resolve: Resolver, allow_private: bool) -> _Answer:
+    try:
+        url, host, host_header = _target(attempt.url, resolve, allow_private)
+    except ValueError as exc:
+        return _Answer(None, f"Refused: {exc}.")
+    # signed at the moment of sending (the receiver checks it against its clock), not at the schedule's ``now``
+    signed = headers(list(attempt.secrets), attempt.msg_id, int(time.time()), attempt.body)
+    with requests.Session() as http:
+        http.trust_env = False  # no proxy from the environment: the checked address is where it goes
+        http.mount(url, _PinnedAdapter(host))
+        try:
+            r = http.post(
+                url,
+                data=attempt.body,
+                headers={
+                    **signed,
+                    "Host": host_header,
+                    "Content-Type": "application/json",
+                    "User-Agent": "Postroom-Webhooks",
+                },
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            return _Answer(None, f"{type(exc).__name__}: {str(exc)[:MAX_ERROR]}")
+        with r:
+            if 200 <= r.status_code < 300:
+                return _Answer(r.status_code, None)
+            return _Answer(r.status_code, f"HTTP {r.status_code}: {r.text[:MAX_ERROR]}")
+
+
+def _record(sessions: sessionmaker[Session], attempt: _Attempt, answer: _Answer, now: datetime) -> None:
+    ours = (WebhookDelivery.id == attempt.id, WebhookDelivery.attempts == attempt.attempt)
+    values: dict[str, Any] = {"last_status_code": answer.status_code, "last_error": answer.error}
+    if answer.error is None:
+        values |= {"status": DeliveryStatus.DELIVERED.value, "delivered_at": now, "next_attempt_at": None}
+    elif answer.status_code == 410 or attempt.attempt >= MAX_ATTEMPTS:  # gone, or the schedule is over
+        values |= {"status": DeliveryStatus.GAVE_UP.value, "next_attempt_at": None}
+    else:
+        values |= {"status": DeliveryStatus.FAILED.value, "next_attempt_at": now + RETRY_DELAYS[attempt.attempt - 1]}
+    with sessions.begin() as s:
+        s.execute(update(WebhookDelivery).where(*ours).values(**values).execution_options(synchronize_session=False))
+        if answer.status_code == 410:
+            s.execute(
+                update(WebhookSubscription)
+                .where(WebhookSubscription.id == attempt.subscription_id)
+                .values(active=False, disabled_reason=f"410 Gone from the receiver at {now.isoformat()}")
+            )
+            s.execute(  # its other queued events will not be wanted either
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.subscription_id == attempt.subscription_id,
+                    WebhookDelivery.status.in_(OPEN),
+                    WebhookDelivery.id != attempt.id,
+                )
+                .values(
+                    status=DeliveryStatus.GAVE_UP.value,
+                    next_attempt_at=None,
+                    last_error="The subscription was disabled (410 Gone).",
+                )
+                .execution_options(synchronize_session=False)
+            )
+    level = logging.INFO if answer.error is None else logging.WARNING
+    log.log(level, "webhook %s attempt %d: %s", attempt.msg_id, attempt.attempt, answer.error or answer.status_code)
+
+
+def deliver_due(
+    sessions: sessionmaker[Session],
+    config: Config,
+    now: datetime | None = None,
+    *,
+    resolve: Resolver | None = None,
+) -> int:
+    """Send every delivery due at ``now`` (up to :data:`BATCH`), one after the other, and record
+    each answer; returns how many were attempted. Safe to run in several workers at once."""
+    now = now or utcnow()
+    box = SecretBox.for_config(config.security)
+    timeout = config.webhooks.timeout
+    claimed = _claim(sessions, box, now, now + timedelta(seconds=timeout) + CLAIM_MARGIN)
+    for attempt in claimed:
+        answer = _send(attempt, timeout, resolve or _system_resolver, config.webhooks.allow_private)
+        _record(sessions, attempt, answer, now)
+    return len(claimed)
