@@ -40,7 +40,7 @@ import hmac
 import ipaddress
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -77,7 +77,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _HEADERS = {"User-Agent": "Postroom image proxy", "Accept": "image/*", "Accept-Encoding": "identity"}
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[[str, int], list[str]]
+Resolver = Callable[[str, int], Sequence[str]]
 
 
 class ImageProxyError(UserError):
@@ -166,21 +166,44 @@ class _Target:
             host = parts.hostname.encode("idna").decode("ascii")
         except UnicodeError:
             raise ImageProxyError(f"The image's host name {parts.hostname!r} is not valid.") from None
-        try:
-            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolve(host, port)]
-        except (OSError, UnicodeError, ValueError):
-            raise ImageProxyError(f"The image's host {host} could not be found.") from None
-        if not addresses:
-            raise ImageProxyError(f"The image's host {host} could not be found.")
-        if not allow_private and not all(is_public_address(a) for a in addresses):
-            raise ImageProxyError(f"The image's host {host} is a private address, which is not fetched.")
-        first = addresses[0]
-        netloc = f"[{first}]" if first.version == 6 else str(first)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        default = 443 if parts.scheme == "https" else 80
-        shown = f"[{host}]" if ":" in host else host
-        header = shown if port == default else f"{shown}:{port}"
-        return cls(f"{parts.scheme}://{netloc}:{port}{path}", host, header)
+        try:
+            pinned, header = pin_address(parts.scheme, host, port, path, resolve, allow_private)
+        except UnreachableHost as exc:
+            if exc.private:
+                raise ImageProxyError(f"The image's host {host} is a private address, which is not fetched.") from None
+            raise ImageProxyError(f"The image's host {host} could not be found.") from None
+        return cls(pinned, host, header)
+
+
+class UnreachableHost(ValueError):
+    """A host that cannot be found, or (``private``) that resolves to an address that is not public."""
+
+    def __init__(self, host: str, private: bool) -> None:
+        super().__init__(host)
+        self.host, self.private = host, private
+
+
+def pin_address(
+    scheme: str, host: str, port: int, path: str, resolve: Resolver, allow_private: bool
+) -> tuple[str, str]:
+    """Resolve ``host`` once and check every address (public ones only, unless ``allow_private``):
+    the URL to connect to — with the first checked address in place of the name, so a second
+    lookup (DNS rebinding) cannot change where the request goes — and the Host header that names
+    the host. Shared by the image proxy and webhook deliveries; raises :class:`UnreachableHost`."""
+    try:
+        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolve(host, port)]
+    except (OSError, UnicodeError, ValueError):
+        raise UnreachableHost(host, private=False) from None
+    if not addresses:
+        raise UnreachableHost(host, private=False)
+    if not allow_private and not all(is_public_address(a) for a in addresses):
+        raise UnreachableHost(host, private=True)
+    first = addresses[0]
+    netloc = f"[{first}]" if first.version == 6 else str(first)
+    default = 443 if scheme == "https" else 80
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{netloc}:{port}{path}", shown if port == default else f"{shown}:{port}"
 
 
 class _PinnedAdapter(HTTPAdapter):

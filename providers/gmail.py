@@ -61,7 +61,7 @@ from providers.common.retry import RetryPolicy
 from providers.errors import CursorInvalidError, FolderNotFound, ProtocolError, ProviderError, SendError
 from providers.gmail_calls import MAX_BACKOFF, GmailCalls, SendOnceHttp, build_service
 from providers.smtp import SmtpFactory, connect_smtp
-from providers.smtp_oauth import DEFAULT_COPY_WAIT, OAuthSubmission, submission_endpoint
+from providers.smtp_oauth import OAuthSubmission
 
 if TYPE_CHECKING:
     from postroom.config import Config
@@ -146,22 +146,19 @@ class GmailProvider(Backend):
             max_retries=int(opts.get("max_retries", 5)),
         )
         self._sleep = sleep
-        endpoint = submission_endpoint(
-            opts, default_host="smtp.gmail.com", ca_file=opts.get("ca_file"), what="Gmail SMTP"
+        self._smtp = OAuthSubmission.for_account(
+            opts,
+            default_host="smtp.gmail.com",
+            ca_file=opts.get("ca_file"),
+            what="Gmail SMTP",
+            address=settings.email,
+            where=f"Gmail {settings.email}",
+            token=self._smtp_token,
+            hint=SMTP_HINT,
+            timeout=settings.timeout,
+            factory=smtp_factory,
+            sleep=sleep,
         )
-        self._smtp = None
-        if endpoint is not None:
-            self._smtp = OAuthSubmission(
-                endpoint,
-                address=settings.email,
-                where=f"Gmail {settings.email}",
-                token=self._smtp_token,
-                hint=SMTP_HINT,
-                timeout=settings.timeout,
-                factory=smtp_factory,
-                sleep=sleep,
-                copy_wait=float(opts.get("smtp_copy_wait", DEFAULT_COPY_WAIT)),
-            )
         self._credentials: _ReportingCredentials | None = None
         self._http: google_auth_httplib2.AuthorizedHttp | None = None
         self._calls: GmailCalls | None = None

@@ -67,7 +67,7 @@ from providers.errors import AuthError, ConfigurationError, FolderNotFound, Prot
 from providers.graph_calls import GraphCalls
 from providers.microsoft_tokens import MicrosoftBackend
 from providers.smtp import SmtpFactory, connect_smtp
-from providers.smtp_oauth import DEFAULT_COPY_WAIT, OAuthSubmission, submission_endpoint
+from providers.smtp_oauth import OAuthSubmission
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com/{tenant}"
 DEFAULT_GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
@@ -134,22 +134,19 @@ class GraphProvider(MicrosoftBackend):
         self._page_size = int(opts.get("page_size", 200))
         self._calls: GraphCalls | None = None
         self._session: requests.Session | None = None
-        endpoint = submission_endpoint(
-            opts, default_host="smtp.office365.com", ca_file=opts.get("ca_bundle"), what="Microsoft 365 SMTP"
+        self._smtp = OAuthSubmission.for_account(
+            opts,
+            default_host="smtp.office365.com",
+            ca_file=opts.get("ca_bundle"),
+            what="Microsoft 365 SMTP",
+            address=settings.email,
+            where=f"Graph {settings.email}",
+            token=self._smtp_token,
+            hint=SMTP_HINT,
+            timeout=settings.timeout,
+            factory=smtp_factory,
+            sleep=sleep,
         )
-        self._smtp = None
-        if endpoint is not None:
-            self._smtp = OAuthSubmission(
-                endpoint,
-                address=settings.email,
-                where=f"Graph {settings.email}",
-                token=self._smtp_token,
-                hint=SMTP_HINT,
-                timeout=settings.timeout,
-                factory=smtp_factory,
-                sleep=sleep,
-                copy_wait=float(opts.get("smtp_copy_wait", DEFAULT_COPY_WAIT)),
-            )
 
     @property
     def capabilities(self) -> frozenset[Capability]:

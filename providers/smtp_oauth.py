@@ -82,6 +82,39 @@ def submission_endpoint(
 class OAuthSubmission:
     """One account's SMTP submission with XOAUTH2 (see the module docstring)."""
 
+    @classmethod
+    def for_account(
+        cls,
+        options: Mapping[str, Any],
+        *,
+        default_host: str,
+        ca_file: str | None,
+        what: str,
+        address: str,
+        where: str,
+        token: TokenSource,
+        hint: str,
+        timeout: float,
+        factory: SmtpFactory | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> OAuthSubmission | None:
+        """The submission of an account whose options turn ``smtp_submission`` on (its endpoint
+        from :func:`submission_endpoint`, ``smtp_copy_wait`` from the options); None when off."""
+        endpoint = submission_endpoint(options, default_host=default_host, ca_file=ca_file, what=what)
+        if endpoint is None:
+            return None
+        return cls(
+            endpoint,
+            address=address,
+            where=where,
+            token=token,
+            hint=hint,
+            timeout=timeout,
+            factory=factory or connect_smtp,
+            sleep=sleep,
+            copy_wait=float(options.get("smtp_copy_wait", DEFAULT_COPY_WAIT)),
+        )
+
     def __init__(
         self,
         endpoint: Endpoint,

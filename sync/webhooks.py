@@ -33,13 +33,12 @@ followed: a 3xx is a failure.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,7 +51,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
 from postroom.crypto import SecretBox
-from postroom.image_proxy import is_public_address
+from postroom.image_proxy import Resolver, UnreachableHost, pin_address
 from postroom.models import WebhookDelivery, WebhookSubscription, utcnow
 from postroom.states import OPEN_DELIVERIES, DeliveryStatus, WebhookEvent
 from postroom.webhook_signing import headers
@@ -75,7 +74,6 @@ CLAIM_MARGIN = timedelta(seconds=60)  # a claim outlives the request's timeout b
 BATCH = 100  # deliveries claimed in one pass
 MAX_ERROR = 500  # characters of an error or answer kept in last_error
 
-Resolver = Callable[[str, int], Sequence[str]]
 OPEN = tuple(s.value for s in OPEN_DELIVERIES)
 
 
@@ -197,20 +195,14 @@ def _target(url: str, resolve: Resolver, allow_private: bool) -> tuple[str, str,
         raise ValueError("plain http is delivered only with [webhooks] allow_private")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     host = parts.hostname.encode("idna").decode("ascii")
-    try:
-        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolve(host, port)]
-    except (OSError, UnicodeError, ValueError):
-        raise ValueError(f"the host {host} could not be found") from None
-    if not addresses:
-        raise ValueError(f"the host {host} could not be found")
-    if not allow_private and not all(is_public_address(a) for a in addresses):
-        raise ValueError(f"the host {host} is a private address, which is not delivered to")
-    first = addresses[0]
-    netloc = f"[{first}]" if first.version == 6 else str(first)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    default = 443 if parts.scheme == "https" else 80
-    shown = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{netloc}:{port}{path}", host, shown if port == default else f"{shown}:{port}"
+    try:
+        pinned, header = pin_address(parts.scheme, host, port, path, resolve, allow_private)
+    except UnreachableHost as exc:
+        if exc.private:
+            raise ValueError(f"the host {host} is a private address, which is not delivered to") from None
+        raise ValueError(f"the host {host} could not be found") from None
+    return pinned, host, header
 
 
 def _send(attempt: _Attempt, timeout: float, resolve: Resolver, allow_private: bool) -> _Answer:
