@@ -9,6 +9,7 @@ in CI), which turns a missing or unreachable server into a failure.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import uuid
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from postroom import db
 from postroom.config import Config, load_config
@@ -81,11 +83,30 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _truncate_all(url: str) -> None:
+    """Empty every table. A session an earlier test left open makes TRUNCATE wait, and for ever
+    if nothing allocates meanwhile (the garbage collector never returns that connection): on a
+    short lock timeout, collect and try once more, then fail naming the culprit, never hang."""
     engine = create_engine(url)
     names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+    try:
+        for wait in ("2s", "20s"):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"SET LOCAL lock_timeout = '{wait}'"))
+                    conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+                return
+            except OperationalError:
+                gc.collect()
+        with engine.connect() as conn:
+            held = conn.execute(
+                text(
+                    "SELECT state, query FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).all()
+        pytest.fail(f"an earlier test left a PostgreSQL session open: {held}")
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

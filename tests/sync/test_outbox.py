@@ -108,7 +108,8 @@ def test_connection_dropped_after_data_is_uncertain_and_not_sent_again(
     assert to in str(refused.value) and "--force" in refused.value.sentence(flag)  # as the CLI words it
     assert str(refused.value).count(". ") == 0  # one sentence
     assert len(smtp.received(entry.message_id)) == 1
-    (listed,) = [e for e in list_outbox(sessions(), "uncertain") if e.id == entry.id]
+    with sessions() as s:
+        (listed,) = [e for e in list_outbox(s, "uncertain") if e.id == entry.id]
     assert listed.recipients == (to,)
 
 
