@@ -446,7 +446,7 @@ class OutboxRecipient(Base):
     """One recipient of an outbox message. On a tracked send each has a copy of its own
     (``message_id``, ``status`` — the outbox states, one recipient at a time); on any send,
     a reply from them is recorded here (``replied_at``, or ``auto_replied_at`` for an
-    auto-reply, which never counts as a reply)."""
+    auto-reply, which never counts as a reply), and a bounce (``bounced_at``, ``bounce_status``)."""
 
     __tablename__ = "outbox_recipients"
     __table_args__ = (UniqueConstraint("outbox_id", "address"),)
@@ -464,6 +464,9 @@ class OutboxRecipient(Base):
     replied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reply_email_id: Mapped[int | None] = mapped_column(ForeignKey("emails.id", ondelete="SET NULL"))
     auto_replied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a DSN named them (processing mailbox)
+    bounce_status: Mapped[str | None] = mapped_column(String(16))  # RFC 3463, e.g. "5.1.1"
+    bounce_reason: Mapped[str | None] = mapped_column(Text)  # the diagnostic, one line
 
 
 class TrackingEvent(Base):
