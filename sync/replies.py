@@ -16,6 +16,10 @@ The answer joins the applicant's history when the message was sent for an applic
 whatever address it came), and Postroom's own copy of such a message (indexed from Sent)
 joins it as outbound. Threading the answer is :mod:`sync.threads`' part (the identifiers are
 thread keys).
+
+The lookups (:func:`copies_by_id`, :func:`outbox_by`, :func:`recipients_of`,
+:func:`applicants_of`, :func:`who_answered`) and the marking (:func:`mark_answer`) are shared
+with the processing mailbox (:mod:`sync.inbound_routing`), whose answers are not indexed emails.
 """
 
 from __future__ import annotations
@@ -50,10 +54,13 @@ class Indexed:
 
 
 @dataclass
-class _Recipient:
+class Recipient:
+    """One recipient of an outbox message, with the canonical form of their address."""
+
     id: int
     outbox_id: int
     canonical: str
+    address: str  # as sent
 
 
 def record_replies(session: Session, org_id: int, own: frozenset[str], emails: Sequence[Indexed]) -> int:
@@ -70,15 +77,15 @@ def record_replies(session: Session, org_id: int, own: frozenset[str], emails: S
     refs = {r for ids, _, _ in wanted.values() for r in ids}
     tokens = {t for _, ts, _ in wanted.values() for t in ts}
     shorts = {s for _, _, ss in wanted.values() for s in ss}
-    copies = _by_copy_id(session, org_id, refs)
-    mains = _outbox_by(session, org_id, OutboxMessage.message_id, refs)
-    by_token = _outbox_by(session, org_id, OutboxMessage.reply_token, tokens)
-    by_short = _outbox_by(session, org_id, OutboxMessage.short_id, shorts)
+    copies = copies_by_id(session, org_id, refs)
+    mains = outbox_by(session, org_id, OutboxMessage.message_id, refs)
+    by_token = outbox_by(session, org_id, OutboxMessage.reply_token, tokens)
+    by_short = outbox_by(session, org_id, OutboxMessage.short_id, shorts)
     marked = 0
     history: list[dict[str, Any]] = []
     named = {*mains.values(), *by_token.values(), *by_short.values()}
-    recipients = _recipients(session, named)
-    applicants = _applicants(session, named | {oid for _, oid in copies.values()})
+    recipients = recipients_of(session, named)
+    applicants = applicants_of(session, named | {oid for _, oid in copies.values()})
     for e in theirs:
         if e.email_id not in wanted:
             continue
@@ -95,9 +102,11 @@ def record_replies(session: Session, org_id: int, own: frozenset[str], emails: S
                 if k in found:
                     answered.setdefault(found[k], None)
         for oid, copy_of in answered.items():
-            who = copy_of or _who(recipients.get(oid, []), e.sender)
+            who = copy_of or who_answered(recipients.get(oid, []), e.sender)
             if who is not None:
-                marked += _mark(session, who, e)
+                marked += mark_answer(
+                    session, org_id, who, e.date, auto_reply=bool(e.headers.auto_reply), email_id=e.email_id
+                )
             applicant = applicants.get(oid)
             if applicant is not None:
                 history.append(_entry(applicant, e, "inbound"))
@@ -105,8 +114,14 @@ def record_replies(session: Session, org_id: int, own: frozenset[str], emails: S
     return marked
 
 
+def answered_ids(in_reply_to: Sequence[str], references: Sequence[str]) -> tuple[str, ...]:
+    """The Message-IDs an answer may name as the message it answers: its In-Reply-To and its
+    nearest References (older ancestors are the thread's, not what it answers)."""
+    return tuple(dict.fromkeys((*in_reply_to, *references[-NEAREST_REFERENCES:])))
+
+
 def _identifiers(h: ParsedHeaders) -> tuple[tuple[str, ...], list[str], list[str]]:
-    refs = tuple(dict.fromkeys((*h.in_reply_to, *h.references[-NEAREST_REFERENCES:])))
+    refs = answered_ids(h.in_reply_to, h.references)
     tokens = reply_tokens(a.email for a in (*h.to, *h.cc, *h.delivered_to))
     return refs, tokens, short_ids(h.subject)
 
@@ -115,8 +130,8 @@ def _in_org(org_id: int) -> Any:
     return OutboxMessage.account_id.in_(select(MailAccount.id).where(MailAccount.org_id == org_id))
 
 
-def _by_copy_id(session: Session, org_id: int, refs: Iterable[str]) -> dict[str, tuple[int, int]]:
-    """Message-ID of a recipient's own copy -> (recipient id, outbox id)."""
+def copies_by_id(session: Session, org_id: int, refs: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """Message-ID of a recipient's own copy of a tracked send of ``org_id`` -> (recipient id, outbox id)."""
     out: dict[str, tuple[int, int]] = {}
     for part in chunks(sorted(refs)):
         rows = session.execute(
@@ -128,8 +143,9 @@ def _by_copy_id(session: Session, org_id: int, refs: Iterable[str]) -> dict[str,
     return out
 
 
-def _outbox_by(session: Session, org_id: int, column: Any, values: Iterable[str]) -> dict[str, int]:
-    """value -> the newest outbox message with it in ``column``."""
+def outbox_by(session: Session, org_id: int, column: Any, values: Iterable[str]) -> dict[str, int]:
+    """value -> the newest outbox message of ``org_id`` with it in ``column`` (an
+    :class:`OutboxMessage` column: ``message_id``, ``reply_token``, ``short_id``)."""
     out: dict[str, int] = {}
     for part in chunks(sorted(values)):
         rows = session.execute(
@@ -139,8 +155,9 @@ def _outbox_by(session: Session, org_id: int, column: Any, values: Iterable[str]
     return out
 
 
-def _recipients(session: Session, outbox_ids: Iterable[int]) -> dict[int, list[_Recipient]]:
-    out: dict[int, list[_Recipient]] = {}
+def recipients_of(session: Session, outbox_ids: Iterable[int]) -> dict[int, list[Recipient]]:
+    """outbox id -> its recipients, with their canonical addresses."""
+    out: dict[int, list[Recipient]] = {}
     for part in chunks(sorted(outbox_ids)):
         rows = session.execute(
             select(OutboxRecipient.id, OutboxRecipient.outbox_id, OutboxRecipient.address).where(
@@ -148,11 +165,12 @@ def _recipients(session: Session, outbox_ids: Iterable[int]) -> dict[int, list[_
             )
         )
         for rid, oid, address in rows:
-            out.setdefault(oid, []).append(_Recipient(rid, oid, canonical_address(address) or address))
+            out.setdefault(oid, []).append(Recipient(rid, oid, canonical_address(address) or address, address))
     return out
 
 
-def _applicants(session: Session, outbox_ids: Iterable[int]) -> dict[int, int | None]:
+def applicants_of(session: Session, outbox_ids: Iterable[int]) -> dict[int, int | None]:
+    """outbox id -> the applicant it was sent for (None: for nobody in particular)."""
     out: dict[int, int | None] = {}
     for part in chunks(sorted(outbox_ids)):
         rows = session.execute(select(OutboxMessage.id, OutboxMessage.applicant_id).where(OutboxMessage.id.in_(part)))
@@ -160,7 +178,7 @@ def _applicants(session: Session, outbox_ids: Iterable[int]) -> dict[int, int | 
     return out
 
 
-def _who(recipients: list[_Recipient], sender: str | None) -> int | None:
+def who_answered(recipients: Sequence[Recipient], sender: str | None) -> int | None:
     """The recipient who answered: the one with the sender's address, else the only one."""
     for r in recipients:
         if sender and r.canonical == sender:
@@ -168,14 +186,18 @@ def _who(recipients: list[_Recipient], sender: str | None) -> int | None:
     return recipients[0].id if len(recipients) == 1 else None
 
 
-def _mark(session: Session, recipient_id: int, e: Indexed) -> int:
-    """replied (or auto_replied) at the answer's date, the first answer kept."""
-    when = e.date
-    if e.headers.auto_reply:
-        values: dict[str, Any] = {"auto_replied_at": when}
+def mark_answer(
+    session: Session, org_id: int, recipient_id: int, at: datetime | None, *, auto_reply: bool, email_id: int | None
+) -> int:
+    """Mark ``recipient_id`` (of an outbox message of ``org_id``) ``replied`` at ``at`` — or
+    ``auto_replied`` for an automatic reply — the first answer kept; ``email_id`` is the indexed
+    answer, None when it is not one (an answer read by the processing mailbox). Returns 1 when
+    this call marked the recipient, 0 when an earlier answer already had."""
+    if auto_reply:
+        values: dict[str, Any] = {"auto_replied_at": at}
         first = OutboxRecipient.auto_replied_at.is_(None)
     else:
-        values = {"replied_at": when, "reply_email_id": e.email_id}
+        values = {"replied_at": at, "reply_email_id": email_id}
         first = OutboxRecipient.replied_at.is_(None)
     res = session.execute(
         update(OutboxRecipient)
