@@ -185,6 +185,9 @@ def list_(app: App, args: argparse.Namespace) -> int:
         print(f"{e.id:>5}  {e.status:<9}  {when}  {e.message_id}  to {', '.join(e.recipients)}  {e.subject!r}")
         for addr, why in e.refused.items():
             print(f"{'':>7}refused: {addr} ({why})")
+        for addr, b in e.bounced.items():
+            why = ": ".join(str(v) for v in (b["status"], b["reason"]) if v) or "no reason given"
+            print(f"{'':>7}bounced: {addr} ({why})")
         if e.error:
             print(f"{'':>7}{'note' if e.status == OutboxStatus.SENT else 'error'}: {e.error}")
     return 0

@@ -52,19 +52,29 @@ def _table(data: dict[str, Any]) -> str:
         "",
     ]
     width = max([len("RECIPIENT"), *(len(r["address"]) for r in people)])
-    lines.append(f"{'RECIPIENT':<{width}}  OPENED  CLICKED  REPLIED  AUTO-REPLY  HITS")
+    lines.append(f"{'RECIPIENT':<{width}}  OPENED  CLICKED  REPLIED  AUTO-REPLY  BOUNCED  HITS")
     for r in people:
         hits = r["events"]
         machines = sum(e["machine"] for e in hits)
         yes = {True: "yes", False: "no"}
         lines.append(
             f"{r['address']:<{width}}  {yes[r['opened']]:<6}  {yes[r['clicked']]:<7}  {yes[r['replied']]:<7}  "
-            f"{yes[r['auto_replied']]:<10}  {len(hits)}" + (f" ({machines} by machines)" if machines else "")
+            f"{yes[r['auto_replied']]:<10}  {_bounced(r):<7}  {len(hits)}"
+            + (f" ({machines} by machines)" if machines else "")
         )
+        if r["bounced"] and r["bounce_reason"]:
+            lines.append(f"{'':<{width}}    bounced: {r['bounce_reason']}")
         for e in hits:
             who = "machine" if e["machine"] else "person"
             lines.append(f"{'':<{width}}    {e['at'][:19].replace('T', ' ')}  {e['kind']:<5}  {who:<7}  {e['reason']}")
     return "\n".join(lines)
+
+
+def _bounced(r: dict[str, Any]) -> str:
+    """``no``, ``yes`` or the bounce's RFC 3463 status (``5.1.1``)."""
+    if not r["bounced"]:
+        return "no"
+    return str(r["bounce_status"] or "yes")
 
 
 def update(app: App, args: argparse.Namespace) -> int:

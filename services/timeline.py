@@ -90,6 +90,8 @@ class RecipientTracking:
     replied_at: datetime | None = None
     auto_replied_at: datetime | None = None
     error: str | None = None
+    bounced_at: datetime | None = None  # a delivery status notification named them (processing mailbox)
+    bounce_status: str | None = None  # its RFC 3463 status, e.g. "5.1.1"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +105,8 @@ class RecipientTracking:
             "replied_at": _iso(self.replied_at),
             "auto_replied_at": _iso(self.auto_replied_at),
             "error": self.error,
+            "bounced_at": _iso(self.bounced_at),
+            "bounce_status": self.bounce_status,
         }
 
 
@@ -277,6 +281,9 @@ def _tracking(
             OutboxRecipient.error,
             OutboxRecipient.replied_at,
             OutboxRecipient.auto_replied_at,
+            OutboxRecipient.bounced_at,
+            OutboxRecipient.bounce_status,
+            OutboxRecipient.bounce_reason,
         )
         .where(OutboxRecipient.outbox_id.in_(ids))
         .order_by(OutboxRecipient.outbox_id, OutboxRecipient.id)
@@ -292,11 +299,14 @@ def _tracking(
     copy_of: dict[str, int] = {}  # a recipient's own copy's Message-ID → its outbox message
     refused = {o[0]: dict(o[4] or {}) for o in outboxes}
     status_of = {o[0]: o[2] for o in outboxes}
-    for rid, oid, address, kind, copy_mid, status, error, replied_at, auto_replied_at in recipients:
+    for rid, oid, address, kind, copy_mid, status, error, replied_at, auto_replied_at, *bounce in recipients:
+        bounced_at, bounce_status, bounce_reason = bounce
         copy_of.setdefault(copy_mid, oid)
         opens = hits.get((rid, HitKind.OPEN.value, False), 0)
         clicks = hits.get((rid, HitKind.CLICK.value, False), 0)
         bounced = refused[oid].get(address) or (error if status == OutboxStatus.FAILED else None)
+        if bounced_at is not None:
+            bounced = bounced or bounce_reason or bounce_status or "bounced"
         state = _state(status or status_of[oid], bool(bounced), opens, clicks, replied_at, auto_replied_at)
         by_outbox.setdefault(oid, []).append(
             RecipientTracking(
@@ -310,6 +320,8 @@ def _tracking(
                 replied_at=replied_at,
                 auto_replied_at=auto_replied_at,
                 error=bounced or error,
+                bounced_at=bounced_at,
+                bounce_status=bounce_status,
             )
         )
     sent = {

@@ -9,8 +9,8 @@ the per-recipient report of a tracked message, and refreshing Apple's privacy ra
   :func:`postroom.hits.rejudge` on the copies that got a click near delivery. Hits for a
   recipient that no longer exists are skipped. So a request takes no database lock at all,
   on SQLite as on PostgreSQL.
-* :func:`tracking_report` — ``postroom tracking``: who opened, clicked, replied, and every hit
-  with its verdict.
+* :func:`tracking_report` — ``postroom tracking``: who opened, clicked, replied or bounced, and
+  every hit with its verdict.
 * :func:`update_apple_ranges` — ``postroom tracking-ranges update``: Apple's egress list, from
   its feed, a URL or a file, validated, written atomically into the data directory.
 
@@ -385,11 +385,14 @@ _KIND_ORDER = case(
 
 
 def tracking_report(session: Session, message_id: str, org_id: int | None = None) -> dict[str, Any]:
-    """Who of a message's recipients opened, clicked and replied — people only — and every hit
+    """Who of a message's recipients opened, clicked and replied — people only —, whose address
+    bounced (a delivery status notification read by a processing mailbox), and every hit
     with its verdict (the ``postroom tracking --json`` contract)::
 
         {"message_id": "<...>", "recipients": [{"address": "a@x", "opened": true, "clicked": false,
-          "replied": false, "auto_replied": false,
+          "replied": false, "auto_replied": false, "bounced": true,
+          "bounced_at": "2026-08-17T09:01:02+00:00", "bounce_status": "5.1.1",
+          "bounce_reason": "550 5.1.1 User unknown",
           "events": [{"kind": "open", "at": "2026-08-17T09:12:00.000+00:00", "machine": false,
                       "reason": "no sign of a machine"}]}]}
 
@@ -437,6 +440,10 @@ def tracking_report(session: Session, message_id: str, org_id: int | None = None
                 "clicked": any(e.kind == HitKind.CLICK for e in people),
                 "replied": r.replied_at is not None,
                 "auto_replied": r.auto_replied_at is not None,
+                "bounced": r.bounced_at is not None,
+                "bounced_at": r.bounced_at.isoformat(timespec="seconds") if r.bounced_at else None,
+                "bounce_status": r.bounce_status,
+                "bounce_reason": r.bounce_reason,
                 "events": [
                     {
                         "kind": e.kind,

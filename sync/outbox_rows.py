@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import policy
 from email.parser import BytesHeaderParser
@@ -59,6 +59,8 @@ class OutboxEntry:
     sent_copy_id: str | None
     created_at: datetime
     sent_at: datetime | None
+    # recipients a delivery status notification named: address -> {"status", "reason", "bounced_at"}
+    bounced: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,7 @@ class OutboxEntry:
             "attempts": self.attempts,
             "created_at": self.created_at.isoformat(),
             "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+            "bounced": {address: dict(b) for address, b in self.bounced.items()},
         }
 
 
@@ -92,10 +95,25 @@ def entries(session: Session, where: list[ColumnElement[bool]]) -> list[OutboxEn
         .where(*where)
         .order_by(OutboxMessage.id.desc())
     ).all()
-    return [_entry(row, email) for row, email in rows]
+    bounced: dict[int, dict[str, dict[str, str | None]]] = {}
+    ids = [row.id for row, _ in rows]
+    for part in range(0, len(ids), 1000):
+        for oid, address, at, status, reason in session.execute(
+            select(
+                OutboxRecipient.outbox_id,
+                OutboxRecipient.address,
+                OutboxRecipient.bounced_at,
+                OutboxRecipient.bounce_status,
+                OutboxRecipient.bounce_reason,
+            )
+            .where(OutboxRecipient.outbox_id.in_(ids[part : part + 1000]), OutboxRecipient.bounced_at.is_not(None))
+            .order_by(OutboxRecipient.id)
+        ):
+            bounced.setdefault(oid, {})[address] = {"status": status, "reason": reason, "bounced_at": at.isoformat()}
+    return [_entry(row, email, bounced.get(row.id, {})) for row, email in rows]
 
 
-def _entry(row: OutboxMessage, account_email: str) -> OutboxEntry:
+def _entry(row: OutboxMessage, account_email: str, bounced: Mapping[str, Mapping[str, str | None]]) -> OutboxEntry:
     subject = BytesHeaderParser(policy=policy.default).parsebytes(row.raw).get("Subject", "")
     return OutboxEntry(
         id=row.id,
@@ -111,6 +129,7 @@ def _entry(row: OutboxMessage, account_email: str) -> OutboxEntry:
         sent_copy_id=row.sent_copy_id,
         created_at=row.created_at,
         sent_at=row.sent_at,
+        bounced=bounced,
     )
 
 

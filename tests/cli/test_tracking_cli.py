@@ -58,6 +58,11 @@ def sent(sessions: sessionmaker[Session]) -> Sent:
         )
         s.execute(update(OutboxRecipient).where(OutboxRecipient.id == zoe).values(replied_at=SENT + timedelta(hours=3)))
         s.execute(update(OutboxRecipient).where(OutboxRecipient.id == dan).values(auto_replied_at=SENT))
+        s.execute(  # what a processing mailbox records from a delivery status notification
+            update(OutboxRecipient)
+            .where(OutboxRecipient.id == bob)
+            .values(bounced_at=SENT + timedelta(minutes=5), bounce_status="5.1.1", bounce_reason="550 5.1.1 User unknown")
+        )
     return sent
 
 
@@ -76,6 +81,10 @@ def test_the_report_has_exactly_the_contract_shape(cli: Cli, tracked: str) -> No
                 "clicked": True,
                 "replied": True,
                 "auto_replied": False,
+                "bounced": False,
+                "bounced_at": None,
+                "bounce_status": None,
+                "bounce_reason": None,
                 "events": [
                     {
                         "kind": "click",
@@ -91,6 +100,10 @@ def test_the_report_has_exactly_the_contract_shape(cli: Cli, tracked: str) -> No
                 "clicked": False,
                 "replied": False,
                 "auto_replied": False,
+                "bounced": True,
+                "bounced_at": "2026-08-17T09:05:00+00:00",
+                "bounce_status": "5.1.1",
+                "bounce_reason": "550 5.1.1 User unknown",
                 "events": [
                     {
                         "kind": "open",
@@ -112,6 +125,10 @@ def test_the_report_has_exactly_the_contract_shape(cli: Cli, tracked: str) -> No
                 "clicked": False,
                 "replied": False,
                 "auto_replied": True,
+                "bounced": False,
+                "bounced_at": None,
+                "bounce_status": None,
+                "bounce_reason": None,
                 "events": [],
             },
         ],
@@ -132,10 +149,11 @@ def test_the_text_report_is_a_table_a_person_can_read(cli: Cli, tracked: str) ->
         f"{tracked}: 3 recipients; opened by 1, clicked by 1, replied by 1 "
         "(people only; machine hits are listed but not counted)"
     )
-    assert lines[2].split() == ["RECIPIENT", "OPENED", "CLICKED", "REPLIED", "AUTO-REPLY", "HITS"]
-    assert lines[3].split() == ["zoe@example.org", "yes", "yes", "yes", "no", "1"]
+    assert lines[2].split() == ["RECIPIENT", "OPENED", "CLICKED", "REPLIED", "AUTO-REPLY", "BOUNCED", "HITS"]
+    assert lines[3].split() == ["zoe@example.org", "yes", "yes", "yes", "no", "no", "1"]
     assert "2026-08-17 09:42:30  click  person   no sign of a machine" in out
-    assert any(line.split()[:6] == ["bob@example.org", "no", "no", "no", "no", "2"] for line in lines)
+    assert any(line.split()[:7] == ["bob@example.org", "no", "no", "no", "no", "5.1.1", "2"] for line in lines)
+    assert "bounced: 550 5.1.1 User unknown" in out
     assert "(2 by machines)" in out
 
 

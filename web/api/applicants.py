@@ -78,6 +78,10 @@ class RecipientTrackingSchema(Answer):
     replied_at = when(required=True, allow_none=True)
     auto_replied_at = when(required=True, allow_none=True)
     error = fields.String(required=True, allow_none=True)
+    bounced_at = when(
+        required=True, allow_none=True, description="When a delivery status notification said the address failed."
+    )
+    bounce_status = fields.String(required=True, allow_none=True, **described('Its RFC 3463 status, e.g. "5.1.1".'))
 
 
 class SentTrackingSchema(Answer):

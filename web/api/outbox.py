@@ -33,6 +33,12 @@ def delivery_status(status: OutboxStatus, done: int = 200) -> int:
     return 202
 
 
+class BounceSchema(Answer):
+    status = fields.String(required=True, allow_none=True, **described('The RFC 3463 status, e.g. "5.1.1".'))
+    reason = fields.String(required=True, allow_none=True, **described("The receiving server's words, one line."))
+    bounced_at = when(required=True)
+
+
 class OutboxEntrySchema(Answer):
     id = fields.Integer(required=True, **described("The outbox id."))
     message_id = fields.String(required=True, **described("The Message-ID, with its <>."))
@@ -48,6 +54,12 @@ class OutboxEntrySchema(Answer):
     attempts = fields.Integer(required=True)
     created_at = when(required=True)
     sent_at = when(required=True, allow_none=True)
+    bounced = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(BounceSchema),
+        required=True,
+        **described("Recipients a delivery status notification said failed (read by a processing mailbox)."),
+    )
 
 
 OutboxPage = page_of(OutboxEntrySchema, "OutboxPage")

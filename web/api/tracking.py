@@ -1,4 +1,4 @@
-"""``/api/v1/tracking``: who of a tracked message's recipients opened, clicked and replied —
+"""``/api/v1/tracking``: who of a tracked message's recipients opened, clicked, replied or bounced —
 people only, machine opens marked apart — and every hit with its verdict (the report of
 ``postroom tracking --json``, of the organisation's own messages only)."""
 
@@ -10,7 +10,7 @@ from marshmallow import fields, validate
 
 from services.tracking import tracking_report
 from web.api.common import api_blueprint, not_found, org_id, sessions
-from web.api.schemas import Answer, Request, described
+from web.api.schemas import Answer, Request, described, when
 
 bp = api_blueprint("tracking", "Opens, clicks and replies of the messages Postroom sent.")
 
@@ -36,6 +36,12 @@ class RecipientReportSchema(Answer):
     clicked = fields.Boolean(required=True)
     replied = fields.Boolean(required=True)
     auto_replied = fields.Boolean(required=True)
+    bounced = fields.Boolean(
+        required=True, **described("A delivery status notification said the address failed (processing mailbox).")
+    )
+    bounced_at = when(required=True, allow_none=True)
+    bounce_status = fields.String(required=True, allow_none=True, **described('The RFC 3463 status, e.g. "5.1.1".'))
+    bounce_reason = fields.String(required=True, allow_none=True, **described("The receiving server's words."))
     events = fields.List(fields.Nested(HitSchema), required=True)
 
 
