@@ -61,7 +61,9 @@ def sent(sessions: sessionmaker[Session]) -> Sent:
         s.execute(  # what a processing mailbox records from a delivery status notification
             update(OutboxRecipient)
             .where(OutboxRecipient.id == bob)
-            .values(bounced_at=SENT + timedelta(minutes=5), bounce_status="5.1.1", bounce_reason="550 5.1.1 User unknown")
+            .values(
+                bounced_at=SENT + timedelta(minutes=5), bounce_status="5.1.1", bounce_reason="550 5.1.1 User unknown"
+            )
         )
     return sent
 
