@@ -38,7 +38,7 @@ message Postroom did not send marks nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -56,6 +56,7 @@ from sync.webhooks import emit
 __all__ = ["Route", "record_answer", "record_bounce", "route_inbound"]
 
 REASON_LIMIT = 500  # characters of a bounce's diagnostic kept
+MAX_ADDRESS = 320  # characters of an address (RFC 5321's limit; the applicant_addresses column)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,10 @@ class Route:
 
 
 def _sender(msg: InboundMessage) -> str | None:
+    """The canonical address of the first From that is one (nothing a column could refuse)."""
     for address in msg.from_:
-        if found := canonical_address(address.email):
+        found = canonical_address(address.email)
+        if found and len(found) <= MAX_ADDRESS and found.isprintable():
             return found
     return None
 
@@ -136,6 +139,7 @@ def record_answer(session: Session, org_id: int, route: Route, msg: InboundMessa
     the first answer kept. A route to an applicant, or without a known recipient, marks nothing."""
     if route.kind != "outbox" or route.recipient_id is None:
         return
+    now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     at = msg.date if msg.date is not None and msg.date <= now else now
     mark_answer(session, org_id, route.recipient_id, at, auto_reply=bool(msg.auto_reply), email_id=None)
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, insert, select
 
+from postroom.bounces import Bounce, BouncedRecipient
 from postroom.errors import ApplicantError
 from postroom.models import (
     Applicant,
@@ -37,6 +38,7 @@ from services.applicants import (
 from services.messages import MessageError, get_attachment, get_message
 from services.orgs import add_org
 from services.threads import ThreadError, get_thread
+from sync.inbound_routing import record_bounce
 from tests.services.scenario import ANN, ANN_WORK, PDF, T0, build
 
 
@@ -294,3 +296,21 @@ def test_a_timeline_of_1000_messages_takes_six_queries(sessions) -> None:  # typ
     assert all(len(i.accounts) == 2 for i in items)
     assert len(statements) <= 6, statements
     assert min(timings) < 1.0  # generous here; docs/benchmarks.md has the measured p50/p95
+
+
+def test_a_delivery_status_notification_shows_as_bounced_with_its_code(config, sessions, scenario) -> None:  # type: ignore[no-untyped-def]
+    org = _org(sessions, scenario)
+    notice = Bounce(
+        scenario.ids["answer"],
+        (BouncedRecipient("dave@example.org", "failed", "5.1.1", "550 5.1.1 User unknown", True),),
+        "mx.example.org",
+    )
+    with sessions.begin() as s:
+        assert len(record_bounce(s, org, notice, T0 + timedelta(hours=1))) == 1
+    with sessions() as s:
+        items = applicant_timeline(s, org, scenario.applicant_id)
+    assert items[1].tracking is not None
+    dave = {r.address: r for r in items[1].tracking.recipients}["dave@example.org"]
+    assert (dave.state, dave.bounce_status, dave.error) == ("bounced", "5.1.1", "550 5.1.1 User unknown")
+    (as_json,) = [r for r in items[1].as_json()["tracking"]["recipients"] if r["address"] == "dave@example.org"]
+    assert as_json["bounced_at"] == (T0 + timedelta(hours=1)).isoformat() and as_json["bounce_status"] == "5.1.1"

@@ -249,6 +249,22 @@ def test_nothing_known_routes_nowhere(
     assert not any(r["replied"] for r in report(sessions, sent).values())
 
 
+def test_hostile_headers_route_nowhere_and_break_nothing(
+    tracking: Config, sessions: sessionmaker[Session], account: int, org: int
+) -> None:
+    sent = send(tracking, sessions, account, rcpt("ann"))
+    refs = " ".join(f"<{i}.{'x' * 900}@evil.example>" for i in range(300))
+    msg = mail(
+        "From: =?utf-8?b?AAAA?= <\x01@\x02>, not an address",
+        "To: " + ", ".join(f"jobs+{'b' * 20}{i}@hiring.example" for i in range(500)),
+        f"In-Reply-To: <{'y' * 990}@evil.example>",
+        f"References: {refs}",
+        "Subject: " + "[aaaaa1] " * 200,
+    )
+    assert route(sessions, org, msg) is None
+    assert not any(r["replied"] for r in report(sessions, sent).values())
+
+
 def test_an_auto_reply_routed_by_token_is_auto_replied_never_replied(
     tracking: Config, sessions: sessionmaker[Session], account: int, org: int
 ) -> None:

@@ -7,6 +7,7 @@ tracking; mail HTML only inside a sandboxed frame, with no script and no remote 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,9 +15,11 @@ from flask.testing import FlaskClient
 from selectolax.parser import HTMLParser
 from sqlalchemy import select
 
-from postroom.models import Email
+from postroom.bounces import Bounce, BouncedRecipient
+from postroom.models import Applicant, Email
 from services.applicants import add_applicant
 from services.orgs import add_org
+from sync.inbound_routing import record_bounce
 from tests.services.scenario import ANN, ANN_WORK, PDF, build
 from tests.services.test_timeline import seed_busy_applicant
 from tests.web.signin import csrf_token, signed_in
@@ -123,6 +126,20 @@ def test_the_timeline_shows_each_message_once_with_thread_and_tracking(world) ->
     assert "3 by machines (not counted)" in items[1].text()
     assert items[2].css_first(".tracking") is None
     assert scenario.ids["other"] not in page
+
+
+def test_a_bounce_read_by_the_processing_mailbox_shows_its_code(world, sessions) -> None:  # type: ignore[no-untyped-def]
+    app, scenario, email, _thread_id = world
+    with sessions.begin() as s:
+        org = s.scalar(select(Applicant.org_id).where(Applicant.id == scenario.applicant_id))
+        failed = BouncedRecipient("dave@example.org", "failed", "5.1.1", "550 5.1.1 <dave> User unknown", True)
+        assert record_bounce(s, org, Bounce(scenario.ids["answer"], (failed,), None), datetime.now(UTC))
+    page = _page(signed_in(app), f"/applicants/{scenario.applicant_id}")
+    item = HTMLParser(page).css_first(f"#m{email['answer']}")
+    (dave,) = [li for li in item.css(".tracking li") if "dave@example.org" in li.text()]
+    assert dave.css_first(".state").text() == "bounced (5.1.1)"
+    assert "— 550 5.1.1 <dave> User unknown" in dave.text()  # the reason, escaped on the page
+    assert "&lt;dave&gt;" in page
 
 
 def test_the_thread_page_lists_its_messages_oldest_first(world) -> None:  # type: ignore[no-untyped-def]
