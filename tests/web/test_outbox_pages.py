@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 
+from postroom.bounces import Bounce, BouncedRecipient
 from postroom.config import Config
-from postroom.models import OutboxMessage
+from postroom.models import MailAccount, OutboxMessage
+from sync.inbound_routing import record_bounce
 from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
 from tests.rig.fixtures import Mailbox
 from tests.rig.mailrig import MailRig
@@ -122,3 +125,16 @@ def test_another_organisations_message_is_not_found(sending: tuple[Browser, int]
     with b.sessions() as s:
         assert s.get_one(OutboxMessage, outbox_id).status == "uncertain"
         assert len(smtp.received(s.get_one(OutboxMessage, outbox_id).message_id)) == 1
+
+
+def test_a_bounce_read_by_the_processing_mailbox_shows_under_its_message(sending: tuple[Browser, int]) -> None:
+    b, account_id = sending
+    ghost = rcpt("ghost")
+    outbox_id, _ = send(b, account_id, ghost, "Your interview")
+    with b.sessions.begin() as s:
+        row = s.get_one(OutboxMessage, outbox_id)
+        org = s.scalar(select(MailAccount.org_id).where(MailAccount.id == account_id))
+        failed = BouncedRecipient(ghost, "failed", "5.1.1", "550 5.1.1 <ghost> User unknown", True)
+        assert record_bounce(s, org, Bounce(row.message_id, (failed,), None), datetime.now(UTC))
+    assert f"bounced (5.1.1): {ghost} — 550 5.1.1 <ghost> User unknown" in b.text("/outbox")
+    assert "&lt;ghost&gt;" in b.get("/outbox").get_data(as_text=True)  # escaped
