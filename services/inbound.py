@@ -203,7 +203,8 @@ def retry_item(config: Config, sessions: sessionmaker[Session], org_id: int, ite
         view = loop.retry(config, sessions, org_id, item_id)
     except loop.RetryGone:
         raise InboundError(
-            f"Inbound item {item_id} cannot be retried: its message was never fetched (it is over the size limit).",
+            f"Inbound item {item_id} cannot be retried: its message was never kept (over the size limit) "
+            "and is no longer in the failed folder.",
             field="id",
         ) from None
     if view is None:

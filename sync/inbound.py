@@ -285,13 +285,15 @@ def _unreachable(exc: SQLAlchemyError) -> bool:
 
 
 class RetryGone(Exception):
-    """The item to retry has no raw message kept any more (it was never fetched: over the size cap)."""
+    """The item to retry has no raw message kept (it was over the size cap, so never fetched)
+    and its message is no longer where it was left."""
 
 
 def retry(config: Config, sessions: sessionmaker[Session], org_id: int, item_id: int) -> InboundItemView | None:
-    """Run the pipeline again on ``item_id``'s kept raw message; when it now succeeds and the
+    """Run the pipeline again on ``item_id``'s kept raw message (one never fetched, being over
+    the size cap then, is fetched now from where it was left); when it now succeeds and the
     message sits in the failed folder, move it to the processed folder (found by Message-ID).
-    None when the item is not one of ``org_id``'s; :class:`RetryGone` when there is no raw message."""
+    None when the item is not one of ``org_id``'s."""
     blobs = BlobStore(config.storage.blob_dir)
     with sessions() as s:
         row = s.execute(
@@ -302,27 +304,40 @@ def retry(config: Config, sessions: sessionmaker[Session], org_id: int, item_id:
         if row is None:
             return None
         boxes = load_mailboxes(s, mailbox_id=row.mailbox_id)
-    if row.path is None:
+    box = boxes[0] if boxes else None
+    raw = (config.storage.blob_dir / row.path).read_bytes() if row.path is not None else None
+    if raw is None and box is not None and row.message_id:
+        raw = _fetch_again(config, sessions, box, row.message_id, box.failed_folder if row.moved else box.folder)
+    if raw is None:
         raise RetryGone(item_id)
-    raw = (config.storage.blob_dir / row.path).read_bytes()
     was_failed = row.status == InboundStatus.FAILED.value
     with sessions.begin() as s:
         item = s.get(InboundItem, item_id, with_for_update=True)
         assert item is not None
         view = reapply(s, config, blobs, item, raw, utcnow())
-    if not (was_failed and view.status == InboundStatus.PROCESSED.value and row.moved and boxes and view.message_id):
+    if not (was_failed and view.status == InboundStatus.PROCESSED.value and row.moved and box and view.message_id):
         return view
-    box = boxes[0]
     provider = open_mailbox(config, sessions, box)
     try:
         failed = RemoteFolder(box.failed_folder)
         uid = provider.find_message(failed, view.message_id)
         if uid is not None:
-            processed = provider.ensure_folder(box.processed_folder)
-            provider.move(failed, [uid], processed)
+            provider.move(failed, [uid], provider.ensure_folder(box.processed_folder))
     finally:
         provider.close()
     with sessions() as s:
         item = s.get(InboundItem, item_id)
         assert item is not None
         return item_view(s, item)
+
+
+def _fetch_again(
+    config: Config, sessions: sessionmaker[Session], box: MailboxInfo, message_id: str, folder_name: str
+) -> bytes | None:
+    provider = open_mailbox(config, sessions, box)
+    try:
+        folder = RemoteFolder(folder_name)
+        uid = provider.find_message(folder, message_id)
+        return None if uid is None else provider.fetch_bodies(folder, [uid]).get(uid)
+    finally:
+        provider.close()

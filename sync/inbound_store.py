@@ -222,7 +222,8 @@ def take(
         )
         session.add(item)
         session.flush()  # the claim: a racing worker's insert of the same UID fails here
-    body_id = _store_raw(session, blobs, found.raw) if found.raw is not None else None
+    small = found.raw is not None and len(found.raw) <= config.inbound.max_message_size
+    body_id = _store_raw(session, blobs, found.raw) if found.raw is not None and small else None
     item.body_id = body_id if body_id is not None else item.body_id
     item.size = found.size if found.size is not None else (len(found.raw) if found.raw is not None else None)
     return _apply(session, config, blobs, item, parsed, failure, found.raw, now)
@@ -264,6 +265,8 @@ def reapply(
     found = Found(item.uidvalidity, item.uid, raw, len(raw))
     parsed, failure = _parse(config, found)
     item.attempts += 1
+    if len(raw) <= config.inbound.max_message_size:
+        item.body_id, item.size = _store_raw(session, blobs, raw), len(raw)
     return _apply(session, config, blobs, item, parsed, failure, raw, now)
 
 
