@@ -265,3 +265,23 @@ def test_unsupported_backend_and_bad_input_are_one_sentence(
     with sessions.begin() as s, pytest.raises(InboundError, match="no mail account 999"):
         add_mailbox(s, config, None, 999)
     assert json.loads(json.dumps(run_once(config, sessions).as_json()))["errors"] == []
+
+
+def test_the_embedded_worker_runs_the_processing_mailboxes(
+    config: Config, sessions: sessionmaker[Session], mailbox: Mailbox
+) -> None:
+    from sync.worker import Worker
+
+    _designate(config, sessions, mailbox)
+    mailbox.append(GOOD["<yaml@example.org>"])
+    Worker(config, sessions).run(max_passes=1)
+    assert mailbox.uids("INBOX") == [] and len(mailbox.uids("processed")) == 1
+    with sessions() as s:
+        assert [i.data for i in list_items(s, 1)] == [{"name": "Grace Hopper", "role": "Admiral"}]
+
+
+def test_the_celery_beat_schedules_the_inbound_task(config: Config) -> None:
+    from sync.tasks import INBOUND_TASK, celery_settings
+
+    entry = celery_settings(config)["beat_schedule"][INBOUND_TASK]
+    assert entry["task"] == INBOUND_TASK and entry["schedule"] == config.inbound.interval
