@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config, load_config
-from postroom.models import WebhookDelivery
+from postroom.models import MailAccount, WebhookDelivery
 from postroom.models_inbound import InboundItem
 from providers.base import Capability, RemoteFolder
 from services.inbound import add_mailbox, get_item, list_items, retry_item, run_once
@@ -264,6 +264,17 @@ def test_unsupported_backend_and_bad_input_are_one_sentence(
         add_mailbox(s, config, None, account_id, move="sideways")
     with sessions.begin() as s, pytest.raises(InboundError, match="no mail account 999"):
         add_mailbox(s, config, None, 999)
+    with sessions.begin() as s:
+        graph = MailAccount(org_id=1, email="hr@contoso.example", provider="graph", settings={}, secret=b"sealed")
+        s.add(graph)
+        s.flush()
+        graph_id = graph.id
+    with sessions.begin() as s, pytest.raises(InboundError) as refused:
+        add_mailbox(s, config, None, graph_id)
+    assert str(refused.value) == (
+        f"Account {graph_id} (graph) cannot be a processing mailbox: its backend does not support it yet "
+        "(IMAP accounts can)."
+    )
     assert json.loads(json.dumps(run_once(config, sessions).as_json()))["errors"] == []
 
 
