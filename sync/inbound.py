@@ -193,14 +193,26 @@ class _Run:
         """Recorded items of these UIDs: uid -> (item id, status, moved). Items not moved whose
         UID has left the folder (moved, then a crash before it was marked) are marked moved."""
         present = set(uids)
+        cols = (InboundItem.id, InboundItem.uidvalidity, InboundItem.uid, InboundItem.status, InboundItem.moved)
         with self.sessions.begin() as s:
-            rows = s.execute(
-                select(InboundItem.id, InboundItem.uidvalidity, InboundItem.uid, InboundItem.status, InboundItem.moved)
-                .where(InboundItem.mailbox_id == self.box.id)
-                .where((InboundItem.uidvalidity == validity) | InboundItem.moved.is_(False))
+            # the folder's recorded UIDs (an index lookup per chunk, however long the history), and
+            # every item not moved yet (few: those of a run that was interrupted)
+            rows = [
+                r
+                for part in chunks(sorted(present))
+                for r in s.execute(
+                    select(*cols).where(
+                        InboundItem.mailbox_id == self.box.id,
+                        InboundItem.uidvalidity == validity,
+                        InboundItem.uid.in_(part),
+                    )
+                ).all()
+            ]
+            waiting = s.execute(
+                select(*cols).where(InboundItem.mailbox_id == self.box.id, InboundItem.moved.is_(False))
             ).all()
-            known = {r.uid: (r.id, r.status, r.moved) for r in rows if r.uidvalidity == validity and r.uid in present}
-            gone = [r.id for r in rows if not r.moved and (r.uidvalidity == validity and r.uid not in present)]
+            known = {r.uid: (r.id, r.status, r.moved) for r in rows}
+            gone = [r.id for r in waiting if r.uidvalidity == validity and r.uid not in present]
             for part in chunks(gone):
                 s.execute(
                     update(InboundItem)
