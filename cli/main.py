@@ -12,6 +12,7 @@ from cli import (
     applicants,
     db,
     demo,
+    inbound,
     invites,
     keys,
     mail,
@@ -43,6 +44,7 @@ GROUPS = (
     templates,
     tracking,
     webhooks,
+    inbound,
     demo,
 )
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from postroom.config_inbound import InboundConfig, read_inbound
 from postroom.config_providers import GoogleConfig, MicrosoftConfig, read_google, read_microsoft
 from postroom.config_reading import Table, choice, env_list, float_env, keys_of
 from postroom.config_sending import SendingConfig, TrackingConfig, read_sending, read_tracking
@@ -35,7 +36,16 @@ from postroom.private_files import private_dir, tighten
 from postroom.states import BodyPolicy
 from postroom.urls import is_loopback_host, redact_url
 
-__all__ = ["Config", "ConfigError", "GoogleConfig", "MicrosoftConfig", "SendingConfig", "TrackingConfig", "load_config"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "GoogleConfig",
+    "InboundConfig",
+    "MicrosoftConfig",
+    "SendingConfig",
+    "TrackingConfig",
+    "load_config",
+]
 
 BODY_POLICIES = tuple(BodyPolicy)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -56,6 +66,7 @@ SECTIONS = (
     "tracking",
     "demo",
     "webhooks",
+    "inbound",
 )
 
 
@@ -175,6 +186,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
     source: str = "defaults"  # where the settings came from, for messages
 
 
@@ -245,6 +257,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         tracking=read_tracking(doc, env, source, web.base_url),
         demo=_demo(doc, source),
         webhooks=_webhooks(doc, source),
+        inbound=read_inbound(doc, source),
         source=source,
     )
 

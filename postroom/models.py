@@ -522,3 +522,8 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# The processing mailbox's models live in a module of their own; imported here so that
+# Base.metadata (migrations, tests) has them whoever imports this module.
+from postroom import models_inbound  # noqa: E402,F401

@@ -105,3 +105,17 @@ class WebhookEvent(enum.StrEnum):
     MESSAGE_REPLIED = "message.replied"  # a recipient replied
     MESSAGE_BOUNCED = "message.bounced"  # a delivery status notification named a recipient
     ACCOUNT_RECONNECT_NEEDED = "account.reconnect_needed"  # a mailbox's server refused its credentials
+
+
+class InboundStatus(enum.StrEnum):
+    """Where a message a processing mailbox took is (``inbound_items.status``); see :mod:`sync.inbound`."""
+
+    PROCESSED = "processed"  # turned into data; moved (or to be moved) to the processed folder
+    FAILED = "failed"  # could not be taken; moved (or to be moved) to the failed folder with the reason
+
+
+class MoveMode(enum.StrEnum):
+    """How a processing mailbox moves messages (``inbound_mailboxes.move_mode``)."""
+
+    AUTO = "auto"  # MOVE where the server announces it, else COPY + STORE \Deleted + UID EXPUNGE
+    COPY_DELETE = "copy-delete"  # always COPY + STORE \Deleted + UID EXPUNGE (servers whose MOVE is broken)

@@ -136,6 +136,19 @@ class RemoteMessage:
 
 
 @dataclass(frozen=True)
+class FolderListing:
+    """Every message id in one folder at one moment, ascending, with the folder's validity:
+    ids are only comparable while ``validity`` stays the same (IMAP UIDVALIDITY).
+
+    >>> FolderListing(validity=1733350000, ids=("101", "102", "107"))
+    FolderListing(validity=1733350000, ids=('101', '102', '107'))
+    """
+
+    validity: int
+    ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class OutgoingMessage:
     """A composed message ready to submit: raw RFC 5322 bytes plus envelope."""
 
@@ -237,7 +250,28 @@ class MailProvider(Protocol):
         ...
 
     def move(self, folder: RemoteFolder, remote_ids: Sequence[str], target: RemoteFolder) -> None:
-        """Move messages between folders (falls back to copy + delete)."""
+        """Move messages between folders (falls back to copy + delete; IMAP: ``UID MOVE``, or
+        ``UID COPY`` + ``UID STORE +FLAGS (\\Deleted)`` + ``UID EXPUNGE`` where MOVE is not
+        announced or the ``disable_move`` option is set). Ids that vanished are skipped."""
+        ...
+
+    def list_ids(self, folder: RemoteFolder) -> FolderListing:
+        """Every message id in ``folder`` now (IMAP: ``UID SEARCH ALL`` after a fresh SELECT,
+        never sequence numbers), e.g. ``FolderListing(validity=1733350000, ids=("101", "102"))``.
+        What the processing mailbox takes its work from. Backends that cannot raise
+        :class:`~providers.errors.NotSupported`."""
+        ...
+
+    def ensure_folder(self, name: str) -> RemoteFolder:
+        """The folder called ``name`` (a full path, e.g. ``"processed"`` or ``"INBOX/failed"``),
+        created when missing (IMAP ``CREATE``, an ``[ALREADYEXISTS]`` answer taken as success,
+        then ``SUBSCRIBE`` so mail clients show it), e.g. ``RemoteFolder("processed")``."""
+        ...
+
+    def find_message(self, folder: RemoteFolder, message_id: str) -> str | None:
+        """The remote id of the newest message in ``folder`` with this exact Message-ID, or None,
+        e.g. ``provider.find_message(RemoteFolder("failed"), "<a1@mail.example.org>")`` -> ``"12"``
+        (IMAP: ``UID SEARCH HEADER Message-ID`` after a fresh SELECT)."""
         ...
 
     def delete(self, folder: RemoteFolder, remote_ids: Sequence[str], *, for_good: bool = False) -> None:

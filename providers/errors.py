@@ -17,6 +17,12 @@ class BackendNotFound(ProviderError):
     package is not installed; the message names the known backends."""
 
 
+class NotSupported(ProviderError):
+    """The backend cannot do what was asked (e.g. serve as a processing mailbox: list a
+    folder's ids, create folders, find a message by Message-ID); the message names the
+    backend. Retrying will not help."""
+
+
 class AuthError(ProviderError):
     """The server rejected the credentials (wrong password, revoked or expired
     grant). The account needs the user to reconnect; retrying will not help."""

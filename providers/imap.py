@@ -32,6 +32,7 @@ from providers import imap_protocol as proto
 from providers.base import (
     Capability,
     ChangeSet,
+    FolderListing,
     FolderRole,
     OutgoingMessage,
     ProviderSettings,
@@ -54,6 +55,8 @@ DEFAULT_BATCH = 500
 
 class ImapProvider(Backend):
     """A :class:`providers.base.MailProvider` for any IMAP server plus SMTP submission."""
+
+    supports_inbound = True
 
     def __init__(
         self,
@@ -239,12 +242,48 @@ class ImapProvider(Backend):
 
     def find_sent(self, message_id: str) -> str | None:
         """``UID SEARCH HEADER Message-ID`` in the Sent folder; the newest matching UID."""
+        self._session.connection()
+        return self.find_message(self._folder_with_role(FolderRole.SENT), message_id)
+
+    def find_message(self, folder: RemoteFolder, message_id: str) -> str | None:
+        """``UID SEARCH HEADER Message-ID`` in ``folder`` (selected afresh); the newest matching UID."""
         session = self._session
         session.connection()
-        session.select(self._folder_with_role(FolderRole.SENT))  # afresh: a selected view may not show new mail yet
+        session.select(folder)  # afresh: a selected view may not show new mail yet
         _, responses = session.command("UID", "SEARCH", "HEADER", "Message-ID", proto.quote(message_id))
         uids = session.parse(proto.parse_search, responses.get("SEARCH", []))
         return str(max(uids)) if uids else None
+
+    # ------------------------------------------------------------ processing mailbox
+    def list_ids(self, folder: RemoteFolder) -> FolderListing:
+        """``SELECT`` (afresh, for the UIDVALIDITY and a current view) then ``UID SEARCH ALL``."""
+        session = self._session
+        session.connection()
+        session.select(folder)
+        assert session.selected is not None
+        validity = session.selected.uidvalidity
+        if session.selected.exists == 0:
+            return FolderListing(validity, ())
+        _, responses = session.command("UID", "SEARCH", "ALL")
+        uids = session.parse(proto.parse_search, responses.get("SEARCH", []))
+        return FolderListing(validity, tuple(str(u) for u in sorted(set(uids))))
+
+    def ensure_folder(self, name: str) -> RemoteFolder:
+        """``CREATE`` (``[ALREADYEXISTS]`` is success), then ``SUBSCRIBE`` so mail clients list it."""
+        session = self._session
+        session.connection()
+        try:
+            session.command("CREATE", session.wire(name))
+        except ProtocolError as exc:
+            text = str(exc)
+            if "[ALREADYEXISTS]" not in text and "already exists" not in text.lower():
+                raise
+        try:
+            session.command("SUBSCRIBE", session.wire(name))
+        except ProtocolError:
+            pass  # a folder a client does not list is still a folder
+        self._folders = None  # listed again when a role is next needed
+        return RemoteFolder(name)
 
     def store_sent_copy(self, raw: bytes, flags: frozenset[str] = frozenset({"\\Seen"})) -> str | None:
         self._session.connection()

@@ -7,6 +7,8 @@
                                                      next_sync_at = now + sync.lease_seconds
         send postroom.sync_account(id) for each
     worker ──▶ postroom.sync_account(id) = Scheduler.sync(id): claim the lease, sync, release
+    beat ──every inbound.interval──▶ postroom.inbound_run: one run over the processing mailboxes
+        (sync.inbound; two runs at once are safe: each message is recorded once, by UID)
 
 Correctness rests on the database, not on the broker:
 
@@ -41,12 +43,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from postroom.config import Config, ConfigError
 from postroom.errors import AccountError
 from postroom.models import MailAccount, utcnow
+from sync.inbound import run_once as run_inbound
 from sync.leases import worker_id
 from sync.scheduler import ResultSink, Scheduler, due
 
 log = logging.getLogger("postroom.tasks")
 
 DISPATCH_TASK = "postroom.dispatch_due"
+INBOUND_TASK = "postroom.inbound_run"
 SYNC_TASK = "postroom.sync_account"
 DEFAULT_QUEUE = "postroom"
 DISPATCH_LIMIT = 5000  # accounts queued per beat tick at most; the rest go on the next tick
@@ -88,7 +92,12 @@ def celery_settings(config: Config, queue: str = DEFAULT_QUEUE) -> dict[str, Any
                 "task": DISPATCH_TASK,
                 "schedule": interval,
                 "options": {"expires": interval},  # no pile of stale ticks while every worker is down
-            }
+            },
+            INBOUND_TASK: {
+                "task": INBOUND_TASK,
+                "schedule": config.inbound.interval,
+                "options": {"expires": config.inbound.interval},
+            },
         },
     }
 
@@ -177,6 +186,11 @@ def register_tasks(celery: Celery, context: Callable[[], TaskContext]) -> None:
     @celery.task(name=SYNC_TASK, bind=True)
     def sync_account_task(self: Task, account_id: int) -> dict[str, Any]:
         return sync_account(context(), account_id, task_owner(self))
+
+    @celery.task(name=INBOUND_TASK)
+    def inbound_run_task() -> dict[str, Any]:
+        ctx = context()
+        return run_inbound(ctx.config, ctx.sessions).as_json()
 
     @celery.task(name=DISPATCH_TASK, bind=True)
     def dispatch_due_task(self: Task) -> int:

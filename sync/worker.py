@@ -12,6 +12,10 @@ Beside it, one thread sends the webhook deliveries that are due (:func:`sync.web
 every ``WEBHOOK_POLL`` seconds, at once again while a pass finds a full batch; a slow receiver
 delays other deliveries, never a sync.
 
+A third thread runs the processing mailboxes (:func:`sync.inbound.run_once`) every
+``inbound.interval`` seconds; a mailbox that cannot be reached is recorded on it and tried again
+on the next run.
+
 Threads suit the work: a sync mostly waits on the mail server and the
 database. Due times live in ``mail_accounts.next_sync_at`` (spread by
 ``sync.jitter``), so a restart does not resync everything at once; leases make
@@ -34,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from postroom.config import Config
 from postroom.models import utcnow
 from sync.engine import AccountResult
+from sync.inbound import run_once as run_inbound
 from sync.scheduler import ResultSink, Scheduler
 from sync.webhooks import BATCH, deliver_due
 
@@ -125,6 +130,20 @@ class Worker:
             if done.wait(pause):
                 return
 
+    def _inbound(self, done: threading.Event) -> None:
+        """Run the processing mailboxes every ``inbound.interval`` until ``done`` (at least once)."""
+        while True:
+            try:
+                result = run_inbound(self.config, self.sessions)
+                if result.processed or result.failed:
+                    log.info("processing mailboxes: %d processed, %d failed", result.processed, result.failed)
+            except SQLAlchemyError as exc:
+                log.warning("processing mailboxes not run, database unavailable: %s", str(exc).splitlines()[0])
+            except Exception:  # a bug must not end the thread silently
+                log.exception("processing mailboxes run failed")
+            if done.wait(self.config.inbound.interval):
+                return
+
     def run(self, max_passes: int | None = None) -> None:
         """Run until :meth:`stop` (or for ``max_passes`` loop turns, for tests)."""
         log.info(
@@ -135,6 +154,8 @@ class Worker:
         webhooks_done = threading.Event()
         webhooks = threading.Thread(target=self._webhooks, args=(webhooks_done,), name="postroom-webhooks")
         webhooks.start()
+        inbound = threading.Thread(target=self._inbound, args=(webhooks_done,), name="postroom-inbound")
+        inbound.start()
         try:
             with ThreadPoolExecutor(self.slots, thread_name_prefix="postroom-sync") as pool:
                 while not self.stop_event.is_set():
@@ -156,4 +177,5 @@ class Worker:
         finally:
             webhooks_done.set()
             webhooks.join()
+            inbound.join()
         log.info("worker stopped")

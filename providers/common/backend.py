@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from providers.base import Credentials, ProviderSettings
-from providers.errors import ConfigurationError
+from providers.base import Credentials, FolderListing, ProviderSettings, RemoteFolder
+from providers.errors import ConfigurationError, NotSupported
 
 if TYPE_CHECKING:
     from postroom.config import Config
@@ -19,8 +19,12 @@ class Backend:
     ``open`` builds the provider, which checks its settings and sends nothing until the
     first call; the provider is a context manager that closes itself; and
     :meth:`options_with_config` takes nothing from the Postroom config unless the backend
-    overrides it.
+    overrides it. What a processing mailbox needs (:meth:`list_ids`, :meth:`ensure_folder`,
+    :meth:`find_message`) raises :class:`~providers.errors.NotSupported` unless the backend
+    implements it and says so with ``supports_inbound``.
     """
+
+    supports_inbound = False  # list_ids, ensure_folder and find_message work: a processing mailbox may use it
 
     def __init__(self, settings: ProviderSettings) -> None:
         self._settings = settings
@@ -36,6 +40,22 @@ class Backend:
     ) -> dict[str, Any]:
         """The account's ``options``, plus what this backend takes from ``config``: nothing here."""
         return dict(options)
+
+    def _not_supported(self) -> NotSupported:
+        name = type(self).__name__.removesuffix("Provider")
+        return NotSupported(f"the {name} backend cannot serve as a processing mailbox (not supported by this backend)")
+
+    def list_ids(self, folder: RemoteFolder) -> FolderListing:
+        """Not supported by this backend (:class:`~providers.errors.NotSupported`)."""
+        raise self._not_supported()
+
+    def ensure_folder(self, name: str) -> RemoteFolder:
+        """Not supported by this backend (:class:`~providers.errors.NotSupported`)."""
+        raise self._not_supported()
+
+    def find_message(self, folder: RemoteFolder, message_id: str) -> str | None:
+        """Not supported by this backend (:class:`~providers.errors.NotSupported`)."""
+        raise self._not_supported()
 
     def close(self) -> None:
         """Release connections. Safe to call twice."""

@@ -43,6 +43,7 @@ from providers.base import (
     ChangeSet,
     Credentials,
     FlagUpdate,
+    FolderListing,
     FolderRole,
     OutgoingMessage,
     ProviderSettings,
@@ -50,7 +51,7 @@ from providers.base import (
     RemoteMessage,
     SendResult,
 )
-from providers.errors import AuthError, CursorInvalidError, FolderNotFound, ProviderError
+from providers.errors import AuthError, CursorInvalidError, FolderNotFound, NotSupported, ProviderError
 
 if TYPE_CHECKING:
     from postroom.config import Config
@@ -386,6 +387,15 @@ class FakeProvider:
         box = self._mailbox("move", folder, remote_ids)
         for rid in remote_ids:
             box.move(rid, folder.name, target.name)
+
+    def list_ids(self, folder: RemoteFolder) -> FolderListing:
+        raise NotSupported("the fake backend cannot serve as a processing mailbox (not supported by this backend)")
+
+    def ensure_folder(self, name: str) -> RemoteFolder:
+        raise NotSupported("the fake backend cannot serve as a processing mailbox (not supported by this backend)")
+
+    def find_message(self, folder: RemoteFolder, message_id: str) -> str | None:
+        raise NotSupported("the fake backend cannot serve as a processing mailbox (not supported by this backend)")
 
     def delete(self, folder: RemoteFolder, remote_ids: Sequence[str], *, for_good: bool = False) -> None:
         """Into Trash, or for good when asked or when already in Trash; vanished ids are skipped."""

@@ -86,6 +86,7 @@ ROUTES: dict[str, Private | Public] = {
     "/applicants": Private(queries=({"q": "Quentin"},)),
     "/applicants/<int:applicant_id>": Private({"applicant_id": "applicant"}),
     "/applicants/<int:applicant_id>/edit": Private({"applicant_id": "applicant"}, data=APPLICANT_FORM),
+    "/inbound/attachments/<int:attachment_id>": Private({"attachment_id": "inbound_attachment"}),
     "/threads/<int:thread_id>": Private({"thread_id": "thread"}),
     "/messages/<int:email_id>": Private({"email_id": "email"}, queries=({"images": "1"},)),
     "/messages/<int:email_id>/attachments/<int:index>": Private({"email_id": "email", "index": "attachment"}),

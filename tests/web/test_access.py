@@ -55,6 +55,7 @@ from services.users import create_token
 from tests.rig.fixtures import Mailbox
 from tests.sync.helpers import connect, sync_ok
 from tests.web.access_table import ROUTES, Private, Public, Ref
+from tests.web.inbound_helpers import keep_attachment
 from tests.web.signin import csrf_token, ensure_user, signed_in
 from web import create_app
 
@@ -144,6 +145,9 @@ def world(env: dict[str, str], mailbox: Mailbox) -> Iterator[World]:
             ),
         )
         ids.update(outbox=queued.id, outbox_message_id=queued.message_id)
+    ids["inbound_attachment"] = keep_attachment(
+        config, sessions, a_org, ids["account"], ids["applicant"], b"%PDF-1.4 alpha cv", filename="alpha-cv.pdf"
+    )
     image_url = "http://127.0.0.1:9/alpha-logo.png"  # loopback: the proxy refuses it without a connection
     signed = urlsplit(sign_image_url(derive_key(config.security.key()), image_url))
     ids.update(image_url=image_url, image_sig=signed.path.rsplit("/", 1)[1])

@@ -8,11 +8,12 @@ the service's sentence next to the field it names, with what was typed kept.
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from werkzeug.wrappers import Response
 
 from postroom.errors import ApplicantError
 from services.applicants import add_applicant, applicant_timeline, get_applicant, list_applicants, update_applicant
+from services.inbound import InboundError, applicant_documents, get_attachment
 from web.auth import org_id
 
 bp = Blueprint("applicants", __name__)
@@ -75,6 +76,7 @@ def show(applicant_id: int) -> str:
             timeline = applicant_timeline(s, org_id(), applicant_id)
         except ApplicantError:
             abort(404)
+        documents = applicant_documents(s, org_id(), applicant_id)
     # oldest first, a page at a time: the newest page unless ?start= asks for an earlier one
     newest = max(0, len(timeline) - TIMELINE_PAGE)
     start = min(max(0, request.args.get("start", newest, type=int) or 0), newest)
@@ -89,7 +91,24 @@ def show(applicant_id: int) -> str:
         total=len(timeline),
         earlier=earlier,
         later=later,
+        documents=documents,
     )
+
+
+@bp.get("/inbound/attachments/<int:attachment_id>")
+def attachment(attachment_id: int) -> Response:
+    """An attachment a processing mailbox kept (an applicant's résumé), as a download."""
+    config = current_app.extensions["postroom"]["config"]
+    with _sessions()() as s:
+        try:
+            found = get_attachment(s, config, org_id(), attachment_id)
+        except InboundError:
+            abort(404)
+    if not found.path.is_file():
+        abort(404)
+    response = send_file(found.path, mimetype=found.content_type, as_attachment=True, download_name=found.filename)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @bp.route("/applicants/<int:applicant_id>/edit", methods=["GET", "POST"])
