@@ -12,6 +12,8 @@ names it — exact identifiers only, never a guess from the subject's words:
 The recipient who answered is the one whose copy it answers, else the one whose address
 sent it, else the only recipient. They are marked ``replied`` — or ``auto_replied`` for an
 automatic reply (:func:`postroom.mime.auto_reply_marker`), which never counts as a reply.
+The first reply of each recipient is announced as ``message.replied`` (:func:`mark_answered`,
+also used by the processing mailbox).
 The answer joins the applicant's history when the message was sent for an applicant (from
 whatever address it came), and Postroom's own copy of such a message (indexed from Sent)
 joins it as outbound. Threading the answer is :mod:`sync.threads`' part (the identifiers are
@@ -32,8 +34,10 @@ from postroom.addresses import canonical_address
 from postroom.mime import ParsedHeaders
 from postroom.models import MailAccount, OutboxMessage, OutboxRecipient
 from postroom.reply_ids import reply_tokens, short_ids
+from postroom.states import WebhookEvent
 from sync.history import add_entries
 from sync.store import chunks
+from sync.webhooks import emit
 
 NEAREST_REFERENCES = 3  # an answer names the message it answers last
 
@@ -56,17 +60,19 @@ class _Recipient:
     canonical: str
 
 
-def record_replies(session: Session, org_id: int, own: frozenset[str], emails: Sequence[Indexed]) -> int:
+def record_replies(
+    session: Session, org_id: int, own: frozenset[str], emails: Sequence[Indexed]
+) -> list[dict[str, Any]]:
     """Mark the recipients these new emails answer and add them to applicants' histories (in
-    the caller's transaction); returns how many recipients were marked. Costs nothing when no
-    email carries an identifier or answers anything."""
+    the caller's transaction); returns the history entries added for answers. Costs nothing
+    when no email carries an identifier or answers anything."""
     ours = [e for e in emails if e.sender in own]
     theirs = [e for e in emails if e.sender not in own]
     _history_of_own_copies(session, org_id, ours)
     wanted = {e.email_id: _identifiers(e.headers) for e in theirs}
     wanted = {k: v for k, v in wanted.items() if any(v)}
     if not wanted:
-        return 0
+        return []
     refs = {r for ids, _, _ in wanted.values() for r in ids}
     tokens = {t for _, ts, _ in wanted.values() for t in ts}
     shorts = {s for _, _, ss in wanted.values() for s in ss}
@@ -74,7 +80,6 @@ def record_replies(session: Session, org_id: int, own: frozenset[str], emails: S
     mains = _outbox_by(session, org_id, OutboxMessage.message_id, refs)
     by_token = _outbox_by(session, org_id, OutboxMessage.reply_token, tokens)
     by_short = _outbox_by(session, org_id, OutboxMessage.short_id, shorts)
-    marked = 0
     history: list[dict[str, Any]] = []
     named = {*mains.values(), *by_token.values(), *by_short.values()}
     recipients = _recipients(session, named)
@@ -97,12 +102,12 @@ def record_replies(session: Session, org_id: int, own: frozenset[str], emails: S
         for oid, copy_of in answered.items():
             who = copy_of or _who(recipients.get(oid, []), e.sender)
             if who is not None:
-                marked += _mark(session, who, e)
+                _mark(session, org_id, who, e)
             applicant = applicants.get(oid)
             if applicant is not None:
                 history.append(_entry(applicant, e, "inbound"))
     add_entries(session, history)
-    return marked
+    return history
 
 
 def _identifiers(h: ParsedHeaders) -> tuple[tuple[str, ...], list[str], list[str]]:
@@ -168,22 +173,56 @@ def _who(recipients: list[_Recipient], sender: str | None) -> int | None:
     return recipients[0].id if len(recipients) == 1 else None
 
 
-def _mark(session: Session, recipient_id: int, e: Indexed) -> int:
-    """replied (or auto_replied) at the answer's date, the first answer kept."""
-    when = e.date
-    if e.headers.auto_reply:
+def _mark(session: Session, org_id: int, recipient_id: int, e: Indexed) -> bool:
+    return mark_answered(
+        session, org_id, recipient_id, e.date, email_id=e.email_id, auto_reply=bool(e.headers.auto_reply)
+    )
+
+
+def mark_answered(
+    session: Session,
+    org_id: int,
+    recipient_id: int,
+    when: datetime | None,
+    *,
+    email_id: int | None = None,
+    auto_reply: bool = False,
+) -> bool:
+    """Mark a recipient of a message Postroom sent ``replied`` at ``when`` (or ``auto_replied``
+    for an automatic reply), the first answer kept; True if this call marked them. The first
+    reply is announced as ``message.replied`` in the same transaction (an auto-reply never is),
+    so the fact is announced exactly once however many copies of the answer are met. The one
+    way to mark an answer: the sync engine (:func:`record_replies`) and the processing mailbox
+    both come here."""
+    if auto_reply:
         values: dict[str, Any] = {"auto_replied_at": when}
         first = OutboxRecipient.auto_replied_at.is_(None)
     else:
-        values = {"replied_at": when, "reply_email_id": e.email_id}
+        values = {"replied_at": when, "reply_email_id": email_id}
         first = OutboxRecipient.replied_at.is_(None)
-    res = session.execute(
+    marked = session.execute(
         update(OutboxRecipient)
         .where(OutboxRecipient.id == recipient_id, first)
         .values(**values)
+        .returning(OutboxRecipient.outbox_id, OutboxRecipient.address)
         .execution_options(synchronize_session=False)
-    )
-    return int(res.rowcount)  # type: ignore[attr-defined]
+    ).one_or_none()
+    if marked is None:
+        return False
+    if not auto_reply:
+        outbox_id, address = marked
+        emit(
+            session,
+            org_id,
+            WebhookEvent.MESSAGE_REPLIED,
+            {
+                "outbox_id": outbox_id,
+                "recipient": address,
+                "replied_at": when.isoformat() if when is not None else None,
+                "message_id": email_id,
+            },
+        )
+    return True
 
 
 def _entry(applicant_id: int, e: Indexed, direction: str) -> dict[str, Any]:
