@@ -8,7 +8,11 @@ the per-recipient report of a tracked message, and refreshing Apple's privacy ra
   judges every hit (:func:`postroom.hits.judge`), inserts them, and re-runs
   :func:`postroom.hits.rejudge` on the copies that got a click near delivery. Hits for a
   recipient that no longer exists are skipped. So a request takes no database lock at all,
-  on SQLite as on PostgreSQL.
+  on SQLite as on PostgreSQL. In the same transaction the batch announces its people's hits
+  to webhooks: a recipient's first open by a person (``message.opened``) and every click by
+  a person (``message.clicked``) except those within the scanner window of delivery; never
+  a machine's (image proxies, privacy protection, scanners). One subscription query per
+  organisation per batch (:func:`sync.webhooks.emit`).
 * :func:`tracking_report` — ``postroom tracking``: who opened, clicked, replied, and every hit
   with its verdict.
 * :func:`update_apple_ranges` — ``postroom tracking-ranges update``: Apple's egress list, from
@@ -30,6 +34,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +50,10 @@ from postroom.hits import AppleRanges, Hit, judge, parse_networks, rejudge
 from postroom.logs import error_summary
 from postroom.models import MailAccount, OutboxMessage, OutboxRecipient, TrackingEvent
 from postroom.private_files import FILE_MODE, private_dir
-from postroom.states import HitKind, RecipientKind
+from postroom.states import HitKind, RecipientKind, WebhookEvent
 from postroom.tracking_html import link_count
 from postroom.tracking_tokens import TrackingKeys
+from sync.webhooks import emit
 
 __all__ = [
     "APPLE_FEED",
@@ -294,24 +301,35 @@ class HitRecorder:
 
     def _write(self, session: Session, items: list[tuple[int, Hit]]) -> tuple[int, int]:
         recipients = {
-            rid: (outbox_id, sent_at)
-            for rid, outbox_id, sent_at in session.execute(
-                select(OutboxRecipient.id, OutboxRecipient.outbox_id, OutboxRecipient.sent_at).where(
-                    OutboxRecipient.id.in_({rid for rid, _ in items})
+            rid: _Recipient(outbox_id, sent_at, address, org_id)
+            for rid, outbox_id, sent_at, address, org_id in session.execute(
+                select(
+                    OutboxRecipient.id,
+                    OutboxRecipient.outbox_id,
+                    OutboxRecipient.sent_at,
+                    OutboxRecipient.address,
+                    MailAccount.org_id,
                 )
+                .join(OutboxMessage, OutboxMessage.id == OutboxRecipient.outbox_id)
+                .join(MailAccount, MailAccount.id == OutboxMessage.account_id)
+                .where(OutboxRecipient.id.in_({rid for rid, _ in items}))
             )
         }
         apple = self._apple()
         rows: list[dict[str, Any]] = []
         near_delivery: set[int] = set()
+        people: list[tuple[int, Hit]] = []  # hits by a person, to announce
         for rid, hit in items:
             if rid not in recipients:
                 continue
-            sent_at = recipients[rid][1]
+            sent_at = recipients[rid].sent_at
             verdict = judge(hit, sent_at=sent_at, apple=apple)
             seconds = (hit.at - sent_at).total_seconds() if sent_at is not None else None
-            if hit.kind == HitKind.CLICK and seconds is not None and seconds <= self.window:
+            near = hit.kind == HitKind.CLICK and seconds is not None and seconds <= self.window
+            if near:
                 near_delivery.add(rid)
+            elif not verdict.machine:
+                people.append((rid, hit))
             rows.append(
                 {
                     "recipient_id": rid,
@@ -327,10 +345,13 @@ class HitRecorder:
                     "reason": verdict.reason[:200],
                 }
             )
+        announce = _announcements(session, people, recipients)  # before this batch's opens are stored
         if rows:
             session.execute(insert(TrackingEvent), rows)
         if near_delivery:
-            self._rejudge(session, {rid: recipients[rid][0] for rid in near_delivery})
+            self._rejudge(session, {rid: recipients[rid].outbox_id for rid in near_delivery})
+        for org_id, event, data in announce:
+            emit(session, org_id, event, data)
         return len(rows), len(items) - len(rows)
 
     def _rejudge(self, session: Session, outbox_of: dict[int, int]) -> None:
@@ -356,6 +377,54 @@ class HitRecorder:
             ):
                 if (event.machine, event.reason) != (verdict.machine, verdict.reason):
                     event.machine, event.reason = verdict.machine, verdict.reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Recipient:
+    outbox_id: int
+    sent_at: datetime | None
+    address: str
+    org_id: int
+
+
+def _announcements(
+    session: Session, people: list[tuple[int, Hit]], recipients: dict[int, _Recipient]
+) -> list[tuple[int, WebhookEvent, dict[str, Any]]]:
+    """The webhook events these people's hits announce: ``message.opened`` for a recipient's
+    first open by a person (none stored before, the first of this batch), ``message.clicked``
+    for every click by a person. Clicks within the scanner window of delivery were left out by
+    the caller: a burst over every link, recognised only once its last click arrives, would
+    make them a machine's. Reads what it needs in at most two queries, whatever the batch."""
+    opened = sorted({rid for rid, hit in people if hit.kind == HitKind.OPEN})
+    before: set[int] = set()
+    if opened:
+        # PostgreSQL: lock these recipients, so that two servers writing opens for one of them
+        # at once announce it once (the second waits, then sees the first's open)
+        session.execute(select(OutboxRecipient.id).where(OutboxRecipient.id.in_(opened)).with_for_update())
+        before = set(
+            session.scalars(
+                select(TrackingEvent.recipient_id)
+                .where(
+                    TrackingEvent.recipient_id.in_(opened),
+                    TrackingEvent.kind == HitKind.OPEN.value,
+                    TrackingEvent.machine.is_(False),
+                )
+                .distinct()
+            )
+        )
+    out: list[tuple[int, WebhookEvent, dict[str, Any]]] = []
+    for rid, hit in people:
+        r = recipients[rid]
+        common = {"outbox_id": r.outbox_id, "recipient": r.address, "recipient_id": rid, "user_agent": hit.user_agent}
+        if hit.kind == HitKind.OPEN:
+            if rid in before:
+                continue
+            before.add(rid)
+            out.append((r.org_id, WebhookEvent.MESSAGE_OPENED, {**common, "opened_at": hit.at.isoformat()}))
+        else:
+            data = {**common, "clicked_at": hit.at.isoformat(), "url": hit.url, "link": hit.link}
+            out.append((r.org_id, WebhookEvent.MESSAGE_CLICKED, data))
+    return out
 
 
 _AT_EXIT: list[weakref.ref[HitRecorder]] = []  # recorders whose thread started
