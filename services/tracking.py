@@ -34,8 +34,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +48,10 @@ from postroom.hits import AppleRanges, Hit, judge, parse_networks, rejudge
 from postroom.logs import error_summary
 from postroom.models import MailAccount, OutboxMessage, OutboxRecipient, TrackingEvent
 from postroom.private_files import FILE_MODE, private_dir
-from postroom.states import HitKind, RecipientKind, WebhookEvent
+from postroom.states import HitKind, RecipientKind
 from postroom.tracking_html import link_count
 from postroom.tracking_tokens import TrackingKeys
+from services.tracking_webhooks import HitRecipient, announcements
 from sync.webhooks import emit
 
 __all__ = [
@@ -301,7 +300,7 @@ class HitRecorder:
 
     def _write(self, session: Session, items: list[tuple[int, Hit]]) -> tuple[int, int]:
         recipients = {
-            rid: _Recipient(outbox_id, sent_at, address, org_id)
+            rid: HitRecipient(outbox_id, sent_at, address, org_id)
             for rid, outbox_id, sent_at, address, org_id in session.execute(
                 select(
                     OutboxRecipient.id,
@@ -345,7 +344,7 @@ class HitRecorder:
                     "reason": verdict.reason[:200],
                 }
             )
-        announce = _announcements(session, people, recipients)  # before this batch's opens are stored
+        announce = announcements(session, people, recipients)  # before this batch's opens are stored
         if rows:
             session.execute(insert(TrackingEvent), rows)
         if near_delivery:
@@ -377,54 +376,6 @@ class HitRecorder:
             ):
                 if (event.machine, event.reason) != (verdict.machine, verdict.reason):
                     event.machine, event.reason = verdict.machine, verdict.reason
-
-
-@dataclass(frozen=True, slots=True)
-class _Recipient:
-    outbox_id: int
-    sent_at: datetime | None
-    address: str
-    org_id: int
-
-
-def _announcements(
-    session: Session, people: list[tuple[int, Hit]], recipients: dict[int, _Recipient]
-) -> list[tuple[int, WebhookEvent, dict[str, Any]]]:
-    """The webhook events these people's hits announce: ``message.opened`` for a recipient's
-    first open by a person (none stored before, the first of this batch), ``message.clicked``
-    for every click by a person. Clicks within the scanner window of delivery were left out by
-    the caller: a burst over every link, recognised only once its last click arrives, would
-    make them a machine's. Reads what it needs in at most two queries, whatever the batch."""
-    opened = sorted({rid for rid, hit in people if hit.kind == HitKind.OPEN})
-    before: set[int] = set()
-    if opened:
-        # PostgreSQL: lock these recipients, so that two servers writing opens for one of them
-        # at once announce it once (the second waits, then sees the first's open)
-        session.execute(select(OutboxRecipient.id).where(OutboxRecipient.id.in_(opened)).with_for_update())
-        before = set(
-            session.scalars(
-                select(TrackingEvent.recipient_id)
-                .where(
-                    TrackingEvent.recipient_id.in_(opened),
-                    TrackingEvent.kind == HitKind.OPEN.value,
-                    TrackingEvent.machine.is_(False),
-                )
-                .distinct()
-            )
-        )
-    out: list[tuple[int, WebhookEvent, dict[str, Any]]] = []
-    for rid, hit in people:
-        r = recipients[rid]
-        common = {"outbox_id": r.outbox_id, "recipient": r.address, "recipient_id": rid, "user_agent": hit.user_agent}
-        if hit.kind == HitKind.OPEN:
-            if rid in before:
-                continue
-            before.add(rid)
-            out.append((r.org_id, WebhookEvent.MESSAGE_OPENED, {**common, "opened_at": hit.at.isoformat()}))
-        else:
-            data = {**common, "clicked_at": hit.at.isoformat(), "url": hit.url, "link": hit.link}
-            out.append((r.org_id, WebhookEvent.MESSAGE_CLICKED, data))
-    return out
 
 
 _AT_EXIT: list[weakref.ref[HitRecorder]] = []  # recorders whose thread started
