@@ -39,7 +39,12 @@ def announcements(
     if opened:
         # PostgreSQL: lock these recipients, so that two servers writing opens for one of them
         # at once announce it once (the second waits, then sees the first's open)
-        session.execute(select(OutboxRecipient.id).where(OutboxRecipient.id.in_(opened)).with_for_update())
+        session.execute(  # in id order: two batches never wait for each other crosswise
+            select(OutboxRecipient.id)
+            .where(OutboxRecipient.id.in_(opened))
+            .order_by(OutboxRecipient.id)
+            .with_for_update()
+        )
         before = set(
             session.scalars(
                 select(TrackingEvent.recipient_id)
