@@ -115,6 +115,7 @@ class SyncConfig:
 class CeleryConfig:
     broker_url: str = "redis://127.0.0.1:6379/0"
     dispatch_interval: float = 15.0  # seconds between two beat dispatches of due accounts
+    webhook_interval: float = 2.0  # seconds between two beat ticks sending due webhook deliveries
 
 
 @dataclass(frozen=True)
@@ -355,7 +356,16 @@ def _celery(doc: Mapping[str, Any], env: Mapping[str, str], source: str) -> Cele
         raise ConfigError(
             f"Setting celery.broker_url must be a URL such as redis://host:6379/0, not {redact_url(broker)!r}."
         )
-    return CeleryConfig(broker_url=broker, dispatch_interval=t.get("dispatch_interval", float, d.dispatch_interval))
+    webhook_interval = t.get("webhook_interval", float, d.webhook_interval)
+    if not 0 < webhook_interval <= 3600:
+        raise ConfigError(
+            f"Setting celery.webhook_interval must be between 0 and 3600 seconds, not {webhook_interval}."
+        )
+    return CeleryConfig(
+        broker_url=broker,
+        dispatch_interval=t.get("dispatch_interval", float, d.dispatch_interval),
+        webhook_interval=webhook_interval,
+    )
 
 
 def _metrics(doc: Mapping[str, Any], env: Mapping[str, str], source: str) -> MetricsConfig:

@@ -8,9 +8,13 @@ the per-recipient report of a tracked message, and refreshing Apple's privacy ra
   judges every hit (:func:`postroom.hits.judge`), inserts them, and re-runs
   :func:`postroom.hits.rejudge` on the copies that got a click near delivery. Hits for a
   recipient that no longer exists are skipped. So a request takes no database lock at all,
-  on SQLite as on PostgreSQL.
-* :func:`tracking_report` — ``postroom tracking``: who opened, clicked, replied or bounced, and
-  every hit with its verdict.
+  on SQLite as on PostgreSQL. In the same transaction the batch announces its people's hits
+  to webhooks: a recipient's first open by a person (``message.opened``) and every click by
+  a person (``message.clicked``) except those within the scanner window of delivery; never
+  a machine's (image proxies, privacy protection, scanners). One subscription query per
+  organisation per batch (:func:`sync.webhooks.emit`).
+* :func:`tracking_report` — ``postroom tracking``: who opened, clicked, replied or bounced, and every hit
+  with its verdict.
 * :func:`update_apple_ranges` — ``postroom tracking-ranges update``: Apple's egress list, from
   its feed, a URL or a file, validated, written atomically into the data directory.
 
@@ -47,6 +51,8 @@ from postroom.private_files import FILE_MODE, private_dir
 from postroom.states import HitKind, RecipientKind
 from postroom.tracking_html import link_count
 from postroom.tracking_tokens import TrackingKeys
+from services.tracking_webhooks import HitRecipient, announcements
+from sync.webhooks import emit
 
 __all__ = [
     "APPLE_FEED",
@@ -294,24 +300,35 @@ class HitRecorder:
 
     def _write(self, session: Session, items: list[tuple[int, Hit]]) -> tuple[int, int]:
         recipients = {
-            rid: (outbox_id, sent_at)
-            for rid, outbox_id, sent_at in session.execute(
-                select(OutboxRecipient.id, OutboxRecipient.outbox_id, OutboxRecipient.sent_at).where(
-                    OutboxRecipient.id.in_({rid for rid, _ in items})
+            rid: HitRecipient(outbox_id, sent_at, address, org_id)
+            for rid, outbox_id, sent_at, address, org_id in session.execute(
+                select(
+                    OutboxRecipient.id,
+                    OutboxRecipient.outbox_id,
+                    OutboxRecipient.sent_at,
+                    OutboxRecipient.address,
+                    MailAccount.org_id,
                 )
+                .join(OutboxMessage, OutboxMessage.id == OutboxRecipient.outbox_id)
+                .join(MailAccount, MailAccount.id == OutboxMessage.account_id)
+                .where(OutboxRecipient.id.in_({rid for rid, _ in items}))
             )
         }
         apple = self._apple()
         rows: list[dict[str, Any]] = []
         near_delivery: set[int] = set()
+        people: list[tuple[int, Hit]] = []  # hits by a person, to announce
         for rid, hit in items:
             if rid not in recipients:
                 continue
-            sent_at = recipients[rid][1]
+            sent_at = recipients[rid].sent_at
             verdict = judge(hit, sent_at=sent_at, apple=apple)
             seconds = (hit.at - sent_at).total_seconds() if sent_at is not None else None
-            if hit.kind == HitKind.CLICK and seconds is not None and seconds <= self.window:
+            near = hit.kind == HitKind.CLICK and seconds is not None and seconds <= self.window
+            if near:
                 near_delivery.add(rid)
+            elif not verdict.machine:
+                people.append((rid, hit))
             rows.append(
                 {
                     "recipient_id": rid,
@@ -327,10 +344,13 @@ class HitRecorder:
                     "reason": verdict.reason[:200],
                 }
             )
+        announce = announcements(session, people, recipients)  # before this batch's opens are stored
         if rows:
             session.execute(insert(TrackingEvent), rows)
         if near_delivery:
-            self._rejudge(session, {rid: recipients[rid][0] for rid in near_delivery})
+            self._rejudge(session, {rid: recipients[rid].outbox_id for rid in near_delivery})
+        for org_id, event, data in announce:
+            emit(session, org_id, event, data)
         return len(rows), len(items) - len(rows)
 
     def _rejudge(self, session: Session, outbox_of: dict[int, int]) -> None:

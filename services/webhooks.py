@@ -25,7 +25,7 @@ from postroom.models import WebhookDelivery, WebhookSubscription
 from postroom.states import WebhookEvent
 from postroom.urls import is_loopback_host
 from postroom.webhook_signing import new_secret
-from sync.webhooks import RETRY_DELAYS, deliver_due, emit
+from sync.webhooks import RETRY_DELAYS, deliver_due, emit, forget_subscriptions
 
 __all__ = [
     "EVENTS",
@@ -110,6 +110,7 @@ def add_subscription(session: Session, config: Config, org_id: int, url: str, ev
     )
     session.add(sub)
     session.flush()
+    forget_subscriptions(session)  # an event emitted later in this transaction reaches it too
     return sub.id, secret
 
 

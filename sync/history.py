@@ -10,11 +10,14 @@ connected mailboxes, ``inbound`` otherwise.
 Adding an applicant (services.applicants) backfills their history from the header
 index at once (:func:`backfill`), without touching any mail server; bodies for the
 newly relevant messages are fetched by the next sync pass (body policy ``applicants``).
+
+Mail from an applicant met for the first time by a sync is announced as ``message.received``
+(:func:`announce_received`), once per message per organisation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +26,9 @@ from sqlalchemy.orm import Session
 
 from postroom.addresses import canonical_address
 from postroom.models import ApplicantAddress, Email, HistoryEntry, MailAccount, Participant
+from postroom.states import WebhookEvent
 from sync.store import chunks, insert_ignore
+from sync.webhooks import emit
 
 # (email id, date, canonical participant addresses, canonical sender)
 MatchItem = tuple[int, datetime | None, Sequence[str], str | None]
@@ -36,14 +41,19 @@ def own_addresses(session: Session, org_id: int) -> frozenset[str]:
 
 
 class HistoryWriter:
-    """Records history entries for newly indexed messages inside the caller's transaction."""
+    """Records history entries for newly indexed messages inside the caller's transaction.
+
+    After :meth:`record`, ``senders`` maps each email sent from an applicant's address to that
+    applicant (what ``message.received`` names)."""
 
     def __init__(self, session: Session, org_id: int) -> None:
         self.s = session
         self.org_id = org_id
         self._own: frozenset[str] | None = None
+        self.senders: dict[int, int] = {}
 
-    def record(self, items: Sequence[MatchItem]) -> int:
+    def record(self, items: Sequence[MatchItem]) -> list[dict[str, Any]]:
+        """Add the history entries of these emails; returns them (those already there included)."""
         addrs = list({a for _, _, parts, _ in items for a in parts})
         owner: dict[str, int] = {}
         for part in chunks(addrs):
@@ -54,18 +64,20 @@ class HistoryWriter:
             )
             owner.update(dict(found.tuples().all()))
         if not owner:
-            return 0
+            return []
         if self._own is None:
             self._own = own_addresses(self.s, self.org_id)
         rows: list[dict[str, Any]] = []
         for email_id, date, parts, sender in items:
             direction = "outbound" if sender in self._own else "inbound"
+            if direction == "inbound" and sender in owner:
+                self.senders[email_id] = owner[sender]
             for applicant_id in {owner[a] for a in parts if a in owner}:
                 rows.append(
                     {"applicant_id": applicant_id, "email_id": email_id, "direction": direction, "occurred_at": date}
                 )
         add_entries(self.s, rows)
-        return len(rows)
+        return rows
 
 
 def add_entries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -79,6 +91,50 @@ def add_entries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
             .values(body_wanted=True)
             .execution_options(synchronize_session=False)
         )
+
+
+def announce_received(
+    session: Session,
+    org_id: int,
+    account_id: int,
+    entries: Sequence[dict[str, Any]],
+    inserted: Mapping[int, Mapping[str, Any]],
+    senders: Mapping[int, int],
+) -> int:
+    """Announce ``message.received`` for each email this transaction inserted (``inserted``:
+    email id -> its row) that joined an applicant's history as inbound mail (``entries``).
+
+    Once per message per organisation: an email is inserted once (the index is keyed by
+    Message-ID and fingerprint per organisation), so a second mailbox's copy, a resync or a
+    batch repeated after a crash finds it indexed and announces nothing; neither does
+    :func:`backfill` (mail from before the applicant was added). Returns how many were
+    announced. ``applicant_id`` is the applicant who sent it (``senders``), else the one whose
+    history it joined first (an answer from another address to a message sent for them)."""
+    joined: dict[int, list[int]] = {}
+    for e in entries:
+        if e["direction"] == "inbound" and e["email_id"] in inserted:
+            applicants = joined.setdefault(e["email_id"], [])
+            if e["applicant_id"] not in applicants:
+                applicants.append(e["applicant_id"])
+    for email_id, applicants in joined.items():
+        row = inserted[email_id]
+        date = row.get("sent_at")
+        emit(
+            session,
+            org_id,
+            WebhookEvent.MESSAGE_RECEIVED,
+            {
+                "message_id": email_id,
+                "applicant_id": senders.get(email_id, applicants[0]),
+                "applicant_ids": sorted(applicants),
+                "account_id": account_id,
+                "thread_id": row.get("thread_id"),
+                "from": row.get("from_addr"),
+                "subject": row.get("subject", ""),
+                "date": date.isoformat() if date is not None else None,
+            },
+        )
+    return len(joined)
 
 
 def backfill(session: Session, org_id: int, canonical: Sequence[str]) -> int:
@@ -99,4 +155,4 @@ def backfill(session: Session, org_id: int, canonical: Sequence[str]) -> int:
         ):
             parts.setdefault(eid, []).append(addr)
         items += [(eid, sent, parts.get(eid, []), canonical_address(frm) if frm else None) for eid, sent, frm in rows]
-    return HistoryWriter(session, org_id).record(items)
+    return len(HistoryWriter(session, org_id).record(items))

@@ -21,7 +21,7 @@ applicant. ``applicant_id`` is set whenever the message answered was sent for an
 the sender is one. The lookups are :mod:`sync.replies`' own.
 
 **Answers** (:func:`record_answer`) mark the recipient ``replied`` — or ``auto_replied`` for an
-automatic reply, which never counts as a reply — through :func:`sync.replies.mark_answer`, the
+automatic reply, which never counts as a reply — through :func:`sync.replies.mark_answered`, the
 one code path a synced reply takes too; the first answer is kept.
 
 **Bounces** (:func:`record_bounce`) apply a delivery status notification
@@ -50,7 +50,15 @@ from postroom.inbound import InboundMessage
 from postroom.mime import clean_text
 from postroom.models import ApplicantAddress, OutboxMessage, OutboxRecipient
 from postroom.states import WebhookEvent
-from sync.replies import answered_ids, applicants_of, copies_by_id, mark_answer, outbox_by, recipients_of, who_answered
+from sync.replies import (
+    answered_ids,
+    applicants_of,
+    copies_by_id,
+    mark_answered,
+    outbox_by,
+    recipients_of,
+    who_answered,
+)
 from sync.webhooks import emit
 
 __all__ = ["Route", "record_answer", "record_bounce", "route_inbound"]
@@ -141,7 +149,7 @@ def record_answer(session: Session, org_id: int, route: Route, msg: InboundMessa
         return
     now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     at = msg.date if msg.date is not None and msg.date <= now else now
-    mark_answer(session, org_id, route.recipient_id, at, auto_reply=bool(msg.auto_reply), email_id=None)
+    mark_answered(session, org_id, route.recipient_id, at, auto_reply=bool(msg.auto_reply), email_id=None)
 
 
 def record_bounce(session: Session, org_id: int, bounce: Bounce, now: datetime) -> list[int]:

@@ -31,7 +31,7 @@ from postroom.mime import DATE_RANGE, ParsedHeaders, clean_text, fingerprint, pa
 from postroom.models import Email, MessageCopy, Participant
 from providers.base import RemoteMessage
 from sync.conversations import thread_keys
-from sync.history import HistoryWriter, own_addresses
+from sync.history import HistoryWriter, announce_received, own_addresses
 from sync.quarantine import Placeholder, drop_placeholders, quarantine_headers
 from sync.replies import Indexed, record_replies
 from sync.store import chunks, insert_ignore, insert_ignore_returning
@@ -197,7 +197,8 @@ class Indexer:
                 }
             )
         conflict = ("org_id", "message_id", "fingerprint")
-        ids.update(insert_ignore_returning(s, Email.__table__, rows, conflict, ("message_id", "fingerprint")))  # type: ignore[arg-type]
+        inserted = insert_ignore_returning(s, Email.__table__, rows, conflict, ("message_id", "fingerprint"))  # type: ignore[arg-type]
+        ids.update(inserted)
         raced = [key for key in fresh if key not in ids]  # inserted meanwhile by another account's sync
         if raced:
             ids.update(self._email_ids(s, [mid for mid, _ in raced])[0])
@@ -220,7 +221,8 @@ class Indexer:
             for addr, role in p.people
         ]
         insert_ignore(s, Participant.__table__, part_rows, ("email_id", "address", "role"))
-        HistoryWriter(s, self.org_id).record(
+        history = HistoryWriter(s, self.org_id)
+        entries = history.record(
             [
                 (
                     ids[key],
@@ -231,7 +233,7 @@ class Indexer:
                 for key, p in fresh.items()
             ]
         )
-        record_replies(
+        entries += record_replies(
             s,
             self.org_id,
             self._own,
@@ -242,6 +244,9 @@ class Indexer:
                 for key, p in fresh.items()
             ],
         )
+        if entries:
+            by_id = {inserted[key]: row for key, row in zip(fresh, rows, strict=True) if key in inserted}
+            announce_received(s, self.org_id, self.account_id, entries, by_id, history.senders)
         return ids
 
     def _keys(self, p: _Parsed) -> tuple[str, ...]:

@@ -12,13 +12,15 @@ names it — exact identifiers only, never a guess from the subject's words:
 The recipient who answered is the one whose copy it answers, else the one whose address
 sent it, else the only recipient. They are marked ``replied`` — or ``auto_replied`` for an
 automatic reply (:func:`postroom.mime.auto_reply_marker`), which never counts as a reply.
+The first reply of each recipient is announced as ``message.replied`` (:func:`mark_answered`,
+also used by the processing mailbox).
 The answer joins the applicant's history when the message was sent for an applicant (from
 whatever address it came), and Postroom's own copy of such a message (indexed from Sent)
 joins it as outbound. Threading the answer is :mod:`sync.threads`' part (the identifiers are
 thread keys).
 
 The lookups (:func:`copies_by_id`, :func:`outbox_by`, :func:`recipients_of`,
-:func:`applicants_of`, :func:`who_answered`) and the marking (:func:`mark_answer`) are shared
+:func:`applicants_of`, :func:`who_answered`) and the marking (:func:`mark_answered`) are shared
 with the processing mailbox (:mod:`sync.inbound_routing`), whose answers are not indexed emails.
 """
 
@@ -36,8 +38,10 @@ from postroom.addresses import canonical_address
 from postroom.mime import ParsedHeaders
 from postroom.models import MailAccount, OutboxMessage, OutboxRecipient
 from postroom.reply_ids import reply_tokens, short_ids
+from postroom.states import WebhookEvent
 from sync.history import add_entries
 from sync.store import chunks
+from sync.webhooks import emit
 
 NEAREST_REFERENCES = 3  # an answer names the message it answers last
 
@@ -63,17 +67,19 @@ class Recipient:
     address: str  # as sent
 
 
-def record_replies(session: Session, org_id: int, own: frozenset[str], emails: Sequence[Indexed]) -> int:
+def record_replies(
+    session: Session, org_id: int, own: frozenset[str], emails: Sequence[Indexed]
+) -> list[dict[str, Any]]:
     """Mark the recipients these new emails answer and add them to applicants' histories (in
-    the caller's transaction); returns how many recipients were marked. Costs nothing when no
-    email carries an identifier or answers anything."""
+    the caller's transaction); returns the history entries added for answers. Costs nothing
+    when no email carries an identifier or answers anything."""
     ours = [e for e in emails if e.sender in own]
     theirs = [e for e in emails if e.sender not in own]
     _history_of_own_copies(session, org_id, ours)
     wanted = {e.email_id: _identifiers(e.headers) for e in theirs}
     wanted = {k: v for k, v in wanted.items() if any(v)}
     if not wanted:
-        return 0
+        return []
     refs = {r for ids, _, _ in wanted.values() for r in ids}
     tokens = {t for _, ts, _ in wanted.values() for t in ts}
     shorts = {s for _, _, ss in wanted.values() for s in ss}
@@ -81,7 +87,6 @@ def record_replies(session: Session, org_id: int, own: frozenset[str], emails: S
     mains = outbox_by(session, org_id, OutboxMessage.message_id, refs)
     by_token = outbox_by(session, org_id, OutboxMessage.reply_token, tokens)
     by_short = outbox_by(session, org_id, OutboxMessage.short_id, shorts)
-    marked = 0
     history: list[dict[str, Any]] = []
     named = {*mains.values(), *by_token.values(), *by_short.values()}
     recipients = recipients_of(session, named)
@@ -104,14 +109,12 @@ def record_replies(session: Session, org_id: int, own: frozenset[str], emails: S
         for oid, copy_of in answered.items():
             who = copy_of or who_answered(recipients.get(oid, []), e.sender)
             if who is not None:
-                marked += mark_answer(
-                    session, org_id, who, e.date, auto_reply=bool(e.headers.auto_reply), email_id=e.email_id
-                )
+                mark_answered(session, org_id, who, e.date, email_id=e.email_id, auto_reply=bool(e.headers.auto_reply))
             applicant = applicants.get(oid)
             if applicant is not None:
                 history.append(_entry(applicant, e, "inbound"))
     add_entries(session, history)
-    return marked
+    return history
 
 
 def answered_ids(in_reply_to: Sequence[str], references: Sequence[str]) -> tuple[str, ...]:
@@ -186,26 +189,50 @@ def who_answered(recipients: Sequence[Recipient], sender: str | None) -> int | N
     return recipients[0].id if len(recipients) == 1 else None
 
 
-def mark_answer(
-    session: Session, org_id: int, recipient_id: int, at: datetime | None, *, auto_reply: bool, email_id: int | None
-) -> int:
-    """Mark ``recipient_id`` (of an outbox message of ``org_id``) ``replied`` at ``at`` — or
-    ``auto_replied`` for an automatic reply — the first answer kept; ``email_id`` is the indexed
-    answer, None when it is not one (an answer read by the processing mailbox). Returns 1 when
-    this call marked the recipient, 0 when an earlier answer already had."""
+def mark_answered(
+    session: Session,
+    org_id: int,
+    recipient_id: int,
+    when: datetime | None,
+    *,
+    email_id: int | None = None,
+    auto_reply: bool = False,
+) -> bool:
+    """Mark a recipient of a message Postroom sent ``replied`` at ``when`` (or ``auto_replied``
+    for an automatic reply), the first answer kept; True if this call marked them. The first
+    reply is announced as ``message.replied`` in the same transaction (an auto-reply never is),
+    so the fact is announced exactly once however many copies of the answer are met. The one
+    way to mark an answer: the sync engine (:func:`record_replies`) and the processing mailbox
+    both come here."""
     if auto_reply:
-        values: dict[str, Any] = {"auto_replied_at": at}
+        values: dict[str, Any] = {"auto_replied_at": when}
         first = OutboxRecipient.auto_replied_at.is_(None)
     else:
-        values = {"replied_at": at, "reply_email_id": email_id}
+        values = {"replied_at": when, "reply_email_id": email_id}
         first = OutboxRecipient.replied_at.is_(None)
-    res = session.execute(
+    marked = session.execute(
         update(OutboxRecipient)
         .where(OutboxRecipient.id == recipient_id, first)
         .values(**values)
+        .returning(OutboxRecipient.outbox_id, OutboxRecipient.address)
         .execution_options(synchronize_session=False)
-    )
-    return int(res.rowcount)  # type: ignore[attr-defined]
+    ).one_or_none()
+    if marked is None:
+        return False
+    if not auto_reply:
+        outbox_id, address = marked
+        emit(
+            session,
+            org_id,
+            WebhookEvent.MESSAGE_REPLIED,
+            {
+                "outbox_id": outbox_id,
+                "recipient": address,
+                "replied_at": when.isoformat() if when is not None else None,
+                "message_id": email_id,
+            },
+        )
+    return True
 
 
 def _entry(applicant_id: int, e: Indexed, direction: str) -> dict[str, Any]:

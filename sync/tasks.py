@@ -9,6 +9,9 @@
     worker ──▶ postroom.sync_account(id) = Scheduler.sync(id): claim the lease, sync, release
     beat ──every inbound.interval──▶ postroom.inbound_run: one run over the processing mailboxes
         (sync.inbound; two runs at once are safe: each message is recorded once, by UID)
+    beat ──every celery.webhook_interval──▶ postroom.deliver_webhooks  (runs on some worker)
+        sync.webhooks.deliver_due: claim due deliveries (compare-and-set), send, record;
+        again while batches come full, for at most one interval
 
 Correctness rests on the database, not on the broker:
 
@@ -21,6 +24,11 @@ Correctness rests on the database, not on the broker:
   account is due again once that time — and any lease — has passed.
 * A task that arrives after someone else already synced the account (a
   duplicate) finds it neither dispatched nor due, and does nothing.
+* Webhook deliveries are claimed in the database one by one (sync.webhooks): two
+  ticks running at once on two workers never send one delivery at the same time,
+  and a worker killed mid-delivery leaves its claim to run out, after which the
+  next tick sends it (at least once, never lost). Ticks expire after one interval,
+  so no pile of them waits while every worker is busy or down.
 
 This module knows nothing about Flask: the web layer's ``celery_init_app``
 builds the Celery app, runs every task inside the Flask app context and hands
@@ -30,6 +38,7 @@ builds the Celery app, runs every task inside the Flask app context and hands
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,12 +55,15 @@ from postroom.models import MailAccount, utcnow
 from sync.inbound import run_once as run_inbound
 from sync.leases import worker_id
 from sync.scheduler import ResultSink, Scheduler, due
+from sync.webhooks import BATCH as WEBHOOK_BATCH
+from sync.webhooks import deliver_due
 
 log = logging.getLogger("postroom.tasks")
 
 DISPATCH_TASK = "postroom.dispatch_due"
 INBOUND_TASK = "postroom.inbound_run"
 SYNC_TASK = "postroom.sync_account"
+WEBHOOKS_TASK = "postroom.deliver_webhooks"
 DEFAULT_QUEUE = "postroom"
 DISPATCH_LIMIT = 5000  # accounts queued per beat tick at most; the rest go on the next tick
 
@@ -97,6 +109,11 @@ def celery_settings(config: Config, queue: str = DEFAULT_QUEUE) -> dict[str, Any
                 "task": INBOUND_TASK,
                 "schedule": config.inbound.interval,
                 "options": {"expires": config.inbound.interval},
+            },
+            WEBHOOKS_TASK: {
+                "task": WEBHOOKS_TASK,
+                "schedule": config.celery.webhook_interval,
+                "options": {"expires": config.celery.webhook_interval},
             },
         },
     }
@@ -175,6 +192,23 @@ def sync_account(ctx: TaskContext, account_id: int, owner: str) -> dict[str, Any
     return {"ok": result.ok, "status": result.status, "new": result.new}
 
 
+def deliver_webhooks(ctx: TaskContext, clock: Callable[[], float] = time.monotonic) -> int:
+    """Send the webhook deliveries that are due, batch after batch while batches come full,
+    for at most one ``celery.webhook_interval`` (the next tick takes over); returns how many
+    were attempted. A database that is away is logged, and the next tick tries again."""
+    deadline = clock() + ctx.config.celery.webhook_interval
+    attempted = 0
+    try:
+        while True:
+            n = deliver_due(ctx.sessions, ctx.config)
+            attempted += n
+            if n < WEBHOOK_BATCH or clock() >= deadline:
+                return attempted
+    except SQLAlchemyError as exc:
+        log.warning("webhook pass failed, database unavailable: %s", str(exc).splitlines()[0])
+        return attempted
+
+
 def task_owner(task: Task) -> str:
     """Lease owner for one task: this machine, this process, this task."""
     return worker_id((task.request.id or "local")[:8])
@@ -196,3 +230,7 @@ def register_tasks(celery: Celery, context: Callable[[], TaskContext]) -> None:
     def dispatch_due_task(self: Task) -> int:
         ctx = context()
         return dispatch_due(ctx.config, ctx.sessions, lambda account_id: sync_account_task.delay(account_id))
+
+    @celery.task(name=WEBHOOKS_TASK)
+    def deliver_webhooks_task() -> int:
+        return deliver_webhooks(context())

@@ -82,21 +82,55 @@ def new_msg_id() -> str:
     return "msg_" + secrets.token_urlsafe(16)
 
 
+_LISTENING = "postroom.webhooks.listening"  # session.info key: (transaction, {org id: subscriptions})
+
+
+def _listening(session: Session, org_id: int) -> list[tuple[int, frozenset[str]]]:
+    """(id, events) of the organisation's active subscriptions, read once per transaction:
+    the hot paths (a sync batch, a batch of tracking hits) emit many events in one transaction
+    and pay for one query per organisation, however many they emit."""
+    tx = session.get_transaction()
+    cached = session.info.get(_LISTENING)
+    if tx is not None and cached is not None and cached[0] is tx and org_id in cached[1]:
+        return cached[1][org_id]  # type: ignore[no-any-return]
+    subs = [
+        (sub_id, frozenset(events))
+        for sub_id, events in session.execute(
+            select(WebhookSubscription.id, WebhookSubscription.events).where(
+                WebhookSubscription.org_id == org_id, WebhookSubscription.active
+            )
+        )
+    ]
+    tx = session.get_transaction()  # the query began one if none was open
+    if tx is not None:
+        if cached is None or cached[0] is not tx:
+            cached = (tx, dict[int, list[tuple[int, frozenset[str]]]]())
+            session.info[_LISTENING] = cached
+        cached[1][org_id] = subs
+    return subs
+
+
+def forget_subscriptions(session: Session) -> None:
+    """Drop ``session``'s cached subscriptions (after adding, changing or disabling one in it)."""
+    session.info.pop(_LISTENING, None)
+
+
 def emit(session: Session, org_id: int, event: str, data: Mapping[str, Any], now: datetime | None = None) -> int:
     """Queue ``event`` with ``data`` for every active subscription of ``org_id`` that listens to
     it, in ``session``'s transaction (the caller commits it with the change it announces).
-    Returns how many deliveries were queued. ``data`` must be JSON-able."""
+    Returns how many deliveries were queued. ``data`` must be JSON-able.
+
+    The organisation's subscriptions are read once per transaction (:func:`_listening`), so
+    emitting is one query per organisation and transaction, and then nothing at all for an
+    organisation without a subscription to ``event``."""
     kind = WebhookEvent(event)
     when = now or utcnow()
-    subs = session.scalars(
-        select(WebhookSubscription).where(WebhookSubscription.org_id == org_id, WebhookSubscription.active)
-    ).all()
     queued = 0
-    for sub in subs:
-        if kind.value in sub.events:
+    for sub_id, events in _listening(session, org_id):
+        if kind.value in events:
             session.add(
                 WebhookDelivery(
-                    subscription_id=sub.id,
+                    subscription_id=sub_id,
                     event=kind.value,
                     msg_id=new_msg_id(),
                     payload=dict(data),

@@ -25,6 +25,7 @@ from postroom import db
 from postroom.config import Config, load_config
 from postroom.models import Base
 from tests.rig.fixtures import *  # noqa: F403  (mail_rig, mailbox, ...)
+from tests.rig.webhook_receiver import receiver  # noqa: F401  (a real HTTP receiver of webhooks)
 
 REQUIRE_SERVICES = os.environ.get("POSTROOM_TEST_REQUIRE_SERVICES") == "1"
 

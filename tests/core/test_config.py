@@ -111,6 +111,7 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
             {},
             "microsoft.allowed_tenants leaves out microsoft.tenant aaaabbbb-0000-cccc-1111-dddd2222eeee",
         ),
+        ("[celery]\nwebhook_interval = 0\n", {}, "celery.webhook_interval must be between 0 and 3600 seconds"),
     ],
 )
 def test_bad_settings_get_one_sentence_naming_the_setting(

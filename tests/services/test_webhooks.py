@@ -9,9 +9,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import select
@@ -21,58 +19,11 @@ from postroom.config import Config, WebhooksConfig
 from postroom.crypto import SecretBox
 from postroom.models import WebhookDelivery, WebhookSubscription, utcnow
 from postroom.states import DeliveryStatus
-from postroom.webhook_signing import WebhookVerificationError, new_secret, verify
+from postroom.webhook_signing import new_secret, verify
 from services.orgs import add_org
 from services.webhooks import EVENTS, WebhookError, add_subscription, deliver_due, emit, list_deliveries
 from sync.webhooks import MAX_ATTEMPTS, RETRY_DELAYS
-
-
-class Receiver:
-    """An HTTP server that checks every delivery's signature and answers as scripted."""
-
-    def __init__(self) -> None:
-        self.secrets: list[str] = []
-        self.answers: list[int] = []  # popped per request; 200 once empty
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.bad_signatures: list[str] = []
-        self.delay = 0.0
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                heads = {k.lower(): v for k, v in self.headers.items()}
-                time.sleep(receiver.delay)
-                with receiver.lock:
-                    try:
-                        verify(receiver.secrets, heads, body, now=time.time())
-                    except WebhookVerificationError as exc:
-                        receiver.bad_signatures.append(str(exc))
-                    receiver.received.append((heads, body))
-                    code = receiver.answers.pop(0) if receiver.answers else 200
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def ids(self) -> list[str]:
-        return [h["webhook-id"] for h, _ in self.received]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+from tests.rig.webhook_receiver import Receiver
 
 
 @pytest.fixture

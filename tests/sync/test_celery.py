@@ -7,6 +7,9 @@ tests check that every claim took a free or expired lease, and that every sync
 a worker reports was done under a lease that worker held. The workers' JSON
 logs say which syncs happened and which were skipped because the lease was taken.
 
+Webhook deliveries are sent by the ``postroom.deliver_webhooks`` tick beat schedules, on
+whichever worker takes it, each delivery claimed in the database first.
+
 Redis is found through ``POSTROOM_TEST_REDIS_URL`` (the Makefile sets
 redis://127.0.0.1:6379/15); each test uses a queue of its own, so parallel runs
 share the database number without seeing each other's tasks. Like PostgreSQL,
@@ -36,9 +39,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from postroom import db
 from postroom.config import Config, load_config
-from postroom.models import Base, Email, MailAccount, MessageCopy
+from postroom.models import Base, Email, MailAccount, MessageCopy, WebhookDelivery
+from services.orgs import add_org
+from services.webhooks import add_subscription, emit
 from sync.tasks import SYNC_TASK
 from tests.rig.fixtures import Mailbox, make_message
+from tests.rig.webhook_receiver import Receiver
 from tests.sync.helpers import connect
 from web import create_app
 from web.celery_app import celery_init_app
@@ -148,7 +154,8 @@ def cluster(pg_url: str | None, redis_url: str, tmp_path: Path) -> Iterator[Clus
     config_file = tmp_path / "postroom.toml"
     config_file.write_text(
         "[sync]\ninterval = 3600\njitter = 0\nbatch_size = 20\nconcurrency = 2\nlease_seconds = 10\n"
-        "[celery]\ndispatch_interval = 1\n"
+        "[celery]\ndispatch_interval = 1\nwebhook_interval = 1\n"
+        "[webhooks]\nallow_private = true\ntimeout = 5\n"  # the test receiver is on 127.0.0.1
     )
     env = {
         **os.environ,
@@ -327,6 +334,34 @@ def test_sigterm_lets_a_worker_finish_the_account_in_hand(cluster: Cluster, mail
 def _copies_fast(c: Cluster) -> list[int]:
     with c.sessions() as s:
         return list(s.scalars(select(MessageCopy.id)))
+
+
+def test_beat_and_two_workers_deliver_webhooks_signed_each_once_at_a_time(cluster: Cluster, receiver: Receiver) -> None:
+    with cluster.sessions.begin() as s:
+        org = add_org(s, "Acme").id
+        _, secret = add_subscription(s, cluster.config, org, receiver.url, ["message.bounced"])
+        for n in range(5):
+            emit(s, org, "message.bounced", {"recipient": f"r{n}@example.org", "status": "5.1.1"})
+    receiver.secrets = [secret]
+    receiver.answers = [503]  # the first request fails: retried 5 s later by whichever worker runs the tick
+    receiver.delay = 0.05
+    cluster.start("beat", "beat")
+    cluster.start("worker-a", "worker", "--concurrency", "2")
+    cluster.start("worker-b", "worker", "--concurrency", "2")
+
+    def delivered() -> list[str]:
+        with cluster.sessions() as s:
+            return list(s.scalars(select(WebhookDelivery.status)))
+
+    cluster.wait("every delivery delivered", lambda: delivered() == ["delivered"] * 5, 40)
+    assert receiver.bad_signatures == []
+    ids = receiver.ids()
+    assert len(set(ids)) == 5 and len(ids) == 6  # one retry, and no delivery ever sent twice at once
+    assert {(t, d["recipient"]) for t, d in receiver.events()} == {
+        ("message.bounced", f"r{n}@example.org") for n in range(5)
+    }
+    with cluster.sessions() as s:
+        assert sorted(s.scalars(select(WebhookDelivery.attempts))) == [1, 1, 1, 1, 2]
 
 
 def test_scale_out_mode_refuses_sqlite_in_one_sentence(tmp_path: Path) -> None:
