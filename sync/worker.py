@@ -9,8 +9,8 @@ The loop reads like a template::
     finish the accounts in hand, then return
 
 Beside it, one thread sends the webhook deliveries that are due (:func:`sync.webhooks.deliver_due`)
-every ``WEBHOOK_POLL`` seconds, at once again while a pass finds a full batch; a slow receiver
-delays other deliveries, never a sync.
+every ``WEBHOOK_POLL`` seconds, at once again while a pass found something to send; a slow
+receiver delays its own deliveries only (a pass serves subscriptions side by side), never a sync.
 
 Threads suit the work: a sync mostly waits on the mail server and the
 database. Due times live in ``mail_accounts.next_sync_at`` (spread by
@@ -35,7 +35,7 @@ from postroom.config import Config
 from postroom.models import utcnow
 from sync.engine import AccountResult
 from sync.scheduler import ResultSink, Scheduler
-from sync.webhooks import BATCH, deliver_due
+from sync.webhooks import deliver_due
 
 log = logging.getLogger("postroom.worker")
 IDLE_POLL = 5.0  # seconds between looks at the schedule when nothing is due sooner
@@ -115,8 +115,8 @@ class Worker:
         while True:
             pause = WEBHOOK_POLL
             try:
-                if deliver_due(self.sessions, self.config) >= BATCH:
-                    pause = 0.0  # more may be waiting
+                if deliver_due(self.sessions, self.config) > 0:
+                    pause = 0.0  # more may be waiting (a pass takes a share of each subscription's)
             except SQLAlchemyError as exc:
                 log.warning("webhook pass failed, database unavailable: %s", str(exc).splitlines()[0])
                 pause = DB_RETRY[1]
