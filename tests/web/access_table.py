@@ -126,4 +126,10 @@ ROUTES: dict[str, Private | Public] = {
     "/api/v1/templates/<int:template_id>/results": Private({"template_id": "template"}),
     "/api/v1/threads/<int:thread_id>": Private({"thread_id": "thread"}),
     "/api/v1/tracking": Private(queries=({"message_id": Ref("outbox_message_id")},)),
+    "/api/v1/webhooks": Private(
+        queries=({"limit": "5"},), data={"url": "https://hooks.bravo.test/x", "events": ["message.opened"]}
+    ),
+    "/api/v1/webhooks/<int:subscription_id>": Private({"subscription_id": "webhook"}),
+    "/api/v1/webhooks/<int:subscription_id>/rotate": Private({"subscription_id": "webhook"}),
+    "/api/v1/webhooks/deliveries": Private(queries=({"offset": "0"},)),
 }
