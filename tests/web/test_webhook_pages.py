@@ -34,7 +34,7 @@ def _org(b: Browser, sub_id: int) -> int:
 def subscribe(b: Browser, url: str = HOOK, events: tuple[str, ...] = ("message.opened",)) -> tuple[int, str]:
     resp = b.post("/webhooks", {"url": url, "events": list(events)})  # type: ignore[dict-item]
     assert resp.status_code == 200, resp.get_data(as_text=True)[:1000]
-    assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["Cache-Control"] == "no-store" and resp.mimetype == "text/html"
     found = SECRET.search(resp.get_data(as_text=True))
     assert found, resp.get_data(as_text=True)
     with b.sessions() as s:

@@ -13,9 +13,8 @@ the form (never through a redirect, a flash or the session), with ``Cache-Contro
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from werkzeug.wrappers import Response
 
 from services.paging import clamp
 from services.webhooks import (
@@ -58,7 +57,7 @@ def _index(errors: dict[str, str], url: str = "", events: list[str] | None = Non
         chosen=set(events or ()),
         admin=current_user.is_admin,
     )
-    return Response(page, status=status, mimetype="text/html")
+    return Response(page, status=status)
 
 
 @bp.get("/webhooks")
@@ -113,4 +112,4 @@ def delete(subscription_id: int) -> Response:
     except NoSuchWebhook:
         abort(404)
     flash(f"The subscription of {url} is deleted; nothing more is sent to it.", "ok")
-    return redirect(url_for("webhooks_ui.index"))
+    return redirect(url_for("webhooks_ui.index"))  # type: ignore[return-value]
