@@ -19,7 +19,7 @@ No transaction is open while a request is in flight.
 
 **Fairness.** One pass serves each subscription's due deliveries in order, one request at a time
 per subscription, and up to :data:`WORKERS` subscriptions at once (:func:`deliver_due`); a
-subscription's turn ends at its first failure or after :data:`PASS_BUDGET`. A receiver that
+subscription's turn ends when it has nothing due, at its first failure or after :data:`PASS_BUDGET`. A receiver that
 answers slowly or not at all (up to ``[webhooks] timeout``) therefore delays its own deliveries
 only: before, one pass sent everything single file, and one silent receiver with a backlog held
 every other organisation's events for a timeout each (``docs/benchmarks.md``).
@@ -191,6 +191,25 @@ def _due(sessions: sessionmaker[Session], now: datetime, fair: bool) -> list[lis
     return list(groups.values())
 
 
+def _due_of(sessions: sessionmaker[Session], subscription_id: int, now: datetime) -> list[int]:
+    """The next :data:`PER_SUBSCRIPTION` due deliveries of one subscription, oldest first."""
+    with sessions() as s:
+        return list(
+            s.scalars(
+                select(WebhookDelivery.id)
+                .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+                .where(
+                    WebhookDelivery.subscription_id == subscription_id,
+                    WebhookDelivery.status.in_(OPEN),
+                    WebhookDelivery.next_attempt_at <= now,
+                    WebhookSubscription.active,
+                )
+                .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+                .limit(PER_SUBSCRIPTION)
+            )
+        )
+
+
 def _claim(
     sessions: sessionmaker[Session], box: SecretBox, delivery_id: int, now: datetime, until: datetime
 ) -> _Attempt | None:
@@ -317,12 +336,14 @@ def deliver_due(
     """Send the deliveries due at ``now`` (up to :data:`BATCH`) and record each answer; returns
     how many were attempted. Safe to run in several workers at once.
 
-    Each subscription's due deliveries (at most :data:`PER_SUBSCRIPTION`) go one after the
-    other, oldest first, and up to ``workers`` subscriptions are served at once, so a slow or
-    silent receiver holds one thread, never the others' deliveries. A subscription's turn ends
-    at its first failure (its next deliveries would most likely fail alike; they wait for the
-    next pass) or after :data:`PASS_BUDGET` seconds. Each delivery is claimed just before it is
-    sent, so a claim covers one request. ``fair=False`` is the former single-file pass (one
+    Each subscription's due deliveries go one after the other, oldest first (read
+    :data:`PER_SUBSCRIPTION` at a time, and again while its turn lasts, so events queued during
+    the pass are sent in it too), and up to ``workers`` subscriptions are served at once, so a
+    slow or silent receiver holds one thread, never the others' deliveries. A subscription's
+    turn ends when it has nothing due, at its first failure (its next deliveries would most
+    likely fail alike; they wait for the next pass) or after :data:`PASS_BUDGET` seconds. Each
+    delivery is claimed just before it is sent, so a claim covers one request. Once the pass has
+    run past ``now``, "due" means due at the time of the claim. ``fair=False`` is the former single-file pass (one
     thread, every due delivery in order), kept so ``bench/webhooks_bench.py`` can measure both."""
     now = now or utcnow()
     box = SecretBox.for_config(config.security)
@@ -330,21 +351,28 @@ def deliver_due(
     started = time.monotonic()
     send_to = resolve or _system_resolver
 
+    def clock() -> datetime:  # ``now``, or later once the pass has run past it
+        return max(now, utcnow())
+
     def serve(ids: list[int]) -> int:
-        attempted = 0
-        for delivery_id in ids:
-            elapsed = time.monotonic() - started
-            if fair and attempted and elapsed > PASS_BUDGET:
+        attempted, subscription = 0, None
+        while ids:
+            for delivery_id in ids:
+                if fair and attempted and time.monotonic() - started > PASS_BUDGET:
+                    return attempted
+                at = clock()
+                attempt = _claim(sessions, box, delivery_id, at, at + timedelta(seconds=timeout) + CLAIM_MARGIN)
+                if attempt is None:
+                    continue
+                answer = _send(attempt, timeout, send_to, config.webhooks.allow_private)
+                _record(sessions, attempt, answer, now)  # the pass's time, as the schedule counts from it
+                attempted += 1
+                subscription = attempt.subscription_id
+                if fair and answer.error is not None:
+                    return attempted
+            if not fair or subscription is None:
                 break
-            until = now + timedelta(seconds=elapsed + timeout) + CLAIM_MARGIN
-            attempt = _claim(sessions, box, delivery_id, now, until)
-            if attempt is None:
-                continue
-            answer = _send(attempt, timeout, send_to, config.webhooks.allow_private)
-            _record(sessions, attempt, answer, now)
-            attempted += 1
-            if fair and answer.error is not None:
-                break
+            ids = _due_of(sessions, subscription, clock())  # its next ones, while its turn lasts
         return attempted
 
     groups = _due(sessions, now, fair)
