@@ -10,12 +10,19 @@ sends every due row. A delivery goes through these states (:class:`postroom.stat
        │  └──410 Gone (subscription disabled)──▶ gave_up
        └─other answer, timeout, refused──▶ failed ──(retried on the schedule)──▶ … ──▶ gave_up
 
-**Claiming.** A worker claims a due row by compare-and-set: it moves ``next_attempt_at`` past
-the attempt's end only where the row is still open and due (``UPDATE … WHERE status IN
+**Claiming.** A worker claims a due row, just before sending it, by compare-and-set: it moves
+``next_attempt_at`` past the attempt's end only where the row is still open and due (``UPDATE … WHERE status IN
 ('pending', 'failed') AND next_attempt_at <= now``); of two workers, one updates the row and the
 other updates nothing, so a delivery is never sent twice at the same time. A worker that dies
 holding a claim leaves the row due again once the claim has run out (at least once, never lost).
 No transaction is open while a request is in flight.
+
+**Fairness.** One pass serves each subscription's due deliveries in order, one request at a time
+per subscription, and up to :data:`WORKERS` subscriptions at once (:func:`deliver_due`); a
+subscription's turn ends when it has nothing due, at its first failure or after :data:`PASS_BUDGET`. A receiver that
+answers slowly or not at all (up to ``[webhooks] timeout``) therefore delays its own deliveries
+only: before, one pass sent everything single file, and one silent receiver with a backlog held
+every other organisation's events for a timeout each (``docs/benchmarks.md``).
 
 **Retry schedule** (after the first attempt, which is made as soon as the worker sees the row),
 the Standard Webhooks/Svix one stretched to about three days: 5 s, 5 min, 30 min, 2 h, 5 h,
@@ -24,8 +31,8 @@ the event). A ``410 Gone`` answer gives up at once and disables the subscription
 
 **Requests.** ``POST`` of ``{"type": event, "timestamp": ISO 8601, "data": {...}}`` with the
 three Standard Webhooks headers (:func:`postroom.webhook_signing.headers`), signed with the
-current secret and, during a rotation, the previous one too. The host is resolved and every
-address checked with :func:`postroom.image_proxy.is_public_address` (unless
+current secret and, during a rotation (until the previous secret's ``until``), the previous
+one too. The host is resolved and every address checked with :func:`postroom.image_proxy.is_public_address` (unless
 ``[webhooks] allow_private``); the connection then goes to the checked address, so a name that
 resolves differently a moment later (DNS rebinding) cannot redirect it. Redirects are not
 followed: a 3xx is a failure.
@@ -39,6 +46,7 @@ import secrets
 import socket
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,7 +54,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
@@ -71,7 +79,11 @@ RETRY_DELAYS = (
 )
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 CLAIM_MARGIN = timedelta(seconds=60)  # a claim outlives the request's timeout by this much
-BATCH = 100  # deliveries claimed in one pass
+BATCH = 100  # deliveries attempted in one pass, at most
+PER_SUBSCRIPTION = 50  # of them for one subscription
+WORKERS = 8  # subscriptions served at once in a pass (one request in flight each)
+PASS_BUDGET = 5.0  # seconds after which a subscription's turn ends (after the request in flight)
+ROTATION_OVERLAP = timedelta(hours=24)  # a rotated-out secret signs beside the new one this long
 MAX_ERROR = 500  # characters of an error or answer kept in last_error
 
 OPEN = tuple(s.value for s in OPEN_DELIVERIES)
@@ -183,41 +195,82 @@ def body_of(delivery: WebhookDelivery) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _claim(sessions: sessionmaker[Session], box: SecretBox, now: datetime, until: datetime) -> list[_Attempt]:
-    claimed: list[_Attempt] = []
-    with sessions.begin() as s:
-        ids = s.scalars(
-            select(WebhookDelivery.id)
-            .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
-            .where(
-                WebhookDelivery.status.in_(OPEN),
-                WebhookDelivery.next_attempt_at <= now,
-                WebhookSubscription.active,
-            )
-            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-            .limit(BATCH)
-        ).all()
-    for delivery_id in ids:
-        with sessions.begin() as s:
-            won = s.execute(
-                update(WebhookDelivery)
+def _due(sessions: sessionmaker[Session], now: datetime, fair: bool) -> list[list[int]]:
+    """The ids of the deliveries due at ``now``, at most :data:`BATCH`, oldest first: grouped by
+    subscription with at most :data:`PER_SUBSCRIPTION` each (``fair``), or as one group."""
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=WebhookDelivery.subscription_id,
+            order_by=(WebhookDelivery.next_attempt_at, WebhookDelivery.id),
+        )
+        .label("rank")
+    )
+    due = (
+        select(WebhookDelivery.id, WebhookDelivery.subscription_id, WebhookDelivery.next_attempt_at, rank)
+        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+        .where(WebhookDelivery.status.in_(OPEN), WebhookDelivery.next_attempt_at <= now, WebhookSubscription.active)
+        .subquery()
+    )
+    query = select(due.c.id, due.c.subscription_id).order_by(due.c.next_attempt_at, due.c.id).limit(BATCH)
+    if fair:
+        query = query.where(due.c.rank <= PER_SUBSCRIPTION)
+    with sessions() as s:
+        rows = s.execute(query).all()
+    if not fair:
+        return [[row.id for row in rows]] if rows else []
+    groups: dict[int, list[int]] = {}
+    for row in rows:
+        groups.setdefault(row.subscription_id, []).append(row.id)
+    return list(groups.values())
+
+
+def _due_of(sessions: sessionmaker[Session], subscription_id: int, now: datetime) -> list[int]:
+    """The next :data:`PER_SUBSCRIPTION` due deliveries of one subscription, oldest first."""
+    with sessions() as s:
+        return list(
+            s.scalars(
+                select(WebhookDelivery.id)
+                .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
                 .where(
-                    WebhookDelivery.id == delivery_id,
+                    WebhookDelivery.subscription_id == subscription_id,
                     WebhookDelivery.status.in_(OPEN),
                     WebhookDelivery.next_attempt_at <= now,
+                    WebhookSubscription.active,
                 )
-                .values(next_attempt_at=until, attempts=WebhookDelivery.attempts + 1)
-                .execution_options(synchronize_session=False)
+                .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+                .limit(PER_SUBSCRIPTION)
             )
-            if won.rowcount != 1:  # type: ignore[attr-defined]
-                continue  # another worker has it
-            d = s.get_one(WebhookDelivery, delivery_id)
-            sub = s.get_one(WebhookSubscription, d.subscription_id)
-            keys = [box.open(sub.secret)["secret"]]
-            if sub.previous_secret is not None:
-                keys.append(box.open(sub.previous_secret)["secret"])
-            claimed.append(_Attempt(d.id, d.attempts, sub.id, sub.url, tuple(keys), d.msg_id, body_of(d)))
-    return claimed
+        )
+
+
+def _claim(
+    sessions: sessionmaker[Session], box: SecretBox, delivery_id: int, now: datetime, until: datetime
+) -> _Attempt | None:
+    """Claim one due delivery by compare-and-set (None if another worker has it, or it is no
+    longer due) and read what sending it needs."""
+    with sessions.begin() as s:
+        won = s.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status.in_(OPEN),
+                WebhookDelivery.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=until, attempts=WebhookDelivery.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if won.rowcount != 1:  # type: ignore[attr-defined]
+            return None  # another worker has it
+        d = s.get_one(WebhookDelivery, delivery_id)
+        sub = s.get_one(WebhookSubscription, d.subscription_id)
+        keys = [box.open(sub.secret)["secret"]]
+        if sub.previous_secret is not None:
+            previous = box.open(sub.previous_secret)
+            retired = previous.get("until")
+            if retired is None or datetime.fromisoformat(retired) > now:
+                keys.append(previous["secret"])
+        return _Attempt(d.id, d.attempts, sub.id, sub.url, tuple(keys), d.msg_id, body_of(d))
 
 
 def _target(url: str, resolve: Resolver, allow_private: bool) -> tuple[str, str, str]:
@@ -311,14 +364,53 @@ def deliver_due(
     now: datetime | None = None,
     *,
     resolve: Resolver | None = None,
+    workers: int = WORKERS,
+    fair: bool = True,
 ) -> int:
-    """Send every delivery due at ``now`` (up to :data:`BATCH`), one after the other, and record
-    each answer; returns how many were attempted. Safe to run in several workers at once."""
+    """Send the deliveries due at ``now`` (up to :data:`BATCH`) and record each answer; returns
+    how many were attempted. Safe to run in several workers at once.
+
+    Each subscription's due deliveries go one after the other, oldest first (read
+    :data:`PER_SUBSCRIPTION` at a time, and again while its turn lasts, so events queued during
+    the pass are sent in it too), and up to ``workers`` subscriptions are served at once, so a
+    slow or silent receiver holds one thread, never the others' deliveries. A subscription's
+    turn ends when it has nothing due, at its first failure (its next deliveries would most
+    likely fail alike; they wait for the next pass) or after :data:`PASS_BUDGET` seconds. Each
+    delivery is claimed just before it is sent, so a claim covers one request. Once the pass has
+    run past ``now``, "due" means due at the time of the claim. ``fair=False`` is the former single-file pass (one
+    thread, every due delivery in order), kept so ``bench/webhooks_bench.py`` can measure both."""
     now = now or utcnow()
     box = SecretBox.for_config(config.security)
     timeout = config.webhooks.timeout
-    claimed = _claim(sessions, box, now, now + timedelta(seconds=timeout) + CLAIM_MARGIN)
-    for attempt in claimed:
-        answer = _send(attempt, timeout, resolve or _system_resolver, config.webhooks.allow_private)
-        _record(sessions, attempt, answer, now)
-    return len(claimed)
+    started = time.monotonic()
+    send_to = resolve or _system_resolver
+
+    def clock() -> datetime:  # ``now``, or later once the pass has run past it
+        return max(now, utcnow())
+
+    def serve(ids: list[int]) -> int:
+        attempted, subscription = 0, None
+        while ids:
+            for delivery_id in ids:
+                if fair and attempted and time.monotonic() - started > PASS_BUDGET:
+                    return attempted
+                at = clock()
+                attempt = _claim(sessions, box, delivery_id, at, at + timedelta(seconds=timeout) + CLAIM_MARGIN)
+                if attempt is None:
+                    continue
+                answer = _send(attempt, timeout, send_to, config.webhooks.allow_private)
+                _record(sessions, attempt, answer, now)  # the pass's time, as the schedule counts from it
+                attempted += 1
+                subscription = attempt.subscription_id
+                if fair and answer.error is not None:
+                    return attempted
+            if not fair or subscription is None:
+                break
+            ids = _due_of(sessions, subscription, clock())  # its next ones, while its turn lasts
+        return attempted
+
+    groups = _due(sessions, now, fair)
+    if len(groups) <= 1 or not fair or workers <= 1:
+        return sum(serve(ids) for ids in groups)
+    with ThreadPoolExecutor(min(workers, len(groups)), thread_name_prefix="postroom-webhook") as pool:
+        return sum(pool.map(serve, groups))

@@ -9,8 +9,8 @@ The loop reads like a template::
     finish the accounts in hand, then return
 
 Beside it, one thread sends the webhook deliveries that are due (:func:`sync.webhooks.deliver_due`)
-every ``WEBHOOK_POLL`` seconds, at once again while a pass finds a full batch; a slow receiver
-delays other deliveries, never a sync.
+every ``WEBHOOK_POLL`` seconds, at once again while a pass found something to send; a slow
+receiver delays its own deliveries only (a pass serves subscriptions side by side), never a sync.
 
 A third thread runs the processing mailboxes (:func:`sync.inbound.run_once`) every
 ``inbound.interval`` seconds; a mailbox that cannot be reached is recorded on it and tried again
@@ -40,7 +40,7 @@ from postroom.models import utcnow
 from sync.engine import AccountResult
 from sync.inbound import run_once as run_inbound
 from sync.scheduler import ResultSink, Scheduler
-from sync.webhooks import BATCH, deliver_due
+from sync.webhooks import deliver_due
 
 log = logging.getLogger("postroom.worker")
 IDLE_POLL = 5.0  # seconds between looks at the schedule when nothing is due sooner
@@ -120,8 +120,8 @@ class Worker:
         while True:
             pause = WEBHOOK_POLL
             try:
-                if deliver_due(self.sessions, self.config) >= BATCH:
-                    pause = 0.0  # more may be waiting
+                if deliver_due(self.sessions, self.config) > 0:
+                    pause = 0.0  # more may be waiting (a pass takes a share of each subscription's)
             except SQLAlchemyError as exc:
                 log.warning("webhook pass failed, database unavailable: %s", str(exc).splitlines()[0])
                 pause = DB_RETRY[1]

@@ -52,6 +52,7 @@ from web.blueprints import (
     outbox_ui,
     templates_ui,
     threads,
+    webhooks_ui,
 )
 from web.blueprints import (
     auth as sign_in,
@@ -66,6 +67,7 @@ NAV = (
     ("compose.index", "Compose"),
     ("templates_ui.index", "Templates"),
     ("outbox_ui.index", "Outbox"),
+    ("webhooks_ui.index", "Webhooks"),
 )
 
 
@@ -128,7 +130,19 @@ def create_app(config: Config) -> Flask:
 
 def _blueprints() -> list[Blueprint]:
     """Every blueprint of the pages, one per area (the API's are registered by :mod:`web.api`)."""
-    areas = (sign_in, dashboard, mailboxes, connect, applicants, threads, messages, compose, templates_ui, outbox_ui)
+    areas = (
+        sign_in,
+        dashboard,
+        mailboxes,
+        connect,
+        applicants,
+        threads,
+        messages,
+        compose,
+        templates_ui,
+        outbox_ui,
+        webhooks_ui,
+    )
     return [m.bp for m in (*areas, images, google_connect, microsoft_connect)]
 
 
@@ -142,8 +156,9 @@ def _is_demo() -> bool:
 
 
 def _errors(app: Flask) -> None:
-    """404, 405 and 500 as a page, or as ``{"error": ...}`` under /api/."""
+    """403, 404, 405 and 500 as a page, or as ``{"error": ...}`` under /api/."""
     sentences = {
+        403: ("Admins only", "Only an admin of your organisation may do this."),
         404: ("Not found", "There is nothing here, or it belongs to another organisation."),
         405: ("Not allowed", "This address does not take that kind of request."),
         500: ("Something went wrong", "Postroom hit an unexpected error; it has been logged."),

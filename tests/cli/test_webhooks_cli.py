@@ -1,6 +1,6 @@
-"""`postroom webhooks add|deliveries` as the contract spells them: the secret shown once (and
-usable to verify a delivery), wrong input named by its flag, the delivery log's JSON shape.
-SQLite and PostgreSQL."""
+"""`postroom webhooks add|list|rotate|delete|deliveries` as the contract spells them: the secret
+shown once (and usable to verify a delivery), wrong input named by its flag, the delivery log's
+JSON shape. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -49,3 +49,23 @@ def test_wrong_input_is_named_by_its_flag(cli: Cli) -> None:
     assert code != 0 and "--url" in err and "allow_private" in err
     code, _, err = cli("webhooks", "deliveries", "--org", "999", ok=False)
     assert code != 0 and "999" in err
+
+
+def test_list_rotate_and_delete(cli: Cli) -> None:
+    added = cli.json("webhooks", "add", "--url", "https://hooks.example.com/r", "--events", "message.replied")
+    assert isinstance(added, dict)
+    listed = cli.json("webhooks", "list")
+    assert isinstance(listed, list) and [(v["id"], v["url"], v["events"]) for v in listed] == [
+        (added["id"], "https://hooks.example.com/r", ["message.replied"])
+    ]
+    assert added["secret"] not in cli("webhooks", "list")[1]
+    rotated = cli.json("webhooks", "rotate", str(added["id"]))
+    assert isinstance(rotated, dict) and set(rotated) == {"secret"} and rotated["secret"] != added["secret"]
+    [after] = cli.json("webhooks", "list")  # type: ignore[misc]
+    assert after["rotating_until"] is not None
+    code, _, err = cli("webhooks", "rotate", "999", ok=False)
+    assert code != 0 and err.strip() == "postroom: error: There is no webhook subscription 999."
+    assert "is deleted" in cli("webhooks", "delete", str(added["id"]))[1]
+    assert cli.json("webhooks", "list") == []
+    code, _, err = cli("webhooks", "delete", str(added["id"]), ok=False)
+    assert code != 0 and "no webhook subscription" in err and "Traceback" not in err

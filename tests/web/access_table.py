@@ -103,6 +103,11 @@ ROUTES: dict[str, Private | Public] = {
     "/templates/<int:template_id>": Private({"template_id": "template"}, data=TEMPLATE_FORM),
     "/outbox": Private(queries=({"status": "queued"},)),
     "/outbox/<int:outbox_id>/retry": Private({"outbox_id": "outbox"}, data={"force": "1"}),
+    "/webhooks": Private(
+        queries=({"offset": "50"},), data={"url": "https://hooks.bravo.test/x", "events": "message.opened"}
+    ),
+    "/webhooks/<int:subscription_id>/rotate": Private({"subscription_id": "webhook"}),
+    "/webhooks/<int:subscription_id>/delete": Private({"subscription_id": "webhook"}),
     # ---- the JSON API (bearer tokens)
     "/api/v1/openapi.json": Public("the OpenAPI document: the API's shape, no data"),
     "/api/v1/accounts": Private(queries=({"limit": "5"},), data={"email": "not an address"}),
@@ -127,4 +132,10 @@ ROUTES: dict[str, Private | Public] = {
     "/api/v1/templates/<int:template_id>/results": Private({"template_id": "template"}),
     "/api/v1/threads/<int:thread_id>": Private({"thread_id": "thread"}),
     "/api/v1/tracking": Private(queries=({"message_id": Ref("outbox_message_id")},)),
+    "/api/v1/webhooks": Private(
+        queries=({"limit": "5"},), data={"url": "https://hooks.bravo.test/x", "events": ["message.opened"]}
+    ),
+    "/api/v1/webhooks/<int:subscription_id>": Private({"subscription_id": "webhook"}),
+    "/api/v1/webhooks/<int:subscription_id>/rotate": Private({"subscription_id": "webhook"}),
+    "/api/v1/webhooks/deliveries": Private(queries=({"offset": "0"},)),
 }

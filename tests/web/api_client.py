@@ -56,9 +56,12 @@ def new_org(app: Flask, name: str = "Other Org") -> int:
         return add_org(s, name).id
 
 
-def api_client(app: Flask, email: str = "integration@example.test", org_id: int | None = None) -> ApiClient:
-    """A client with an API token of user ``email`` of organisation ``org_id`` (default: the default one)."""
-    user_id = ensure_user(app, email, org_id)
+def api_client(
+    app: Flask, email: str = "integration@example.test", org_id: int | None = None, role: str = "recruiter"
+) -> ApiClient:
+    """A client with an API token of user ``email`` (made with ``role``) of organisation
+    ``org_id`` (default: the default one)."""
+    user_id = ensure_user(app, email, org_id, role)
     with app.extensions["postroom"]["sessions"].begin() as s:
         token = create_token(s, user_id)
         org = s.get_one(User, user_id).org_id

@@ -16,7 +16,7 @@ which), then:
   A route without variables (a list, a form) may answer, but shows nothing of A — not even a
   form naming A's mailbox, applicant or template (send from A's account, preview A's template).
 * in no answer does any of A's distinctive strings appear (body, ``Location``, or the flash on
-  the next page), and afterwards A's accounts, applicants, templates and outbox are unchanged.
+  the next page), and afterwards A's accounts, applicants, templates, outbox and webhooks are unchanged.
 * **control**: A's own user and token get each GET with A's ids answered 200, so a refusal
   above is the ownership check and not a wrongly filled URL.
 
@@ -46,12 +46,22 @@ from werkzeug.test import TestResponse
 
 from postroom.config import Config, load_config
 from postroom.image_proxy import derive_key, sign_image_url
-from postroom.models import Applicant, ApplicantAddress, Email, MailAccount, OutboxMessage, Template
+from postroom.models import (
+    Applicant,
+    ApplicantAddress,
+    Email,
+    MailAccount,
+    OutboxMessage,
+    Template,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from services.applicants import add_applicant
 from services.orgs import add_org
 from services.sending import SendRequest, queue_message
 from services.templates import add_template
 from services.users import create_token
+from services.webhooks import add_subscription, emit
 from tests.rig.fixtures import Mailbox
 from tests.sync.helpers import connect, sync_ok
 from tests.web.access_table import ROUTES, Private, Public, Ref
@@ -76,6 +86,7 @@ A_TEMPLATE = "Alpha template Kestrel"
 A_TEMPLATE_SUBJECT = "Alpha template subject Heron"
 A_OUTBOX_SUBJECT = "Alpha queued note Osprey"
 A_ATTACHMENT = "alpha-contract-Z9.pdf"
+A_WEBHOOK = "https://hooks.alpha-receiver.test/zanzibar-events"
 
 
 @dataclass
@@ -145,6 +156,8 @@ def world(env: dict[str, str], mailbox: Mailbox) -> Iterator[World]:
             ),
         )
         ids.update(outbox=queued.id, outbox_message_id=queued.message_id)
+        ids["webhook"], _ = add_subscription(s, config, a_org, A_WEBHOOK, ["message.opened"])
+        emit(s, a_org, "message.opened", {"recipient": A_ADDRESS})  # a line in A's delivery log
     ids["inbound_attachment"] = keep_attachment(
         config, sessions, a_org, ids["account"], ids["applicant"], b"%PDF-1.4 alpha cv", filename="alpha-cv.pdf"
     )
@@ -170,6 +183,7 @@ A_STRINGS = (
     A_TEMPLATE_SUBJECT,
     A_OUTBOX_SUBJECT,
     A_ATTACHMENT,
+    A_WEBHOOK,
     "alpha-offer-1@applicant-alpha.test",
 )
 
@@ -296,6 +310,16 @@ def _snapshot(world: World) -> dict[str, Any]:
                 .join(MailAccount, MailAccount.id == OutboxMessage.account_id)
                 .where(MailAccount.org_id == org)
                 .order_by(OutboxMessage.id)
+            ).all(),
+            "webhooks": s.execute(
+                select(WebhookSubscription.id, WebhookSubscription.url, WebhookSubscription.secret)
+                .where(WebhookSubscription.org_id == org)
+                .order_by(WebhookSubscription.id)
+            ).all(),
+            "deliveries": s.execute(
+                select(WebhookDelivery.id, WebhookDelivery.status)
+                .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+                .where(WebhookSubscription.org_id == org)
             ).all(),
         }
 
