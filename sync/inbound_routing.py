@@ -17,8 +17,9 @@ no identifier at all here:
 The recipient who answered is the one whose copy it answers, else the one with the sender's
 address, else the only recipient (:func:`sync.replies.who_answered`). When no identifier
 matches, a sender who is one of the organisation's applicants routes the message to that
-applicant. ``applicant_id`` is set whenever the message answered was sent for an applicant or
-the sender is one. The lookups are :mod:`sync.replies`' own.
+applicant. ``applicant_id`` is set whenever the message answered was sent for an applicant,
+the sender is one, or the recipient who answered is one (a message sent to an applicant's
+address without naming them). The lookups are :mod:`sync.replies`' own.
 
 **Answers** (:func:`record_answer`) mark the recipient ``replied`` — or ``auto_replied`` for an
 automatic reply, which never counts as a reply — through :func:`sync.replies.mark_answered`, the
@@ -61,7 +62,7 @@ from sync.replies import (
 )
 from sync.webhooks import emit
 
-__all__ = ["Route", "record_answer", "record_bounce", "route_inbound"]
+__all__ = ["Route", "bounce_route", "record_answer", "record_bounce", "route_inbound"]
 
 REASON_LIMIT = 500  # characters of a bounce's diagnostic kept
 MAX_ADDRESS = 320  # characters of an address (RFC 5321's limit; the applicant_addresses column)
@@ -74,7 +75,8 @@ class Route:
     ``kind`` is ``"outbox"`` (``id``: the outbox message it answers, as in ``postroom outbox``
     and ``/api/v1/outbox/{id}``) or ``"applicant"`` (``id``: the applicant; only the sender
     matched). ``via`` says what matched: ``"reply_token"``, ``"in_reply_to"`` (In-Reply-To or
-    References), ``"short_id"`` or ``"sender"``."""
+    References), ``"short_id"``, ``"sender"`` or ``"bounce"`` (a delivery status notification
+    about the message: :func:`bounce_route`)."""
 
     kind: str
     id: int
@@ -135,10 +137,34 @@ def route_inbound(session: Session, org_id: int, msg: InboundMessage) -> Route |
             return None
         return Route(kind="applicant", id=applicant, via="sender", applicant_id=applicant)
     oid, via, recipient = found
+    recipients = recipients_of(session, [oid]).get(oid, [])
     if recipient is None:
-        recipient = who_answered(recipients_of(session, [oid]).get(oid, []), sender)
+        recipient = who_answered(recipients, sender)
     applicant = applicants_of(session, [oid]).get(oid) or _applicant_of(session, org_id, sender)
+    if applicant is None and recipient is not None:  # sent to an applicant's address, for nobody in particular
+        answering = next((r.canonical for r in recipients if r.id == recipient), None)
+        applicant = _applicant_of(session, org_id, answering)
     return Route(kind="outbox", id=oid, via=via, outbox_id=oid, recipient_id=recipient, applicant_id=applicant)
+
+
+def bounce_route(session: Session, org_id: int, bounce: Bounce) -> Route | None:
+    """The message of this organisation a delivery status notification is about, as a route
+    (``via`` ``"bounce"``; ``recipient_id``: the copy's recipient when it is about one tracked
+    copy), or None when Postroom did not send it."""
+    original = bounce.original_message_id
+    if original is None:
+        return None
+    copy = copies_by_id(session, org_id, [original]).get(original)
+    if copy is not None:
+        only, outbox_id = copy
+    else:
+        only = None
+        main = outbox_by(session, org_id, OutboxMessage.message_id, [original]).get(original)
+        if main is None:
+            return None
+        outbox_id = main
+    applicant = applicants_of(session, [outbox_id]).get(outbox_id)
+    return Route("outbox", outbox_id, "bounce", outbox_id=outbox_id, recipient_id=only, applicant_id=applicant)
 
 
 def record_answer(session: Session, org_id: int, route: Route, msg: InboundMessage, now: datetime) -> None:
@@ -156,20 +182,11 @@ def record_bounce(session: Session, org_id: int, bounce: Bounce, now: datetime) 
     """Mark ``bounced`` each recipient of the message ``bounce`` is about whose address failed
     permanently (the first notice kept), queue one ``message.bounced`` per recipient newly
     marked, and return their outbox recipient ids (see the module docstring)."""
-    original = bounce.original_message_id
     failed = {c: r for r in bounce.failed if (c := canonical_address(r.address))}
-    if original is None or not failed:
-        return []
-    copy = copies_by_id(session, org_id, [original]).get(original)
-    if copy is not None:
-        only, outbox_id = copy
-    else:
-        only = None
-        main = outbox_by(session, org_id, OutboxMessage.message_id, [original]).get(original)
-        if main is None:
-            return []  # not a message Postroom sent (from this organisation)
-        outbox_id = main
-    applicant = applicants_of(session, [outbox_id]).get(outbox_id)
+    about = bounce_route(session, org_id, bounce) if failed else None
+    if about is None:
+        return []  # nothing failed, or not a message Postroom sent (from this organisation)
+    outbox_id, only, applicant = about.id, about.recipient_id, about.applicant_id
     marked: list[int] = []
     for recipient in recipients_of(session, [outbox_id]).get(outbox_id, []):
         notice = failed.get(recipient.canonical)

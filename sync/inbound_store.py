@@ -7,11 +7,13 @@ failed row of the same Message-ID when an operator moved a fixed message back), 
 1. too large (``[inbound] max_message_size``), not a message at all
    (:class:`postroom.mime.MalformedMessage`), or an ``application/json`` part that does not
    parse: ``failed``, with the reason in one sentence;
-2. a delivery status notification (:func:`postroom.bounces.parse_bounce`): its failed
-   recipients marked bounced (:func:`sync.inbound_routing.record_bounce`); ``processed``;
+2. a delivery status notification (:func:`postroom.bounces.parse_bounce`): routed to the
+   message it is about (``via`` ``"bounce"``), its failed recipients marked bounced
+   (:func:`sync.inbound_routing.record_bounce`; the item's ``bounces`` names them), no data
+   taken; ``processed``;
 3. otherwise routed (:func:`sync.inbound_routing.route_inbound`); a routed reply or automatic
-   reply is recorded (:func:`sync.inbound_routing.record_answer`); the attachments are kept,
-   linked to the applicant it belongs to; ``processed``;
+   reply is recorded (:func:`sync.inbound_routing.record_answer`); an automatic reply yields
+   no data; the attachments are kept, linked to the applicant it belongs to; ``processed``;
 4. ``inbound.processed`` or ``inbound.failed`` is queued for the organisation's webhooks, with
    the item's :meth:`InboundItemView.as_json` as its data.
 
@@ -35,11 +37,11 @@ from postroom.bounces import parse_bounce
 from postroom.config import Config
 from postroom.inbound import InboundMessage, parse_inbound
 from postroom.mime import MalformedMessage, clean_text
-from postroom.models import Body
+from postroom.models import Body, OutboxRecipient
 from postroom.models_inbound import InboundAttachment, InboundItem
 from postroom.states import InboundStatus, WebhookEvent
 from sync.bodies import BlobStore
-from sync.inbound_routing import record_answer, record_bounce, route_inbound
+from sync.inbound_routing import bounce_route, record_answer, record_bounce, route_inbound
 from sync.store import insert_ignore
 from sync.webhooks import emit
 
@@ -62,6 +64,20 @@ class AttachmentView:
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "filename": self.filename, "content_type": self.content_type, "size": self.size}
+
+
+@dataclass(frozen=True)
+class BouncedRecipient:
+    """A recipient a delivery status notification marked bounced."""
+
+    recipient_id: int
+    recipient: str
+    status: str | None
+    reason: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"recipient_id": self.recipient_id, "recipient": self.recipient, "status": self.status,
+                "reason": self.reason}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,7 @@ class InboundItemView:
     moved: bool
     created_at: datetime
     processed_at: datetime | None
+    bounces: tuple[BouncedRecipient, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         """The CLI/API contract: ``{"id", "message_id", "status", "reason", "data", "text",
@@ -112,11 +129,27 @@ class InboundItemView:
             "subject": self.subject,
             "applicant_id": self.applicant_id,
             "bounced_recipients": self.bounced,
+            "bounces": [b.as_json() for b in self.bounces],
             "mailbox_id": self.mailbox_id,
             "moved": self.moved,
             "created_at": self.created_at.isoformat(),
             "processed_at": self.processed_at.isoformat() if self.processed_at else None,
         }
+
+
+def _bounces(session: Session, item: InboundItem) -> tuple[BouncedRecipient, ...]:
+    """The recipients this item's notice marked bounced: those of the message it is about
+    whose ``bounced_at`` is the item's processing time (:func:`sync.inbound_routing.record_bounce`
+    stamps them with it, in the same transaction; a later notice never re-marks them)."""
+    if item.routed_via != "bounce" or not item.bounced or item.processed_at is None:
+        return ()
+    rows = session.execute(
+        select(OutboxRecipient.id, OutboxRecipient.address, OutboxRecipient.bounce_status)
+        .add_columns(OutboxRecipient.bounce_reason)
+        .where(OutboxRecipient.outbox_id == item.routed_id, OutboxRecipient.bounced_at == item.processed_at)
+        .order_by(OutboxRecipient.id)
+    ).tuples()
+    return tuple(BouncedRecipient(*row) for row in rows)
 
 
 def item_view(session: Session, item: InboundItem) -> InboundItemView:
@@ -146,6 +179,7 @@ def item_view(session: Session, item: InboundItem) -> InboundItemView:
         moved=item.moved,
         created_at=item.created_at,
         processed_at=item.processed_at,
+        bounces=_bounces(session, item),
     )
 
 
@@ -335,9 +369,15 @@ def _apply(
         log.exception("bounce parser failed")
         bounce = None
     if bounce is not None:
+        about = bounce_route(session, item.org_id, bounce)
+        if about is not None:
+            item.routed_kind, item.routed_id, item.routed_via = about.kind, about.id, about.via
+            item.applicant_id = about.applicant_id
         item.bounced = len(record_bounce(session, item.org_id, bounce, now))
         item.data, item.data_source = {}, None
     else:
+        if msg.auto_reply:  # "I am away until: Monday" is nobody's answer: no data is taken from it
+            item.data, item.data_source = {}, None
         route = route_inbound(session, item.org_id, msg)
         if route is not None:
             item.routed_kind, item.routed_id, item.routed_via = route.kind, route.id, route.via
