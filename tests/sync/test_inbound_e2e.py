@@ -408,3 +408,24 @@ def test_auto_reply_resume_unknown_sender_and_another_organisation(world: World,
         {"id": pdf.id, "filename": "Eve CV.pdf", "content_type": "application/pdf", "size": pdf.size}
     ]
     assert listed["<yaml@stranger.example>"]["data"] == {"full_name": "Grace Hopper", "e_mail": "grace@example.net"}
+
+
+def test_a_reply_the_sync_met_first_is_not_recorded_again_by_the_processing_mailbox(world: World) -> None:
+    w = world
+    ann = rcpt("ann")
+    ann_id = applicant(w, "Ann Example", ann)
+    sent = w.send(ann, applicant=ann_id)
+    w.deliver(make_message(message_id="<first@example.org>", from_=ann, to=sent.reply_to, subject="Yes"), sent.reply_to)
+
+    sync_ok(w.config, w.sessions, w.inbox_account)  # the ordinary worker reads the mailbox before the loop does
+    (row,) = w.recipients(sent).values()
+    assert row.replied_at is not None and row.reply_email_id is not None
+    assert "<first@example.org>" in history_ids(w.sessions, ann_id)
+
+    items = w.run()
+    assert routed(items["<first@example.org>"]) == {"kind": "outbox", "id": sent.entry.id, "via": "reply_token"}
+    (after,) = w.recipients(sent).values()
+    assert (after.replied_at, after.reply_email_id) == (row.replied_at, row.reply_email_id)  # the first kept
+    events = w.events()
+    assert [d["recipient"] for e, d in events if e == "message.replied"] == [ann]  # announced once
+    assert [d["message_id"] for e, d in events if e == "inbound.processed"] == ["<first@example.org>"]
