@@ -86,6 +86,7 @@ from providers.base import (
     Capability,
     ChangeSet,
     FlagUpdate,
+    FolderListing,
     FolderRole,
     OutgoingMessage,
     ProviderSettings,
@@ -96,6 +97,7 @@ from providers.base import (
 from providers.common.backend import check_oauth
 from providers.common.messages import FLAGGED, SEEN
 from providers.errors import ConfigurationError, ProtocolError, SendError, SendUncertain
+from providers.ews_folders import Folders
 from providers.ews_oauth import EWS_SCOPES, BearerCredentials, RefreshOn401
 from providers.ews_transport import TRANSIENT, EndpointTrustAdapter, may_have_sent, translate
 from providers.microsoft_tokens import MicrosoftBackend, MicrosoftTokens
@@ -118,7 +120,8 @@ FOLDER_FIELDS = ("name", "parent_folder_id", "folder_class")
 class EwsProvider(MicrosoftBackend):
     """A :class:`providers.base.MailProvider` for one Exchange mailbox, over EWS with exchangelib.
 
-    Folders are named by their EWS folder id; the role says what they are::
+    Folders are named by their EWS folder id; the role says what they are (a processing mailbox
+    may name them by path too: :mod:`providers.ews_folders`)::
 
         >>> provider.list_folders()                                    # doctest: +SKIP
         [RemoteFolder(name='AAMkADAx...AAA=', role=<FolderRole.INBOX: 'inbox'>, ...), ...]
@@ -129,6 +132,8 @@ class EwsProvider(MicrosoftBackend):
         RemoteMessage(remote_id='AAMkADAx...', headers=b'Message-ID: <a@b>\\r\\nFrom: ...',
                       flags=frozenset({'\\\\Seen'}), size=5120, thread_hint='AAQkADAx...', ...)
     """
+
+    supports_inbound = True
 
     def __init__(self, settings: ProviderSettings) -> None:
         opts, creds = settings.options, settings.credentials
@@ -160,6 +165,7 @@ class EwsProvider(MicrosoftBackend):
         EndpointTrustAdapter.install()
         ews_codec.register_properties()
         self._account: Account | None = None
+        self._folders: Folders | None = None
         self._tokens: MicrosoftTokens | None = None
         self._token_session: requests.Session | None = None
         if auth == "oauth2":
@@ -228,7 +234,7 @@ class EwsProvider(MicrosoftBackend):
 
     def close(self) -> None:
         """Drop idle connections. Safe to call twice; the next call reconnects."""
-        account, self._account = self._account, None
+        account, self._account, self._folders = self._account, None, None
         if account is not None:
             account.protocol.close()
             if isinstance(account.protocol.credentials, BearerCredentials):
@@ -273,6 +279,24 @@ class EwsProvider(MicrosoftBackend):
                 role = FolderRole.ARCHIVE
             folders.append(RemoteFolder(f.id, role))
         return folders
+
+    # ------------------------------------------------------------ processing mailbox
+    def _paths(self) -> Folders:
+        if self._folders is None:
+            self._folders = Folders(self._acc, self._translate, f"EWS {self._settings.email}")
+        return self._folders
+
+    def list_ids(self, folder: RemoteFolder) -> FolderListing:
+        """The folder's (by id, distinguished name or path) item ids; the validity is a constant."""
+        return self._paths().list_ids(folder)
+
+    def ensure_folder(self, name: str) -> RemoteFolder:
+        """The folder at path ``name`` under the message root, created (CreateFolder) where missing."""
+        return self._paths().ensure(name)
+
+    def find_message(self, folder: RemoteFolder, message_id: str) -> str | None:
+        """FindItem in the folder restricted to ``message:InternetMessageId``."""
+        return self._paths().find_message(folder, message_id)
 
     # ------------------------------------------------------------ sync
     def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:

@@ -43,11 +43,12 @@ import google_auth_httplib2
 import httplib2
 from google.oauth2.credentials import Credentials as GoogleCredentials
 
-from providers import gmail_history
+from providers import gmail_history, gmail_labels
 from providers.base import (
     Capability,
     ChangeSet,
     Credentials,
+    FolderListing,
     FolderRole,
     OutgoingMessage,
     ProviderSettings,
@@ -119,7 +120,13 @@ class GmailProvider(Backend):
                       provider_message_id='18c1f0a2b3c4d5e6', labels=frozenset({'INBOX'}), ...)
         >>> provider.send(outgoing)                              # doctest: +SKIP
         SendResult(message_id='<x@y>', provider_id='18c1f0a2b3c4d5f0', sent_copy_stored=True, refused={})
+
+    As a processing mailbox (:mod:`providers.gmail_labels`), folders may be named as a person
+    names labels: ``ensure_folder("processed")`` -> ``RemoteFolder("Label_12")``, and
+    ``list_ids(RemoteFolder("processed"))`` lists that label.
     """
+
+    supports_inbound = True
 
     def __init__(
         self,
@@ -162,6 +169,7 @@ class GmailProvider(Backend):
         self._credentials: _ReportingCredentials | None = None
         self._http: google_auth_httplib2.AuthorizedHttp | None = None
         self._calls: GmailCalls | None = None
+        self._names: gmail_labels.Labels | None = None
         self._labels: dict[str, RemoteFolder] | None = None
         self._window: gmail_history.HistoryWindow | None = None
         self._metadata = gmail_history.MetadataCache()
@@ -216,7 +224,7 @@ class GmailProvider(Backend):
 
     def close(self) -> None:
         """Drop the HTTP connections. Safe to call twice; the next call reconnects."""
-        http, self._http, self._calls = self._http, None, None
+        http, self._http, self._calls, self._names = self._http, None, None, None
         if http is not None:
             for conn in list(getattr(http.http, "connections", {}).values()):
                 conn.close()
@@ -239,6 +247,30 @@ class GmailProvider(Backend):
         self._labels = folders
         self._metadata.clear(folders)
         return list(folders.values())
+
+    # ------------------------------------------------------------ processing mailbox
+    def _label_names(self) -> gmail_labels.Labels:
+        if self._names is None:
+            self._names = gmail_labels.Labels(self._api(), f"Gmail {self._settings.email}")
+        return self._names
+
+    def _label_id(self, folder: RemoteFolder) -> str:
+        """A label id as it is (what list_folders names); a label's name resolved to its id."""
+        if folder.name in gmail_labels.SYSTEM or gmail_labels.is_user_label_id(folder.name):
+            return folder.name
+        return self._label_names().id_of(folder)
+
+    def list_ids(self, folder: RemoteFolder) -> FolderListing:
+        """messages.list on the label (by id or name), oldest first; the validity is a constant."""
+        return gmail_labels.list_ids(self._api(), self._label_id(folder))
+
+    def ensure_folder(self, name: str) -> RemoteFolder:
+        """The label called ``name`` (found by name, else labels.create), named by its id."""
+        return self._label_names().ensure(name)
+
+    def find_message(self, folder: RemoteFolder, message_id: str) -> str | None:
+        """messages.list on the label with ``q=rfc822msgid:<id>``; the newest match."""
+        return gmail_labels.find_message(self._api(), self._label_id(folder), message_id)
 
     # ------------------------------------------------------------ sync
     def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
@@ -415,12 +447,13 @@ class GmailProvider(Backend):
 
     def move(self, folder: RemoteFolder, remote_ids: Sequence[str], target: RemoteFolder) -> None:
         """Relabel: messages.trash into TRASH, else messages.modify (add target, remove source).
-        ALL is no label: moving out of it only adds the target, into it archives (removes the source)."""
+        ALL is no label: moving out of it only adds the target, into it archives (removes the source).
+        Labels named by name (a processing mailbox's ``"processed"``) are resolved to their ids."""
         if target.name == "TRASH":
             self._trash(remote_ids)
             return
-        add = [] if target.name == gmail_history.ALL_MAIL else [target.name]
-        remove = [] if folder.name == gmail_history.ALL_MAIL else [folder.name]
+        add = [] if target.name == gmail_history.ALL_MAIL else [self._label_id(target)]
+        remove = [] if folder.name == gmail_history.ALL_MAIL else [self._label_id(folder)]
         if not (add or remove):
             return
         api = self._api()

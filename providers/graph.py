@@ -53,6 +53,7 @@ from providers.base import (
     Capability,
     ChangeSet,
     FlagUpdate,
+    FolderListing,
     FolderRole,
     OutgoingMessage,
     ProviderSettings,
@@ -65,6 +66,7 @@ from providers.common.messages import FLAGGED, SEEN
 from providers.common.retry import RetryPolicy
 from providers.errors import AuthError, ConfigurationError, FolderNotFound, ProtocolError, SendError
 from providers.graph_calls import GraphCalls
+from providers.graph_folders import Folders
 from providers.microsoft_tokens import MicrosoftBackend
 from providers.smtp import SmtpFactory, connect_smtp
 from providers.smtp_oauth import OAuthSubmission
@@ -106,7 +108,12 @@ class GraphProvider(MicrosoftBackend):
                       flags=frozenset({'\\\\Seen'}), size=5120, thread_hint='AAQkAGI2...=', ...)
         >>> provider.send(outgoing)                                    # doctest: +SKIP
         SendResult(message_id='<x@y>', provider_id=None, sent_copy_stored=True, refused={})
+
+    As a processing mailbox (:mod:`providers.graph_folders`), folders may be named by path:
+    ``ensure_folder("processed")`` -> ``RemoteFolder("AAMkAGI2...")``; ``list_ids(RemoteFolder("INBOX"))``.
     """
+
+    supports_inbound = True
 
     def __init__(
         self,
@@ -134,6 +141,7 @@ class GraphProvider(MicrosoftBackend):
         self._page_size = int(opts.get("page_size", 200))
         self._calls: GraphCalls | None = None
         self._session: requests.Session | None = None
+        self._folders: Folders | None = None
         self._smtp = OAuthSubmission.for_account(
             opts,
             default_host="smtp.office365.com",
@@ -178,7 +186,7 @@ class GraphProvider(MicrosoftBackend):
 
     def close(self) -> None:
         """Drop the HTTP connections. Safe to call twice; the next call reconnects."""
-        session, self._session, self._calls = self._session, None, None
+        session, self._session, self._calls, self._folders = self._session, None, None, None
         if session is not None:
             session.close()
 
@@ -217,6 +225,24 @@ class GraphProvider(MicrosoftBackend):
             page = self._api().json("GET", page["@odata.nextLink"], what)
             entries.extend(page.get("value", []))
         return entries
+
+    # ------------------------------------------------------------ processing mailbox
+    def _paths(self) -> Folders:
+        if self._folders is None:
+            self._folders = Folders(self._api(), f"Graph {self._settings.email}")
+        return self._folders
+
+    def list_ids(self, folder: RemoteFolder) -> FolderListing:
+        """The folder's (by id, well-known name or path) message ids; the validity is a constant."""
+        return self._paths().list_ids(folder)
+
+    def ensure_folder(self, name: str) -> RemoteFolder:
+        """The folder at path ``name``, created (mailFolders / childFolders) where missing."""
+        return self._paths().ensure(name)
+
+    def find_message(self, folder: RemoteFolder, message_id: str) -> str | None:
+        """The folder's message with this ``internetMessageId``, or None."""
+        return self._paths().find_message(folder, message_id)
 
     # ------------------------------------------------------------ sync
     def fetch_changes(self, folder: RemoteFolder, cursor: str | None) -> ChangeSet:
@@ -355,7 +381,8 @@ class GraphProvider(MicrosoftBackend):
         return str(created["id"]) if created.get("id") else None
 
     def move(self, folder: RemoteFolder, remote_ids: Sequence[str], target: RemoteFolder) -> None:
-        """message: move (a new id in the target folder); vanished ids are skipped."""
+        """message: move (a new id in the target folder); vanished ids are skipped. The target is a
+        folder id or a well-known name (what list_folders and ensure_folder name folders)."""
         body = {"destinationId": target.name}
         parts = {rid: {"method": "POST", "url": f"/me/messages/{quote(rid)}/move", "body": body} for rid in remote_ids}
         self._api().batch(parts, "messages.move")

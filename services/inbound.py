@@ -130,7 +130,7 @@ def add_mailbox(
     if not supported:
         raise InboundError(
             f"Account {account_id} ({account.provider}) cannot be a processing mailbox: "
-            "its backend does not support it yet (IMAP accounts can).",
+            "its backend does not support it (IMAP, Gmail, Microsoft 365 and Exchange accounts can).",
             field="account",
         )
     if session.scalar(select(InboundMailbox.id).where(InboundMailbox.account_id == account_id)) is not None:

@@ -5,7 +5,8 @@
 >>> with ews.serve() as server:                          # doctest: +SKIP
 ...     Configuration(service_endpoint=server.url + "/EWS/Exchange.asmx", ...)
 
-Operations: ``GetFolder`` (ids or distinguished names), ``SyncFolderHierarchy``,
+Operations: ``GetFolder`` (ids or distinguished names), ``SyncFolderHierarchy``, ``CreateFolder``
+(ErrorFolderExists for a name the parent folder has already),
 ``SyncFolderItems`` (SyncState, MaxChangesReturned paging, Create/Update/Delete/
 ReadFlagChange, ErrorInvalidSyncStateData), ``GetItem`` (only the requested
 properties; MimeContent base64 when asked), ``CreateItem`` (MessageDisposition
@@ -303,6 +304,25 @@ class EwsStandIn:
         changes = x.sub(msg, x.m("Changes"))
         for folder in folders:
             x.render_folder(x.sub(changes, x.t("Create")), folder, box)
+
+    def _CreateFolder(self, box: EwsMailbox, op: etree._Element, out: etree._Element, name: str) -> None:
+        """Folders under the ParentFolderId; ErrorFolderExists for a name the parent has (case aside)."""
+        refs = x.folder_refs(op.find(x.m("ParentFolderId")))
+        for spec in op.findall(f"{x.m('Folders')}/{x.t('Folder')}"):
+            display = (spec.findtext(x.t("DisplayName")) or "").strip()
+            try:
+                parent = box.folder(refs[0] if refs else "msgfolderroot")
+                if not display:
+                    raise EwsFault("ErrorInvalidFolderName", "The folder name is not valid.")
+                if any(f.parent_id == parent.id and f.display_name.casefold() == display.casefold()
+                       for f in box.folders.values()):  # fmt: skip
+                    raise EwsFault("ErrorFolderExists", "A folder with the specified name already exists.")
+            except EwsFault as exc:
+                x.error(out, name, exc.code, exc.text)
+                continue
+            folder = box.folder(box.add_folder(display, parent.id))
+            created = x.sub(x.sub(x.success(out, name), x.m("Folders")), x.t("Folder"))
+            x.sub(created, x.t("FolderId"), Id=folder.id, ChangeKey=folder.change_key)
 
     # ------------------------------------------------------------ items
     def _SyncFolderItems(self, box: EwsMailbox, op: etree._Element, out: etree._Element, name: str) -> None:

@@ -84,6 +84,7 @@ CHILDREN: dict[str, list[str]] = {
     "t:MessageXml": ["t:Value", "t:LineNumber", "t:LinePosition", "t:Violation"],
     "m:ResponseMessages": ["m:*ResponseMessage"],
     "m:GetFolderResponseMessage": [*_RESPONSE_MESSAGE, "m:Folders"],
+    "m:CreateFolderResponseMessage": [*_RESPONSE_MESSAGE, "m:Folders"],
     "m:SyncFolderHierarchyResponseMessage": [*_RESPONSE_MESSAGE, *_SYNC],
     "m:SyncFolderItemsResponseMessage": [*_RESPONSE_MESSAGE, *_SYNC],
     "m:GetItemResponseMessage": [*_RESPONSE_MESSAGE, "m:Items"],
@@ -113,7 +114,7 @@ CHILDREN: dict[str, list[str]] = {
     "t:ExtendedProperty": ["t:ExtendedFieldURI", "t:Value", "t:Values"],
 }
 _OPERATIONS: tuple[str, ...] = ("GetFolder", "SyncFolderHierarchy", "SyncFolderItems", "GetItem", "CreateItem")
-_OPERATIONS += ("MoveItem", "DeleteItem", "FindItem")
+_OPERATIONS += ("MoveItem", "DeleteItem", "FindItem", "CreateFolder")
 for _op in _OPERATIONS:
     CHILDREN[f"m:{_op}Response"] = ["m:ResponseMessages"]
 CHILDREN["s:Body"] = [f"m:{op}Response" for op in _OPERATIONS] + ["s:Fault"]

@@ -6,7 +6,7 @@
 >>> with gmail.serve() as server:            # doctest: +SKIP
 ...     ...  # point google-api-python-client at server.url (see providers/gmail.py)
 
-Methods: users.getProfile, labels.list, messages.list/get/send/insert/import/
+Methods: users.getProfile, labels.list/create, messages.list/get/send/insert/import/
 trash/untrash/delete/modify, threads.get, history.list; ``POST /batch`` and
 ``/batch/gmail/v1``; ``POST /token`` (refresh_token grant). Routes, parameter
 names and types come from the discovery document bundled with
@@ -65,6 +65,7 @@ MAIL_SCOPE = "https://mail.google.com/"  # full access: the only scope Gmail's S
 QUOTA_UNITS = {
     "users.getProfile": 1,
     "users.labels.list": 1,
+    "users.labels.create": 5,
     "users.history.list": 2,
     "users.messages.list": 5,
     "users.messages.get": 5,

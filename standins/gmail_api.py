@@ -79,6 +79,23 @@ def list_labels(
     return {"labels": labels}
 
 
+def create_label(
+    s: GmailStandIn, box: Mailbox, args: dict[str, str], params: dict[str, Any], body: Any
+) -> dict[str, Any]:
+    """labels.create: a user label; a name taken by another label (case aside, system labels
+    included) answers 409 "Label name exists or conflicts", as Gmail does."""
+    name = str((body or {}).get("name") or "").strip()
+    if not name:
+        raise GmailError(400, "Invalid label name", "invalidArgument")
+    label_id = box.add_label(name)
+    out = {"id": label_id, "name": name, "type": "user"}
+    out.update(messageListVisibility="show", labelListVisibility="labelShow")
+    for key in ("messageListVisibility", "labelListVisibility"):
+        if key in (body or {}):
+            out[key] = body[key]
+    return out
+
+
 def _search(query: str) -> Callable[[StoredMessage], bool]:
     """A predicate for a Gmail search ``q``. The stand-in knows one operator,
     ``rfc822msgid:``: the message whose Message-ID header is that id, with or without its
@@ -239,6 +256,7 @@ def list_history(
 HANDLERS: dict[str, Handler] = {
     "users.getProfile": get_profile,
     "users.labels.list": list_labels,
+    "users.labels.create": create_label,
     "users.messages.list": list_messages,
     "users.messages.get": get_message,
     "users.messages.send": send_message,

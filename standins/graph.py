@@ -9,7 +9,9 @@
 Routes (also reachable as parts of ``POST /v1.0/$batch``, at most 20 per batch:
 :mod:`standins.graph_batch`):
 ``GET /me``; ``GET /me/mailFolders`` (``$top``/``$skip`` paging), ``/me/mailFolders/{id}``
-and ``.../childFolders`` (ids or well-known names); ``GET /me/mailFolders/{id}/messages/delta``
+and ``.../childFolders`` (ids or well-known names); ``POST /me/mailFolders`` and ``POST
+.../childFolders`` (create; 409 ``ErrorFolderExists`` for a name the parent has);
+``GET /me/mailFolders/{id}/messages/delta``
 (``$select``, ``$top`` or ``Prefer: odata.maxpagesize``, absolute ``@odata.nextLink`` /
 ``@odata.deltaLink``, ``@removed`` entries, 410 ``SyncStateNotFound``); ``POST
 /me/mailFolders/{id}/messages`` and ``POST /me/messages`` (JSON, or base64 MIME as
@@ -99,6 +101,7 @@ _OPTIONS = {
     "mailFolders.list": {"$top", "$skip", "$select", "includeHiddenFolders"},
     "mailFolders.get": {"$select"},
     "childFolders": {"$top", "$skip", "$select"},
+    "mailFolders.create": set(),
     "delta": {"$select", "$top", "$skiptoken", "$deltatoken", "changeType"},
     "messages.get": {"$select", "$expand"},
     "messages.list": {"$filter", "$select", "$top", "$skip"},
@@ -123,6 +126,8 @@ class GraphStandIn:
             ("GET", re.compile(r"/me/mailFolders"), "mailFolders.list", self._folders),
             ("GET", re.compile(rf"/me/mailFolders/{m}"), "mailFolders.get", self._folder),
             ("GET", re.compile(rf"/me/mailFolders/{m}/childFolders"), "childFolders", self._folders),
+            ("POST", re.compile(r"/me/mailFolders"), "mailFolders.create", self._create_folder),
+            ("POST", re.compile(rf"/me/mailFolders/{m}/childFolders"), "mailFolders.create", self._create_folder),
             ("GET", re.compile(rf"/me/mailFolders/{m}/messages/delta"), "delta", self._delta),
             ("GET", re.compile(rf"/me/mailFolders/{m}/messages"), "messages.list", self._list),
             ("POST", re.compile(rf"/me/mailFolders/{m}/messages"), "messages.create", self._create),
@@ -347,6 +352,19 @@ class GraphStandIn:
         return self._json(
             200, {"@odata.context": f"{r.base}/v1.0/$metadata#users/mailFolders/$entity", **value}, "mailFolder"
         )
+
+    def _create_folder(self, r: _Req) -> Answer:
+        """mailFolder create (at the top, or under a folder): 409 ErrorFolderExists when the parent
+        has a folder of that name already (case aside, as Exchange compares names)."""
+        name = render.json_body(r.body).get("displayName")
+        if not isinstance(name, str) or not name.strip():
+            raise GraphError(400, "ErrorInvalidRequest", "displayName is missing.")
+        parent = r.mailbox.folder(r.groups[0]).id if r.groups else r.mailbox.root_id
+        if any(f.display_name.casefold() == name.casefold() for f in r.mailbox.children(parent)):
+            raise GraphError(409, "ErrorFolderExists", "A folder with the specified name already exists.")
+        folder = r.mailbox.folder(r.mailbox.add_folder(name, r.groups[0] if r.groups else None))
+        value = {"@odata.context": f"{r.base}/v1.0/$metadata#users/mailFolders/$entity"}
+        return self._json(201, {**value, **render.folder_json(r.mailbox, folder)}, "mailFolder")
 
     # ------------------------------------------------------------ delta
     def _delta(self, r: _Req) -> Answer:

@@ -27,6 +27,10 @@ into the source folder gets it processed again: the new UID reopens the failed i
 Message-ID (one item, never two). :func:`retry` re-runs the pipeline on the kept raw message and,
 when it now succeeds, moves the message from failed/ to processed/ (found by Message-ID).
 
+**Other backends.** Gmail, Graph and EWS serve too (:attr:`providers.common.backend.Backend.
+supports_inbound`): their message ids are opaque text, recorded under :func:`item_key` (the UID
+itself for IMAP), and their validity is a constant, their ids being never reused in a mailbox.
+
 **Moving.** ``UID MOVE``; COPY + STORE ``\\Deleted`` + UID EXPUNGE where the server does not
 announce MOVE, or always for a mailbox added with ``--move copy-delete`` (its provider is opened
 with ``disable_move``).
@@ -35,6 +39,7 @@ with ``disable_move``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -177,12 +182,14 @@ class _Run:
         self.blobs = BlobStore(config.storage.blob_dir)
         self.source = RemoteFolder(box.folder)
         self.targets: dict[str, RemoteFolder] = {}
+        self.remote: dict[int, str] = {}  # item key (the UID) -> the provider's id of the message
 
     def run(self) -> None:
         for name in dict.fromkeys((self.box.processed_folder, self.box.failed_folder)):
             self.targets[name] = self.provider.ensure_folder(name)
         listing = self.provider.list_ids(self.source)
-        uids = [int(x) for x in listing.ids if x.isdigit()]
+        self.remote = {item_key(rid): rid for rid in listing.ids}
+        uids = list(self.remote)
         known = self._known(listing.validity, uids)
         self._move([(item_id, uid, status) for uid, (item_id, status, moved) in known.items() if not moved])
         new = [uid for uid in uids if uid not in known]
@@ -224,18 +231,18 @@ class _Run:
 
     def _take(self, validity: int, batch: Sequence[int]) -> list[tuple[int, int, str]]:
         """Fetch and process one batch, each message in its own transaction; (item id, uid, status) taken."""
-        ids = [str(u) for u in batch]
+        ids = [self.remote[u] for u in batch]
         limit = self.config.inbound.max_message_size
-        heads = {int(m.remote_id): m for m in self.provider.fetch_headers(self.source, ids)}
-        small = [str(u) for u in batch if u in heads and (heads[u].size or 0) <= limit]
+        heads = {item_key(m.remote_id): m for m in self.provider.fetch_headers(self.source, ids)}
+        small = [self.remote[u] for u in batch if u in heads and (heads[u].size or 0) <= limit]
         bodies = self.provider.fetch_bodies(self.source, small) if small else {}
         taken: list[tuple[int, int, str]] = []
         for uid in batch:
             head = heads.get(uid)
             if head is None:
                 continue  # gone meanwhile (another worker moved it)
-            raw = bodies.get(str(uid))
-            if raw is None and str(uid) in small:
+            raw = bodies.get(self.remote[uid])
+            if raw is None and self.remote[uid] in small:
                 continue  # gone between the two fetches
             found = Found(validity, uid, raw, head.size, parse_headers(head.headers).message_id)
             view = self._one(found)
@@ -276,7 +283,7 @@ class _Run:
             by_target.setdefault(self.box.target(status), []).append((item_id, uid))
         for name, pairs in by_target.items():
             target = self.targets.get(name) or RemoteFolder(name)
-            self.provider.move(self.source, [str(uid) for _, uid in pairs], target)
+            self.provider.move(self.source, [self.remote.get(uid, str(uid)) for _, uid in pairs], target)
             with self.sessions.begin() as s:
                 for part in chunks([item_id for item_id, _ in pairs]):
                     s.execute(
@@ -286,6 +293,16 @@ class _Run:
                         .execution_options(synchronize_session=False)
                     )
             self.result.moved += len(pairs)
+
+
+def item_key(remote_id: str) -> int:
+    """The number an item is recorded under (``InboundItem.uid``) for a provider's message id: an
+    IMAP UID as it is; an opaque id (Gmail's hex ids, Graph and EWS item ids) as the first 63 bits
+    of its SHA-256, which is as unique in one mailbox as the id itself, e.g.
+    ``item_key("4711") == 4711``."""
+    if remote_id.isdigit() and len(remote_id) <= 18:
+        return int(remote_id)
+    return int.from_bytes(hashlib.sha256(remote_id.encode()).digest()[:8], "big") >> 1
 
 
 def _unreachable(exc: SQLAlchemyError) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from providers.base import ChangeSet, FolderRole, MailProvider, OutgoingMessage, RemoteFolder
-from providers.errors import AuthError, CursorInvalidError
+from providers.errors import AuthError, CursorInvalidError, NotSupported
 from tests.rig.messages import make_message, new_message_id
 
 
@@ -207,6 +207,44 @@ class ProviderContract:
         remaining = env.raw_messages(FolderRole.INBOX)
         assert len(remaining) == 1 and b"stays" in remaining[0]
         assert staying in self.changes(env, inbox, None).new
+
+    # -------------------------------------------------------------- processing mailbox
+    def test_processing_mailbox_lists_creates_finds_and_moves(self, env: ProviderEnv) -> None:
+        provider = env.provider
+        if not getattr(type(provider), "supports_inbound", False):  # refused in one sentence naming why
+            for call in (lambda: provider.list_ids(RemoteFolder("INBOX")), lambda: provider.ensure_folder("done")):
+                with pytest.raises(NotSupported, match="cannot serve as a processing mailbox"):
+                    call()
+            return
+        mids = [new_message_id() for _ in range(3)]
+        raws = [make_message(message_id=m, subject=f"inbound {i}") for i, m in enumerate(mids)]
+        ids = [env.deliver(raw, FolderRole.INBOX) for raw in raws]
+        inbox = self.folder(env, FolderRole.INBOX)
+        listing = provider.list_ids(inbox)
+        assert sorted(listing.ids) == sorted(ids)
+        assert provider.list_ids(RemoteFolder("INBOX")) == listing  # named as a processing mailbox names it
+
+        done = provider.ensure_folder("Inbound/done")
+        assert provider.ensure_folder("Inbound/done") == done  # twice: one folder
+        provider.close()
+        assert provider.ensure_folder("Inbound/done") == done  # found again by a fresh connection
+        assert [f.name for f in provider.list_folders()].count(done.name) == 1
+        assert provider.list_ids(done).ids == ()
+
+        assert provider.find_message(inbox, mids[1]) == ids[1]
+        assert provider.find_message(RemoteFolder("INBOX"), mids[2]) == ids[2]
+        assert provider.find_message(inbox, new_message_id()) is None
+        assert provider.find_message(done, mids[1]) is None  # only that folder is searched
+
+        provider.move(inbox, [ids[0], ids[2]], done)
+        assert provider.list_ids(inbox).ids == (ids[1],)
+        moved = provider.list_ids(RemoteFolder("Inbound/done")).ids  # by name, as a retry asks
+        assert len(moved) == 2
+        assert provider.find_message(RemoteFolder("Inbound/done"), mids[2]) in moved
+        provider.move(RemoteFolder("INBOX"), [ids[1]], done)
+        assert provider.list_ids(inbox).ids == ()
+        assert env.raw_messages(FolderRole.INBOX) == []
+        assert len(provider.list_ids(done).ids) == 3
 
     # -------------------------------------------------------------- auth
     def test_bad_password_is_auth_error(self, env: ProviderEnv) -> None:

@@ -267,15 +267,15 @@ def test_unsupported_backend_and_bad_input_are_one_sentence(
     with sessions.begin() as s, pytest.raises(InboundError, match="no mail account 999"):
         add_mailbox(s, config, None, 999)
     with sessions.begin() as s:
-        graph = MailAccount(org_id=1, email="hr@contoso.example", provider="graph", settings={}, secret=b"sealed")
-        s.add(graph)
+        other = MailAccount(org_id=1, email="hr@pop.example", provider="pop3", settings={}, secret=b"sealed")
+        s.add(other)
         s.flush()
-        graph_id = graph.id
+        other_id = other.id
     with sessions.begin() as s, pytest.raises(InboundError) as refused:
-        add_mailbox(s, config, None, graph_id)
+        add_mailbox(s, config, None, other_id)
     assert str(refused.value) == (
-        f"Account {graph_id} (graph) cannot be a processing mailbox: its backend does not support it yet "
-        "(IMAP accounts can)."
+        f"Account {other_id} (pop3) cannot be a processing mailbox: its backend does not support it "
+        "(IMAP, Gmail, Microsoft 365 and Exchange accounts can)."
     )
     assert json.loads(json.dumps(run_once(config, sessions).as_json()))["errors"] == []
 
