@@ -192,7 +192,9 @@ class _Run:
         uids = list(self.remote)
         known = self._known(listing.validity, uids)
         self._move([(item_id, uid, status) for uid, (item_id, status, moved) in known.items() if not moved])
-        new = [uid for uid in uids if uid not in known]
+        # a failed message put back into the source keeps its id on Gmail (labels): taken again
+        returned = [uid for uid, (_, status, moved) in known.items() if moved and status == InboundStatus.FAILED.value]
+        new = [uid for uid in uids if uid not in known] + returned
         for batch in chunks(new, self.config.inbound.batch_size):
             self._move(self._take(listing.validity, batch))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.inbound import add_mailbox, list_items, run_once
@@ -68,3 +69,24 @@ def test_a_cloud_mailbox_processes_moves_and_fails_like_imap(env: EngineEnv) -> 
         retried = [i for i in list_items(s, 1) if i.message_id == "<badjson@agency.example>"]
     assert len(retried) == 1 and retried[0].status == "failed"
     assert _folder(env, "INBOX") == [] and len(_folder(env, "failed")) == 2
+
+
+@pytest.mark.parametrize("env", ["gmail"], indirect=True)  # Graph and EWS give it a new id: covered above
+def test_a_failed_gmail_message_labelled_back_into_the_inbox_is_taken_again(env: EngineEnv) -> None:
+    sessions: sessionmaker[Session] = env.sessions
+    with sessions.begin() as s:
+        add_mailbox(s, env.config, None, env.account_id)
+    env.deliver(BAD_JSON)
+    assert run_once(env.config, sessions).failed == 1
+    box: Any = env.box  # type: ignore[attr-defined]
+    (failed_label,) = [lb.id for lb in box.labels.values() if lb.name == "failed"]
+    (msg,) = box.by_label(failed_label)
+    box.modify(msg.id, add=["INBOX"], remove=[failed_label])  # an operator, in Gmail's web client
+
+    again = run_once(env.config, sessions)
+
+    assert (again.failed, again.errors) == (1, [])  # taken again (it is still bad JSON), not left behind
+    assert _folder(env, "INBOX") == [] and len(_folder(env, "failed")) == 1
+    with sessions() as s:
+        (item,) = list_items(s, 1)
+    assert item.status == "failed"
