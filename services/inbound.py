@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from postroom.config import Config
@@ -24,6 +24,7 @@ from postroom.states import InboundStatus, MoveMode
 from providers.errors import BackendNotFound
 from providers.registry import backend_class
 from services.orgs import resolve_org
+from services.paging import Page, clamp
 from sync import inbound as loop
 from sync.inbound import RunResult
 from sync.inbound_store import AttachmentView, InboundItemView, item_view
@@ -36,11 +37,13 @@ __all__ = [
     "InboundError",
     "InboundItemView",
     "InboundMailboxView",
+    "NoSuchInbound",
     "RunResult",
     "add_mailbox",
     "applicant_documents",
     "get_attachment",
     "get_item",
+    "item_page",
     "list_items",
     "list_mailboxes",
     "retry_item",
@@ -57,6 +60,11 @@ class InboundError(UserError):
     """A processing-mailbox request that cannot be carried out: an unknown account, mailbox
     item or attachment, an account whose backend cannot serve as one, an account designated
     already, a bad folder name or move mode."""
+
+
+class NoSuchInbound(InboundError):
+    """An inbound item or attachment id that does not exist or is another organisation's (the
+    two answer alike); its field is ``id``, the web app and the API answer 404."""
 
 
 @dataclass(frozen=True)
@@ -184,10 +192,25 @@ def list_items(
     return [item_view(session, item) for item in session.scalars(q).all()]
 
 
+def item_page(
+    session: Session, org_id: int, status: str | None = None, offset: int | None = 0, limit: int | None = None
+) -> Page[InboundItemView]:
+    """One page of the organisation's inbound items (of ``status``), newest first, with the
+    total across all pages: what the web page and ``/api/v1/inbound/items`` show."""
+    offset, limit = clamp(offset, limit)
+    q = select(InboundItem.id).where(InboundItem.org_id == org_id)
+    if status is not None:
+        if status not in STATUSES:
+            raise InboundError(f"{{status}} must be one of {', '.join(STATUSES)}, not {status!r}.", field="status")
+        q = q.where(InboundItem.status == status)
+    total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
+    return Page(list_items(session, org_id, status, limit, offset), total, offset, limit)
+
+
 def get_item(session: Session, org_id: int, item_id: int) -> InboundItemView:
     item = session.get(InboundItem, item_id)
     if item is None or item.org_id != org_id:
-        raise InboundError(f"There is no inbound item {item_id}.", field="id")
+        raise NoSuchInbound(f"There is no inbound item {item_id}.", field="id")
     return item_view(session, item)
 
 
@@ -208,7 +231,7 @@ def retry_item(config: Config, sessions: sessionmaker[Session], org_id: int, ite
             field="id",
         ) from None
     if view is None:
-        raise InboundError(f"There is no inbound item {item_id}.", field="id")
+        raise NoSuchInbound(f"There is no inbound item {item_id}.", field="id")
     return view
 
 
@@ -233,7 +256,7 @@ def get_attachment(session: Session, config: Config, org_id: int, attachment_id:
     they are; anything else is ``application/octet-stream`` (never HTML or SVG a browser runs)."""
     att = session.get(InboundAttachment, attachment_id)
     if att is None or att.org_id != org_id:
-        raise InboundError(f"There is no attachment {attachment_id}.", field="id")
+        raise NoSuchInbound(f"There is no attachment {attachment_id}.", field="id")
     ctype = att.content_type if att.content_type in SAFE_TYPES else "application/octet-stream"
     return AttachmentFile(att.filename, ctype, att.size, config.storage.blob_dir / att.path)
 

@@ -46,6 +46,7 @@ from web.blueprints import (
     dashboard,
     google_connect,
     images,
+    inbound_ui,
     mailboxes,
     messages,
     microsoft_connect,
@@ -67,6 +68,7 @@ NAV = (
     ("compose.index", "Compose"),
     ("templates_ui.index", "Templates"),
     ("outbox_ui.index", "Outbox"),
+    ("inbound_ui.index", "Processing"),
     ("webhooks_ui.index", "Webhooks"),
 )
 
@@ -141,6 +143,7 @@ def _blueprints() -> list[Blueprint]:
         compose,
         templates_ui,
         outbox_ui,
+        inbound_ui,
         webhooks_ui,
     )
     return [m.bp for m in (*areas, images, google_connect, microsoft_connect)]

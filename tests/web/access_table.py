@@ -56,6 +56,8 @@ SEND_FORM = {
     "body": "This must not leave Alpha's mailbox.",
     "applicant": Ref("applicant"),
 }
+# B designates A's mailbox as its processing mailbox: refused like an account that does not exist
+INBOUND_FORM = {"account": Ref("account"), "folder": "INBOX", "processed": "processed", "failed": "failed"}
 PREVIEW_FORM = {"account": Ref("account"), "to": "someone@bravo.test", "template": Ref("template_name")}
 
 # Every rule of the URL map, by its rule string. Add a row with each new route.
@@ -86,6 +88,9 @@ ROUTES: dict[str, Private | Public] = {
     "/applicants": Private(queries=({"q": "Quentin"},)),
     "/applicants/<int:applicant_id>": Private({"applicant_id": "applicant"}),
     "/applicants/<int:applicant_id>/edit": Private({"applicant_id": "applicant"}, data=APPLICANT_FORM),
+    "/inbound": Private(queries=({"status": "failed"}, {"offset": "25"}), data=INBOUND_FORM),
+    "/inbound/run": Private(),
+    "/inbound/items/<int:item_id>/retry": Private({"item_id": "inbound_item"}),
     "/inbound/attachments/<int:attachment_id>": Private({"attachment_id": "inbound_attachment"}),
     "/threads/<int:thread_id>": Private({"thread_id": "thread"}),
     "/messages/<int:email_id>": Private({"email_id": "email"}, queries=({"images": "1"},)),
@@ -115,6 +120,12 @@ ROUTES: dict[str, Private | Public] = {
     "/api/v1/applicants": Private(queries=({"q": "Quentin"},), data={"name": "", "addresses": []}),
     "/api/v1/applicants/<int:applicant_id>": Private({"applicant_id": "applicant"}, data={"name": "Renamed by Bravo"}),
     "/api/v1/applicants/<int:applicant_id>/timeline": Private({"applicant_id": "applicant"}),
+    "/api/v1/inbound/mailboxes": Private(queries=({"limit": "5"},), data={"account_id": Ref("account")}),
+    "/api/v1/inbound/items": Private(queries=({"status": "failed"}, {"offset": "0", "limit": "1"})),
+    "/api/v1/inbound/items/<int:item_id>": Private({"item_id": "inbound_item"}),
+    "/api/v1/inbound/items/<int:item_id>/retry": Private({"item_id": "inbound_item"}),
+    "/api/v1/inbound/run": Private(),
+    "/api/v1/inbound/attachments/<int:attachment_id>": Private({"attachment_id": "inbound_attachment"}),
     "/api/v1/messages": Private(
         data={
             "account_id": Ref("account"),

@@ -56,6 +56,7 @@ from postroom.models import (
     WebhookDelivery,
     WebhookSubscription,
 )
+from postroom.models_inbound import InboundAttachment
 from services.applicants import add_applicant
 from services.orgs import add_org
 from services.sending import SendRequest, queue_message
@@ -161,6 +162,8 @@ def world(env: dict[str, str], mailbox: Mailbox) -> Iterator[World]:
     ids["inbound_attachment"] = keep_attachment(
         config, sessions, a_org, ids["account"], ids["applicant"], b"%PDF-1.4 alpha cv", filename="alpha-cv.pdf"
     )
+    with sessions() as s:
+        ids["inbound_item"] = s.get_one(InboundAttachment, ids["inbound_attachment"]).item_id
     image_url = "http://127.0.0.1:9/alpha-logo.png"  # loopback: the proxy refuses it without a connection
     signed = urlsplit(sign_image_url(derive_key(config.security.key()), image_url))
     ids.update(image_url=image_url, image_sig=signed.path.rsplit("/", 1)[1])

@@ -59,7 +59,18 @@ def test_the_document_validates_and_documents_every_api_route(app: Flask) -> Non
         ("GET", "/api/v1/tracking"),
         ("GET", "/api/v1/outbox"),
         ("POST", "/api/v1/outbox/{outbox_id}/retry"),
+        ("GET", "/api/v1/inbound/mailboxes"),
+        ("POST", "/api/v1/inbound/mailboxes"),
+        ("GET", "/api/v1/inbound/items"),
+        ("GET", "/api/v1/inbound/items/{item_id}"),
+        ("POST", "/api/v1/inbound/items/{item_id}/retry"),
+        ("POST", "/api/v1/inbound/run"),
+        ("GET", "/api/v1/inbound/attachments/{attachment_id}"),
     } <= documented
+    download = doc["paths"]["/api/v1/inbound/attachments/{attachment_id}"]["get"]["responses"]["200"]["content"]
+    assert download == {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    items = doc["paths"]["/api/v1/inbound/items"]["get"]
+    assert {p["name"] for p in items["parameters"]} == {"offset", "limit", "status"}
 
 
 def test_the_document_says_how_to_authenticate_and_what_errors_and_pages_look_like(app: Flask) -> None:

@@ -1,8 +1,8 @@
 """The JSON API under ``/api/v1``, for the hiring systems that integrate with Postroom.
 
 Built with flask-smorest: one blueprint per resource (accounts, applicants, threads, messages,
-templates, tracking, outbox, webhooks), each view declared with marshmallow schemas from which the
-OpenAPI 3 document at ``/api/v1/openapi.json`` is generated — it is never written by hand, and
+templates, tracking, outbox, webhooks, inbound), each view declared with marshmallow schemas
+from which the OpenAPI 3 document at ``/api/v1/openapi.json`` is generated — it is never written by hand, and
 ``tests/web/test_api_openapi.py`` checks that it validates and lists every ``/api/v1`` route.
 The document itself needs no token (it holds no data); there is no Swagger UI page, which
 would load scripts from a CDN that the app's Content-Security-Policy forbids.
@@ -18,11 +18,11 @@ from flask import Flask
 from flask_smorest import Api
 
 from web import auth
-from web.api import accounts, applicants, common, messages, outbox, templates, threads, tracking, webhooks
+from web.api import accounts, applicants, common, inbound, messages, outbox, templates, threads, tracking, webhooks
 from web.api.common import BEARER
 from web.api.schemas import ErrorSchema
 
-RESOURCES = (accounts, applicants, threads, messages, templates, tracking, outbox, webhooks)
+RESOURCES = (accounts, applicants, threads, messages, templates, tracking, outbox, webhooks, inbound)
 
 
 class PostroomApi(Api):  # type: ignore[misc]

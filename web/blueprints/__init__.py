@@ -15,6 +15,8 @@ organisation (:func:`web.auth.org_id`) and renders a template of ``web/templates
 * :mod:`~web.blueprints.compose` — ``/compose``: compose and reply, live preview, tracking, invitations.
 * :mod:`~web.blueprints.templates_ui` — ``/templates``: the editor and each template's results.
 * :mod:`~web.blueprints.outbox_ui` — ``/outbox``: states, uncertain sends to check.
+* :mod:`~web.blueprints.inbound_ui` — ``/inbound``: processing mailboxes (designate, run now),
+  what they took (filter by status, retry a failed item), their attachments to download.
 * :mod:`~web.blueprints.webhooks_ui` — ``/webhooks``: subscriptions (admins add, rotate, delete;
   the secret shown once) and the delivery log.
 * :mod:`~web.blueprints.google_connect` — connect a Gmail mailbox through Google's consent.

@@ -1,5 +1,6 @@
 """``/applicants``: the organisation's applicants — list and search (``?q=``), a page at a time,
-add one (name, addresses one per line), read one's timeline, edit their name and addresses.
+add one (name, addresses one per line), read one's timeline (with the documents a processing
+mailbox kept for them, downloaded from :mod:`web.blueprints.inbound_ui`), edit their name and addresses.
 
 Each view parses its input, calls the service (:mod:`services.applicants`) and renders; an
 applicant of another organisation answers 404 exactly like a missing one. A refused form shows
@@ -8,12 +9,12 @@ the service's sentence next to the field it names, with what was typed kept.
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from postroom.errors import ApplicantError
 from services.applicants import add_applicant, applicant_timeline, get_applicant, list_applicants, update_applicant
-from services.inbound import InboundError, applicant_documents, get_attachment
+from services.inbound import applicant_documents
 from web.auth import org_id
 
 bp = Blueprint("applicants", __name__)
@@ -93,22 +94,6 @@ def show(applicant_id: int) -> str:
         later=later,
         documents=documents,
     )
-
-
-@bp.get("/inbound/attachments/<int:attachment_id>")
-def attachment(attachment_id: int) -> Response:
-    """An attachment a processing mailbox kept (an applicant's résumé), as a download."""
-    config = current_app.extensions["postroom"]["config"]
-    with _sessions()() as s:
-        try:
-            found = get_attachment(s, config, org_id(), attachment_id)
-        except InboundError:
-            abort(404)
-    if not found.path.is_file():
-        abort(404)
-    response = send_file(found.path, mimetype=found.content_type, as_attachment=True, download_name=found.filename)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 @bp.route("/applicants/<int:applicant_id>/edit", methods=["GET", "POST"])
