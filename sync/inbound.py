@@ -4,7 +4,8 @@ moved to processed/ or failed/.
 One run over one mailbox (:func:`run_mailbox`) reads like a template::
 
     open the account as the sync worker does (its proxy, its tokens); close it at the end
-    ensure the processed and failed folders exist               (CREATE; ALREADYEXISTS is fine)
+    find the processed and failed folders in one LIST; create   (CREATE + SUBSCRIBE; ALREADYEXISTS
+    only those missing (the first run)                           is fine)
     list the source folder's UIDs                               (SELECT + UID SEARCH ALL)
     UIDs already recorded for this UIDVALIDITY, not moved yet:  move them (a crash came after
                                                                 the commit, before the move)
@@ -164,6 +165,13 @@ def run_mailbox(config: Config, sessions: sessionmaker[Session], box: MailboxInf
         provider.close()
 
 
+def ensure_targets(provider: MailProvider, names: Sequence[str]) -> dict[str, RemoteFolder]:
+    """The target folders by name: those a LIST shows as they are (one command; every run after
+    the first), the others created (``ensure_folder``: CREATE + SUBSCRIBE on IMAP)."""
+    listed = {f.name: f for f in provider.list_folders()}
+    return {name: listed.get(name) or provider.ensure_folder(name) for name in dict.fromkeys(names)}
+
+
 class _Run:
     def __init__(
         self,
@@ -179,8 +187,7 @@ class _Run:
         self.targets: dict[str, RemoteFolder] = {}
 
     def run(self) -> None:
-        for name in dict.fromkeys((self.box.processed_folder, self.box.failed_folder)):
-            self.targets[name] = self.provider.ensure_folder(name)
+        self.targets = ensure_targets(self.provider, (self.box.processed_folder, self.box.failed_folder))
         listing = self.provider.list_ids(self.source)
         uids = [int(x) for x in listing.ids if x.isdigit()]
         known = self._known(listing.validity, uids)
