@@ -404,7 +404,11 @@ def main() -> int:
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
     try:
         with open("/proc/cpuinfo") as fh:
             info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "?")
@@ -463,7 +467,11 @@ def markdown(out: dict[str, Any], kinds: list[str]) -> str:
     ]
     for kind in kinds:
         m = s[kind]
-        label = "floor: imaplib SELECT + UID SEARCH + UID FETCH BODY.PEEK[] + UID MOVE" if kind == "floor" else f"Postroom run_once, {kind.replace('/', ', ')}"
+        label = (
+            "floor: imaplib SELECT + UID SEARCH + UID FETCH BODY.PEEK[] + UID MOVE"
+            if kind == "floor"
+            else f"Postroom run_once, {kind.replace('/', ', ')}"
+        )
         rr = m["ratio_range"]
         ratio = "1" if kind == "floor" else f"{m['ratio_to_floor']:.1f}× ({rr[0]:.1f}–{rr[1]:.1f})"
         lines.append(
