@@ -50,7 +50,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 from imap_proxy import CountingProxy  # noqa: E402
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import create_engine, event, func, select, text  # noqa: E402
 
 from postroom.bounces import parse_bounce  # noqa: E402
 from postroom.config import load_config  # noqa: E402
@@ -175,6 +175,7 @@ class Instance:
     sessions: Any
     pg_admin: Any = None
     pg_db: str | None = None
+    statements: list[int] = field(default_factory=lambda: [0])
 
     def close(self) -> None:
         self.engine.dispose()
@@ -215,7 +216,13 @@ def new_instance(base: str, port: int, user: str, move: str, pg_url: str | None)
         add_mailbox(s, config, None, acct.id, move=move)
         org = resolve_org(s, None)
         add_subscription(s, config, org, "https://hooks.example.com/in", ["inbound.processed", "inbound.failed"])
-    return Instance(d, config, engine, sessions, pg_admin, pg_db)
+    inst = Instance(d, config, engine, sessions, pg_admin, pg_db)
+
+    def count(*_: Any) -> None:  # SQL statements sent, for the counted runs
+        inst.statements[0] += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    return inst
 
 
 def timed_run(inst: Instance, expect: int) -> tuple[float, Any]:
@@ -357,8 +364,11 @@ def main() -> int:
             db, move = kind.split("/")
             inst = new_instance(base, proxy.port, user, move, args.postgres if db == "postgres" else None)
             instances.append(inst)
+            inst.statements[0] = 0
             (dt, _), full = counted(proxy, lambda i=inst: timed_run(i, n))  # type: ignore[misc]
+            full["sql_statements"], inst.statements[0] = inst.statements[0], 0
             (dt_idle, _), idle = counted(proxy, lambda i=inst: timed_run(i, 0))  # type: ignore[misc]
+            idle["sql_statements"] = inst.statements[0]
             counts[kind] = {"full": full, "idle": idle, "full_seconds": dt, "idle_seconds": dt_idle}
             log(f"counted {kind}: {full['commands']} commands {full['by_command']}; idle {idle['by_command']}")
             inst.close()
@@ -447,6 +457,8 @@ def summarise(out: dict[str, Any], kinds: list[str]) -> dict[str, Any]:
             "c2s_bytes": c["full"]["c2s_bytes"],
             "s2c_bytes": c["full"]["s2c_bytes"],
             "idle_commands": c["idle"]["commands"] if "idle" in c else None,
+            "sql_per_message": c["full"]["sql_statements"] / n if "idle" in c else None,
+            "idle_seconds": c.get("idle_seconds"),
             "idle_by_command": c["idle"]["by_command"] if "idle" in c else None,
         }
     parse = [x for x in runs if x["kind"] == "parse"]
@@ -483,11 +495,16 @@ def markdown(out: dict[str, Any], kinds: list[str]) -> str:
         f"| parse only, in-process: parse_inbound + parse_bounce | {p['parse_inbound_s']:.2f} s + {p['parse_bounce_s']:.2f} s "
         f"| {n / (p['parse_inbound_s'] + p['parse_bounce_s']):,.0f} | | | |"
     )
-    lines += ["", "| run | command mix (full run) | idle run (nothing new) |", "|---|---|---|"]
+    lines += [
+        "",
+        "| run | command mix (full run) | SQL statements per message | idle run (nothing new): IMAP commands |",
+        "|---|---|---:|---|",
+    ]
     for kind in kinds:
         m = s[kind]
         idle = f"{m['idle_commands']}: {_mix(m['idle_by_command'])}" if m["idle_by_command"] is not None else ""
-        lines.append(f"| {kind} | {_mix(m['by_command'])} | {idle} |")
+        sql = f"{m['sql_per_message']:.1f}" if m["sql_per_message"] is not None else ""
+        lines.append(f"| {kind} | {_mix(m['by_command'])} | {sql} | {idle} |")
     lines += ["", f"Message mix: {', '.join(f'{k}×{v}' for k, v in sorted(out['mix'].items()))}."]
     return "\n".join(lines)
 
