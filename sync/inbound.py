@@ -15,7 +15,9 @@ One run over one mailbox (:func:`run_mailbox`) reads like a template::
         each message in its own short transaction: record it (the unique constraint on
         mailbox + UIDVALIDITY + UID makes a racing worker's insert fail: it skips the message),
         parse, route, record bounces and answers, keep attachments, queue the webhook; commit
-        move the batch: processed ones to processed/, failed ones to failed/; mark them moved
+        move the batch's processed ones to processed/ (one UID MOVE); mark them moved
+        failed ones wait until a batch's worth has gathered, or the end of the run, then
+        move to failed/ together (one UID MOVE, not one per batch); mark them moved
 
 **Exactly once.** A message is processed in the transaction that records its UID, so it is
 either recorded and processed or neither; only a recorded message is moved, and a recorded one
@@ -193,8 +195,16 @@ class _Run:
         known = self._known(listing.validity, uids)
         self._move([(item_id, uid, status) for uid, (item_id, status, moved) in known.items() if not moved])
         new = [uid for uid in uids if uid not in known]
-        for batch in chunks(new, self.config.inbound.batch_size):
-            self._move(self._take(listing.validity, batch))
+        size = self.config.inbound.batch_size
+        failed: list[tuple[int, int, str]] = []  # few: moved a batch's worth at a time, not per batch
+        for batch in chunks(new, size):
+            taken = self._take(listing.validity, batch)
+            self._move([t for t in taken if t[2] == InboundStatus.PROCESSED.value])
+            failed += [t for t in taken if t[2] != InboundStatus.PROCESSED.value]
+            if len(failed) >= size:
+                self._move(failed)
+                failed = []
+        self._move(failed)  # (a crash before this leaves them recorded, not moved: the next run moves them)
 
     def _known(self, validity: int, uids: Sequence[int]) -> dict[int, tuple[int, str, bool]]:
         """Recorded items of these UIDs: uid -> (item id, status, moved). Items not moved whose
