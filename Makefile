@@ -8,7 +8,7 @@ export POSTROOM_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 # The Celery tests use this Redis database (each run on a queue of its own); set it empty to skip them.
 export POSTROOM_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint bench setup mail-servers clean
+.PHONY: run test lint bench bench-inbound setup mail-servers clean
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(STAMP)
 
 bench: $(STAMP) mail-servers
 	$(VENV)/bin/python bench/sync_bench.py --messages 10000
+
+## The processing mailbox: 1,000 inbound messages through `run_once`, beside an imaplib floor (docs/benchmarks.md).
+bench-inbound: $(STAMP) mail-servers
+	$(VENV)/bin/python bench/inbound_bench.py --messages 1000 --rounds 3 --postgres "$(POSTROOM_TEST_POSTGRES_URL)" --profile
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache

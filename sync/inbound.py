@@ -4,7 +4,8 @@ moved to processed/ or failed/.
 One run over one mailbox (:func:`run_mailbox`) reads like a template::
 
     open the account as the sync worker does (its proxy, its tokens); close it at the end
-    ensure the processed and failed folders exist               (CREATE; ALREADYEXISTS is fine)
+    find the processed and failed folders in one LIST; create   (CREATE + SUBSCRIBE; ALREADYEXISTS
+    only those missing (the first run)                           is fine)
     list the source folder's UIDs                               (SELECT + UID SEARCH ALL)
     UIDs already recorded for this UIDVALIDITY, not moved yet:  move them (a crash came after
                                                                 the commit, before the move)
@@ -14,7 +15,9 @@ One run over one mailbox (:func:`run_mailbox`) reads like a template::
         each message in its own short transaction: record it (the unique constraint on
         mailbox + UIDVALIDITY + UID makes a racing worker's insert fail: it skips the message),
         parse, route, record bounces and answers, keep attachments, queue the webhook; commit
-        move the batch: processed ones to processed/, failed ones to failed/; mark them moved
+        move the batch's processed ones to processed/ (one UID MOVE); mark them moved
+        failed ones wait until a batch's worth has gathered, or the end of the run, then
+        move to failed/ together (one UID MOVE, not one per batch); mark them moved
 
 **Exactly once.** A message is processed in the transaction that records its UID, so it is
 either recorded and processed or neither; only a recorded message is moved, and a recorded one
@@ -169,6 +172,13 @@ def run_mailbox(config: Config, sessions: sessionmaker[Session], box: MailboxInf
         provider.close()
 
 
+def ensure_targets(provider: MailProvider, names: Sequence[str]) -> dict[str, RemoteFolder]:
+    """The target folders by name: those a LIST shows as they are (one command; every run after
+    the first), the others created (``ensure_folder``: CREATE + SUBSCRIBE on IMAP)."""
+    listed = {f.name: f for f in provider.list_folders()}
+    return {name: listed.get(name) or provider.ensure_folder(name) for name in dict.fromkeys(names)}
+
+
 class _Run:
     def __init__(
         self,
@@ -185,8 +195,7 @@ class _Run:
         self.remote: dict[int, str] = {}  # item key (the UID) -> the provider's id of the message
 
     def run(self) -> None:
-        for name in dict.fromkeys((self.box.processed_folder, self.box.failed_folder)):
-            self.targets[name] = self.provider.ensure_folder(name)
+        self.targets = ensure_targets(self.provider, (self.box.processed_folder, self.box.failed_folder))
         listing = self.provider.list_ids(self.source)
         self.remote = {item_key(rid): rid for rid in listing.ids}
         uids = list(self.remote)
@@ -195,8 +204,16 @@ class _Run:
         # a failed message put back into the source keeps its id on Gmail (labels): taken again
         returned = [uid for uid, (_, status, moved) in known.items() if moved and status == InboundStatus.FAILED.value]
         new = [uid for uid in uids if uid not in known] + returned
-        for batch in chunks(new, self.config.inbound.batch_size):
-            self._move(self._take(listing.validity, batch))
+        size = self.config.inbound.batch_size
+        failed: list[tuple[int, int, str]] = []  # few: moved a batch's worth at a time, not per batch
+        for batch in chunks(new, size):
+            taken = self._take(listing.validity, batch)
+            self._move([t for t in taken if t[2] == InboundStatus.PROCESSED.value])
+            failed += [t for t in taken if t[2] != InboundStatus.PROCESSED.value]
+            if len(failed) >= size:
+                self._move(failed)
+                failed = []
+        self._move(failed)  # (a crash before this leaves them recorded, not moved: the next run moves them)
 
     def _known(self, validity: int, uids: Sequence[int]) -> dict[int, tuple[int, str, bool]]:
         """Recorded items of these UIDs: uid -> (item id, status, moved). Items not moved whose

@@ -137,25 +137,38 @@ class InboundItemView:
         }
 
 
-def _bounces(session: Session, item: InboundItem) -> tuple[BouncedRecipient, ...]:
-    """The recipients this item's notice marked bounced: those of the message it is about
-    whose ``bounced_at`` is the item's processing time (:func:`sync.inbound_routing.record_bounce`
-    stamps them with it, in the same transaction; a later notice never re-marks them)."""
-    if item.routed_via != "bounce" or not item.bounced or item.processed_at is None:
-        return ()
+def _bounces(item: InboundItem) -> tuple[BouncedRecipient, ...]:
+    """The recipients this item's notice newly marked bounced, as recorded when it was taken."""
+    return tuple(
+        BouncedRecipient(b["recipient_id"], b["recipient"], b.get("status"), b.get("reason"))
+        for b in item.bounces or ()
+    )
+
+
+def _marked(session: Session, recipient_ids: list[int]) -> list[BouncedRecipient]:
+    if not recipient_ids:
+        return []
     rows = session.execute(
         select(OutboxRecipient.id, OutboxRecipient.address, OutboxRecipient.bounce_status)
         .add_columns(OutboxRecipient.bounce_reason)
-        .where(OutboxRecipient.outbox_id == item.routed_id, OutboxRecipient.bounced_at == item.processed_at)
+        .where(OutboxRecipient.id.in_(recipient_ids))
         .order_by(OutboxRecipient.id)
     ).tuples()
-    return tuple(BouncedRecipient(*row) for row in rows)
+    return [BouncedRecipient(*row) for row in rows]
 
 
-def item_view(session: Session, item: InboundItem) -> InboundItemView:
-    rows = session.scalars(
-        select(InboundAttachment).where(InboundAttachment.item_id == item.id).order_by(InboundAttachment.id)
-    ).all()
+def item_view(
+    session: Session, item: InboundItem, attachments: list[InboundAttachment] | None = None
+) -> InboundItemView:
+    """The item as shown; ``attachments`` are its attachment rows when the caller has them all
+    at hand (flushed, in id order), else they are read."""
+    rows = attachments
+    if rows is None:
+        rows = list(
+            session.scalars(
+                select(InboundAttachment).where(InboundAttachment.item_id == item.id).order_by(InboundAttachment.id)
+            ).all()
+        )
     return InboundItemView(
         id=item.id,
         mailbox_id=item.mailbox_id,
@@ -179,7 +192,7 @@ def item_view(session: Session, item: InboundItem) -> InboundItemView:
         moved=item.moved,
         created_at=item.created_at,
         processed_at=item.processed_at,
-        bounces=_bounces(session, item),
+        bounces=_bounces(item),
     )
 
 
@@ -245,6 +258,7 @@ def take(
     parsed, failure = (None, failure) if failure is not None else _parse(config, found)
     message_id = _msgid(parsed.message_id if parsed is not None else found.message_id)
     item = _reopen(session, mailbox_id, message_id, found, now) if message_id else None
+    fresh = item is None
     if item is None:
         item = InboundItem(
             org_id=org_id,
@@ -260,7 +274,7 @@ def take(
     body_id = _store_raw(session, blobs, found.raw) if found.raw is not None and small else None
     item.body_id = body_id if body_id is not None else item.body_id
     item.size = found.size if found.size is not None else (len(found.raw) if found.raw is not None else None)
-    return _apply(session, config, blobs, item, parsed, failure, found.raw, now)
+    return _apply(session, config, blobs, item, parsed, failure, found.raw, now, fresh=fresh)
 
 
 def _reopen(session: Session, mailbox_id: int, message_id: str, found: Found, now: datetime) -> InboundItem | None:
@@ -341,11 +355,16 @@ def _apply(
     failure: str | None,
     raw: bytes | None,
     now: datetime,
+    *,
+    fresh: bool = False,
 ) -> InboundItemView:
-    """Fill ``item`` from the parse (or the failure), route, record, keep attachments, announce."""
-    session.execute(delete(InboundAttachment).where(InboundAttachment.item_id == item.id))
+    """Fill ``item`` from the parse (or the failure), route, record, keep attachments, announce.
+    A ``fresh`` item (inserted in this transaction) has no attachments to drop yet."""
+    if not fresh:
+        session.execute(delete(InboundAttachment).where(InboundAttachment.item_id == item.id))
+    kept: list[InboundAttachment] = []
     item.routed_kind = item.routed_id = item.routed_via = item.applicant_id = None
-    item.bounced = 0
+    item.bounced, item.bounces = 0, []
     item.processed_at = now
     if msg is not None:
         sender = msg.from_[0].email if msg.from_ else None
@@ -361,7 +380,7 @@ def _apply(
         item.data, item.text, item.data_source, item.auto_reply = {}, "", None, ""
     if failure is not None or msg is None or raw is None:
         item.status, item.reason = InboundStatus.FAILED.value, failure or "Unknown reason."
-        return _announce(session, item, WebhookEvent.INBOUND_FAILED)
+        return _announce(session, item, WebhookEvent.INBOUND_FAILED, kept)
     item.status, item.reason = InboundStatus.PROCESSED.value, None
     try:
         bounce = parse_bounce(raw)
@@ -373,7 +392,9 @@ def _apply(
         if about is not None:
             item.routed_kind, item.routed_id, item.routed_via = about.kind, about.id, about.via
             item.applicant_id = about.applicant_id
-        item.bounced = len(record_bounce(session, item.org_id, bounce, now))
+        marked = record_bounce(session, item.org_id, bounce, now)
+        item.bounced = len(marked)
+        item.bounces = [b.as_json() for b in _marked(session, marked)]
         item.data, item.data_source = {}, None
     else:
         if msg.auto_reply:  # "I am away until: Monday" is nobody's answer: no data is taken from it
@@ -385,7 +406,7 @@ def _apply(
             record_answer(session, item.org_id, route, msg, now)
         for att in msg.attachments:
             sha, path = blobs.write(att.data)
-            session.add(
+            kept.append(
                 InboundAttachment(
                     org_id=item.org_id,
                     item_id=item.id,
@@ -399,11 +420,14 @@ def _apply(
                     created_at=now,
                 )
             )
-    return _announce(session, item, WebhookEvent.INBOUND_PROCESSED)
+    session.add_all(kept)
+    return _announce(session, item, WebhookEvent.INBOUND_PROCESSED, kept)
 
 
-def _announce(session: Session, item: InboundItem, event: WebhookEvent) -> InboundItemView:
+def _announce(
+    session: Session, item: InboundItem, event: WebhookEvent, attachments: list[InboundAttachment]
+) -> InboundItemView:
     session.flush()
-    view = item_view(session, item)
+    view = item_view(session, item, attachments)  # the ones just kept: the rest were deleted
     emit(session, item.org_id, event.value, view.as_json(), now=item.processed_at)
     return view

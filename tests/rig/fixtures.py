@@ -186,7 +186,7 @@ def _q(folder: str) -> str:
 # Dovecot's passwd-file driver looks at the file at most once a second, so a user
 # added mid-run may be refused for up to a second. Users are created up front
 # instead, and each test takes fresh ones from this pool.
-POOL_SIZE = 600
+POOL_SIZE = 2000  # tests take one or more each; running out fails the rest of the run
 
 
 def _pool() -> dict[str, str]:

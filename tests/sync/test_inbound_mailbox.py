@@ -23,9 +23,10 @@ from postroom.config import Config, load_config
 from postroom.models import MailAccount, WebhookDelivery
 from postroom.models_inbound import InboundItem
 from providers.base import Capability, RemoteFolder
+from providers.imap import ImapProvider
 from services.inbound import add_mailbox, get_item, list_items, retry_item, run_once
 from services.webhooks import add_subscription
-from sync.inbound import load_mailboxes, open_mailbox
+from sync.inbound import ensure_targets, load_mailboxes, open_mailbox
 from tests.rig.fixtures import Mailbox
 from tests.sync.helpers import connect
 
@@ -138,6 +139,27 @@ def test_copy_delete_even_where_move_is_announced(
     moved = mailbox.fetch_raw("Done")
     assert mailbox.uids("INBOX") == [] and len(moved) == 4  # moved, none lost, none twice
     assert {raw.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode() for raw in moved.values()} == set(GOOD)
+
+
+def test_target_folders_are_created_once_then_found_by_one_list(mailbox: Mailbox) -> None:
+    provider = ImapProvider.open(mailbox.settings())
+    try:
+        first = ensure_targets(provider, ("processed", "failed"))
+        assert set(first) == {"processed", "failed"} and {"processed", "failed"} <= _folders(mailbox)
+        with mailbox.imap() as conn:
+            _, subscribed = conn.lsub()
+        assert {"processed", "failed"} <= {x.decode().rsplit(" ", 1)[-1].strip('"') for x in subscribed if x}
+
+        before = provider.command_count
+        assert ensure_targets(provider, ("processed", "failed")) == first
+        assert provider.command_count - before == 1  # one LIST: no CREATE, no SUBSCRIBE on every run
+
+        with mailbox.imap() as conn:  # an operator deleted failed/: the next run creates it again
+            assert conn.delete("failed")[0] == "OK"
+        ensure_targets(provider, ("processed", "failed"))
+        assert "failed" in _folders(mailbox)
+    finally:
+        provider.close()
 
 
 def test_a_server_without_move(config: Config, sessions: sessionmaker[Session], mailbox: Mailbox) -> None:

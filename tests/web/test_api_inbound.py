@@ -22,7 +22,7 @@ from web import create_app
 RESUME = b"%PDF-1.4 the resume of Ada"
 ITEM_KEYS = {
     "id", "message_id", "status", "reason", "data", "text", "attachments", "routed_to", "data_source",
-    "auto_reply", "sender", "subject", "applicant_id", "bounced_recipients", "mailbox_id", "moved",
+    "auto_reply", "sender", "subject", "applicant_id", "bounced_recipients", "bounces", "mailbox_id", "moved",
     "created_at", "processed_at",
 }  # fmt: skip
 

@@ -75,7 +75,16 @@ class InboundAttachmentSchema(Answer):
 class InboundRoutedSchema(Answer):
     kind = fields.String(required=True, **described('"outbox" (a message Postroom sent) or "applicant".'))
     id = fields.Integer(required=True)
-    via = fields.String(**described("What matched: reply_token, in_reply_to, short_id or sender."))
+    via = fields.String(
+        **described("What matched: reply_token, in_reply_to, short_id, sender, or bounce (a delivery status notice).")
+    )
+
+
+class InboundBounceSchema(Answer):
+    recipient_id = fields.Integer(required=True, **described("The outbox recipient."))
+    recipient = fields.String(required=True, **described("The address that bounced."))
+    status = fields.String(required=True, allow_none=True, **described('The RFC 3463 status, e.g. "5.1.1".'))
+    reason = fields.String(required=True, allow_none=True, **described("The receiving server's words, one line."))
 
 
 class InboundItemSchema(Answer):
@@ -97,6 +106,11 @@ class InboundItemSchema(Answer):
     subject = fields.String(required=True)
     applicant_id = fields.Integer(required=True, allow_none=True)
     bounced_recipients = fields.Integer(required=True, **described("Recipients a bounce marked bounced."))
+    bounces = fields.List(
+        fields.Nested(InboundBounceSchema),
+        required=True,
+        **described("Who this bounce notice marked bounced."),
+    )
     mailbox_id = fields.Integer(required=True)
     moved = fields.Boolean(required=True, **described("Moved out of the source folder yet."))
     created_at = when(required=True)
