@@ -12,6 +12,9 @@ every request passes.
   as nobody and as another organisation's user. ``/api/`` answers 401 JSON, never a redirect
   (:mod:`web.api` authenticates bearer tokens only, so a cookie never acts on the API and the
   API needs no CSRF token).
+* **Admins only**: a few changes send the organisation's mail or events elsewhere (webhook
+  subscriptions, designating a processing mailbox); their views call :func:`require_admin`,
+  which answers a recruiter ``403``, and their pages show the forms to admins only.
 * **CSRF**: Flask-WTF's ``CSRFProtect`` checks every POST/PUT/PATCH/DELETE outside ``/api/``.
 * **Security headers** on every answer: a Content-Security-Policy with no inline script
   (``script-src 'self'``), ``frame-ancestors 'none'``, ``nosniff``, ``Referrer-Policy``. A view
@@ -25,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, jsonify, redirect, request, url_for
+from flask import Flask, Response, abort, current_app, g, jsonify, redirect, request, url_for
 from flask_login import LoginManager, UserMixin, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
@@ -87,6 +90,14 @@ def _load(user_key: str) -> WebUser | None:
 def org_id() -> int:
     """The signed-in user's organisation: every page reads and writes only its data."""
     return int(current_user.org_id)
+
+
+def require_admin() -> None:
+    """``403`` unless the signed-in user is an admin of their organisation. A view that
+    addresses an id checks it is the organisation's first, so that another organisation's id
+    answers ``404`` as everywhere."""
+    if not current_user.is_admin:
+        abort(403)
 
 
 def is_api(path: str | None = None) -> bool:

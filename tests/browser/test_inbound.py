@@ -1,5 +1,5 @@
-"""The processing page in a real Chromium: a recruiter opens it from the navigation, designates
-their rig mailbox from the form, presses *Run now*, and sees the message it took — sender,
+"""The processing page in a real Chromium: an admin (only an admin designates) opens it from
+the navigation, designates their rig mailbox from the form, presses *Run now*, and sees the message it took — sender,
 subject, its data as a key/value table, its text — while a ``<script>`` in the message stays
 text and nothing runs; the page loads nothing the CSP refuses."""
 
@@ -15,7 +15,7 @@ HOSTILE = "<script>alert('inbound')</script>"
 
 
 def test_designate_run_and_see_the_item(browser: Browser, mailbox: Mailbox) -> None:
-    who = browser.live.new_user()
+    who = browser.live.new_user(role="admin")
     browser.live.connect(mailbox, who.org_id)
     mailbox.append(
         inbound_message(

@@ -28,12 +28,15 @@ class Private:
     :meth:`World.value`); ``queries`` are query strings to call it with as well (each a variant;
     a :class:`Ref` in one makes that call name A's object); ``data`` is a form (or JSON body)
     complete enough to get past validation to the ownership check, where a :class:`Ref` names
-    A's object too; ``signs_out``: the route ends the session that calls it."""
+    A's object too; ``signs_out``: the route ends the session that calls it; ``admin``: only an
+    admin may change through it, before any ownership check (its body names A's object, not its
+    URL), so B's calls other than GET are made by B's admin, to reach that check."""
 
     fill: Mapping[str, str] = field(default_factory=dict)
     queries: tuple[Mapping[str, Any], ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict)
     signs_out: bool = False
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ SEND_FORM = {
     "body": "This must not leave Alpha's mailbox.",
     "applicant": Ref("applicant"),
 }
-# B designates A's mailbox as its processing mailbox: refused like an account that does not exist
+# B's admin designates A's mailbox as its processing mailbox: refused like an account that does not exist
 INBOUND_FORM = {"account": Ref("account"), "folder": "INBOX", "processed": "processed", "failed": "failed"}
 PREVIEW_FORM = {"account": Ref("account"), "to": "someone@bravo.test", "template": Ref("template_name")}
 
@@ -88,7 +91,7 @@ ROUTES: dict[str, Private | Public] = {
     "/applicants": Private(queries=({"q": "Quentin"},)),
     "/applicants/<int:applicant_id>": Private({"applicant_id": "applicant"}),
     "/applicants/<int:applicant_id>/edit": Private({"applicant_id": "applicant"}, data=APPLICANT_FORM),
-    "/inbound": Private(queries=({"status": "failed"}, {"offset": "25"}), data=INBOUND_FORM),
+    "/inbound": Private(queries=({"status": "failed"}, {"offset": "25"}), data=INBOUND_FORM, admin=True),
     "/inbound/run": Private(),
     "/inbound/items/<int:item_id>/retry": Private({"item_id": "inbound_item"}),
     "/inbound/attachments/<int:attachment_id>": Private({"attachment_id": "inbound_attachment"}),
@@ -120,7 +123,7 @@ ROUTES: dict[str, Private | Public] = {
     "/api/v1/applicants": Private(queries=({"q": "Quentin"},), data={"name": "", "addresses": []}),
     "/api/v1/applicants/<int:applicant_id>": Private({"applicant_id": "applicant"}, data={"name": "Renamed by Bravo"}),
     "/api/v1/applicants/<int:applicant_id>/timeline": Private({"applicant_id": "applicant"}),
-    "/api/v1/inbound/mailboxes": Private(queries=({"limit": "5"},), data={"account_id": Ref("account")}),
+    "/api/v1/inbound/mailboxes": Private(queries=({"limit": "5"},), data={"account_id": Ref("account")}, admin=True),
     "/api/v1/inbound/items": Private(queries=({"status": "failed"}, {"offset": "0", "limit": "1"})),
     "/api/v1/inbound/items/<int:item_id>": Private({"item_id": "inbound_item"}),
     "/api/v1/inbound/items/<int:item_id>/retry": Private({"item_id": "inbound_item"}),

@@ -13,6 +13,8 @@ which), then:
   answers 401 JSON with ``WWW-Authenticate: Bearer``, never a redirect.
 * **organisation B's user** (pages, with B's valid CSRF token) or **B's API token** (API): 404
   for A's ids, exactly as for a missing id; a form without a CSRF token is refused with 400 first.
+  B's user is a recruiter; on a route only an admin may change through (``admin=True`` in the
+  table) B's recruiter is refused with 403 and B's admin makes the call, to reach the ownership check.
   A route without variables (a list, a form) may answer, but shows nothing of A — not even a
   form naming A's mailbox, applicant or template (send from A's account, preview A's template).
 * in no answer does any of A's distinctive strings appear (body, ``Location``, or the flash on
@@ -56,7 +58,7 @@ from postroom.models import (
     WebhookDelivery,
     WebhookSubscription,
 )
-from postroom.models_inbound import InboundAttachment
+from postroom.models_inbound import InboundAttachment, InboundMailbox
 from services.applicants import add_applicant
 from services.orgs import add_org
 from services.sending import SendRequest, queue_message
@@ -101,6 +103,8 @@ class World:
     a_token: str
     b_email: str
     b_token: str
+    b_admin_email: str
+    b_admin_token: str
 
     def value(self, kind: str) -> Any:
         return self.ids[kind]
@@ -169,9 +173,12 @@ def world(env: dict[str, str], mailbox: Mailbox) -> Iterator[World]:
     ids.update(image_url=image_url, image_sig=signed.path.rsplit("/", 1)[1])
     a_user = ensure_user(app, "alice@alpha.test", a_org)
     b_user = ensure_user(app, "bob@bravo.test", b_org)
+    b_admin = ensure_user(app, "bea@bravo.test", b_org, "admin")
     with sessions.begin() as s:
-        a_token, b_token = create_token(s, a_user), create_token(s, b_user)
-    yield World(app, config, ids, "alice@alpha.test", a_token, "bob@bravo.test", b_token)
+        a_token, b_token, b_admin_token = create_token(s, a_user), create_token(s, b_user), create_token(s, b_admin)
+    yield World(
+        app, config, ids, "alice@alpha.test", a_token, "bob@bravo.test", b_token, "bea@bravo.test", b_admin_token
+    )
     app.extensions["postroom"]["hits"].close()
     sessions.kw["bind"].dispose()
 
@@ -324,6 +331,11 @@ def _snapshot(world: World) -> dict[str, Any]:
                 .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
                 .where(WebhookSubscription.org_id == org)
             ).all(),
+            "processing mailboxes": s.execute(
+                select(InboundMailbox.id, InboundMailbox.org_id)
+                .join(MailAccount, MailAccount.id == InboundMailbox.account_id)
+                .where(MailAccount.org_id == org)
+            ).all(),
         }
 
 
@@ -372,10 +384,16 @@ def test_another_organisation_gets_404_for_every_id_of_a(world: World) -> None:
     failures: list[str] = []
     client = signed_in(world.app, world.b_email)
     b_csrf = _page_csrf(client)
+    admin_client = signed_in(world.app, world.b_admin_email)
+    admin_csrf = _page_csrf(admin_client)
     for call in _calls(world, Private):
         refused = call.names_a
+        as_admin = isinstance(call.entry, Private) and call.entry.admin and call.method != "GET"
         if call.api:
-            resp = _send(client, call, token=world.b_token)
+            if as_admin:
+                resp = _send(client, call, token=world.b_token)
+                _check(failures, call, resp, lambda r: r.status_code == 403, "403 to B's recruiter (admins only)")
+            resp = _send(client, call, token=world.b_admin_token if as_admin else world.b_token)
             if refused:
                 _check(failures, call, resp, _is_json_404, "404 JSON, as for a missing id")
             else:
@@ -384,7 +402,12 @@ def test_another_organisation_gets_404_for_every_id_of_a(world: World) -> None:
         if call.method != "GET":
             resp = _send(client, call)
             _check(failures, call, resp, lambda r: r.status_code == 400, "400 (no CSRF token)")
-        resp = _send(client, call, csrf=b_csrf)
+        if as_admin:
+            resp = _send(client, call, csrf=b_csrf)
+            _check(failures, call, resp, lambda r: r.status_code == 403, "403 to B's recruiter (admins only)")
+            resp = _send(admin_client, call, csrf=admin_csrf)
+        else:
+            resp = _send(client, call, csrf=b_csrf)
         if refused:
             _check(failures, call, resp, lambda r: r.status_code == 404, "404, as for a missing id")
         else:
@@ -393,7 +416,8 @@ def test_another_organisation_gets_404_for_every_id_of_a(world: World) -> None:
             client = signed_in(world.app, world.b_email)
             b_csrf = _page_csrf(client)
         elif call.method != "GET":  # what it flashed shows on the next page
-            _check(failures, call, client.get("/"), lambda r: r.status_code == 200, "the dashboard next")
+            after = (admin_client if as_admin else client).get("/")
+            _check(failures, call, after, lambda r: r.status_code == 200, "the dashboard next")
     assert not failures, "\n".join(failures)
     assert _snapshot(world) == before, "B's requests changed A's data"
 

@@ -1,8 +1,9 @@
 """``/api/v1/inbound`` as an integrating system uses it (Flask's test client, a real API token,
-the real services, mail taken from the rig's Dovecot by the real loop): designate a mailbox,
-run it, read the items (exactly ``as_json()``, paged, filtered), download an attachment, retry
-a failed item that now succeeds; another organisation's ids answer like missing ones; no token,
-401; a wrong designation names its field. SQLite and PostgreSQL."""
+the real services, mail taken from the rig's Dovecot by the real loop): an admin designates a
+mailbox; a recruiter runs it, reads the items (exactly ``as_json()``, paged, filtered),
+downloads an attachment, retries a failed item that now succeeds — but may not designate (403,
+nothing designated); another organisation's ids answer like missing ones; no token, 401; a
+wrong designation names its field. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -28,10 +29,16 @@ ITEM_KEYS = {
 
 
 def _two_orgs(config: Config) -> tuple[Flask, ApiClient, ApiClient]:
+    """The app and the tokens of Alpha's admin and Bravo's admin (only an admin designates)."""
     app = create_app(config)
-    alpha = api_client(app, "alpha@alpha.test", new_org(app, "Alpha"))
-    bravo = api_client(app, "bravo@bravo.test", new_org(app, "Bravo"))
+    alpha = api_client(app, "alpha@alpha.test", new_org(app, "Alpha"), role="admin")
+    bravo = api_client(app, "bravo@bravo.test", new_org(app, "Bravo"), role="admin")
     return app, alpha, bravo
+
+
+def _recruiter(app: Flask, admin: ApiClient) -> ApiClient:
+    """A recruiter's token of the admin's organisation."""
+    return api_client(app, f"recruiter{admin.org_id}@example.test", admin.org_id)
 
 
 def _close(app: Flask) -> None:
@@ -40,10 +47,11 @@ def _close(app: Flask) -> None:
 
 
 def test_designate_run_and_read_the_items(config: Config, sessions: sessionmaker[Session], mailbox: Mailbox) -> None:
-    app, alpha, bravo = _two_orgs(config)
-    account_id = connect(config, sessions, mailbox, alpha.org_id)
-    created = alpha.ok("POST", "/api/v1/inbound/mailboxes", 201, json={"account_id": account_id, "processed": "Done"})
+    app, boss, bravo = _two_orgs(config)
+    account_id = connect(config, sessions, mailbox, boss.org_id)
+    created = boss.ok("POST", "/api/v1/inbound/mailboxes", 201, json={"account_id": account_id, "processed": "Done"})
     assert set(created) == {"id"}
+    alpha = _recruiter(app, boss)  # the rest is open to a recruiter of the organisation
     boxes = alpha.ok("GET", "/api/v1/inbound/mailboxes")
     assert boxes == {
         "items": [
@@ -163,9 +171,10 @@ def test_retry_a_failed_item_that_now_succeeds(
     env: dict[str, str], tmp_path: Path, config: Config, sessions: sessionmaker[Session], mailbox: Mailbox
 ) -> None:
     strict = strict_config(env, tmp_path)
-    app, alpha, _ = _two_orgs(config)  # the app runs with the raised limit
-    account_id = connect(config, sessions, mailbox, alpha.org_id)
-    alpha.ok("POST", "/api/v1/inbound/mailboxes", 201, json={"account_id": account_id})
+    app, boss, _ = _two_orgs(config)  # the app runs with the raised limit
+    account_id = connect(config, sessions, mailbox, boss.org_id)
+    boss.ok("POST", "/api/v1/inbound/mailboxes", 201, json={"account_id": account_id})
+    alpha = _recruiter(app, boss)
     mailbox.append(inbound_message("<big@example.org>", "Name: Big\n---\n" + "lorem ipsum " * 400))
     mailbox.append(inbound_message("<broken@agency.example>", "x", json_part="{not json"))
     assert run_once(strict, sessions).failed == 2  # the worker ran under the old, lower limit
@@ -182,4 +191,24 @@ def test_retry_a_failed_item_that_now_succeeds(
     still = alpha.ok("POST", f"/api/v1/inbound/items/{broken['id']}/retry")
     assert still["status"] == "failed" and still["reason"] == broken["reason"]
     assert alpha.ok("GET", "/api/v1/inbound/items?status=failed")["total"] == 1
+    _close(app)
+
+
+def test_a_recruiters_token_may_not_designate(
+    config: Config, sessions: sessionmaker[Session], mailbox: Mailbox
+) -> None:
+    app, boss, _ = _two_orgs(config)
+    recruiter = _recruiter(app, boss)
+    account_id = connect(config, sessions, mailbox, boss.org_id)
+    mailbox.append(inbound_message("<stays@example.org>", "Name: Stays"))
+    url = "/api/v1/inbound/mailboxes"
+    refused = assert_error(recruiter.post(url, json={"account_id": account_id}), 403)
+    assert refused == (
+        "Only an admin of the organisation may designate a processing mailbox; this token is a recruiter's."
+    )
+    assert recruiter.ok("GET", url)["total"] == 0  # nothing designated
+    assert recruiter.ok("POST", "/api/v1/inbound/run") == {"processed": 0, "failed": 0}
+    assert len(mailbox.uids("INBOX")) == 1  # and nothing taken from the source folder
+    boss.ok("POST", url, 201, json={"account_id": account_id})  # the same request, from an admin
+    assert recruiter.ok("GET", url)["total"] == 1
     _close(app)

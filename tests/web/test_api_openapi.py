@@ -103,3 +103,22 @@ def test_two_apps_in_one_process_each_document_the_whole_api(config: Config) -> 
     first = create_app(config).test_client().get("/api/v1/openapi.json").get_json()
     second = create_app(config).test_client().get("/api/v1/openapi.json").get_json()
     assert first == second
+
+
+def test_the_document_says_which_operations_need_an_admin(app: Flask) -> None:
+    doc = app.test_client().get("/api/v1/openapi.json").get_json()
+    admins_only = {
+        (method.upper(), path)
+        for path, operations in doc["paths"].items()
+        for method, operation in operations.items()
+        if method != "parameters" and "403" in operation["responses"]
+    }
+    assert admins_only == {
+        ("POST", "/api/v1/inbound/mailboxes"),
+        ("POST", "/api/v1/webhooks"),
+        ("DELETE", "/api/v1/webhooks/{subscription_id}"),
+        ("POST", "/api/v1/webhooks/{subscription_id}/rotate"),
+    }
+    refused = doc["paths"]["/api/v1/inbound/mailboxes"]["post"]["responses"]["403"]
+    assert "recruiter" in refused["description"]
+    assert refused["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}

@@ -1,8 +1,9 @@
-"""The ``/inbound`` page as a signed-in recruiter uses it (Flask's test client, real sign-in and
-CSRF, the real loop taking mail from the rig's Dovecot): designate a mailbox from the form, run
-it, read the items — filtered, paged, routed to the applicant, with data, text and attachments —
-where everything that came in a message is shown escaped; retry a failed item; another
-organisation sees none of it. SQLite and PostgreSQL."""
+"""The ``/inbound`` page as signed-in users use it (Flask's test client, real sign-in and CSRF,
+the real loop taking mail from the rig's Dovecot): an admin designates a mailbox from the form;
+it is run, its items read — filtered, paged, routed to the applicant, with data, text and
+attachments — where everything that came in a message is shown escaped; a recruiter retries a
+failed item, runs and reads, but sees no designate form and is refused (403) designating;
+another organisation sees none of it. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from services.inbound import run_once
 from tests.rig.fixtures import Mailbox
 from tests.sync.helpers import connect
 from tests.web.inbound_helpers import inbound_message, strict_config
-from tests.web.page_helpers import Browser, browser, field_errors, flashes, other_org
+from tests.web.page_helpers import Browser, field_errors, flashes, other_org
+from tests.web.signin import signed_in
+from web import create_app
 
 HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -28,6 +31,13 @@ def _designate(page: Browser, account_id: int, **form: str) -> str:
     return page.follow(resp)
 
 
+def _admin_and_recruiter(config: Config) -> tuple[Browser, Browser]:
+    """An admin's and a recruiter's browsers, of the default organisation, on one app."""
+    app = create_app(config)
+    admin = Browser(app, signed_in(app, "boss@example.test", role="admin"))
+    return admin, Browser(app, signed_in(app, "recruiter@example.test"))
+
+
 def _items(raw: str) -> list[str]:
     """The ids of the items on the page, in order."""
     return re.findall(r'data-inbound-item="(\d+)"', raw)
@@ -36,7 +46,7 @@ def _items(raw: str) -> list[str]:
 def test_designate_run_and_read_hostile_mail_escaped(
     config: Config, sessions: sessionmaker[Session], mailbox: Mailbox
 ) -> None:
-    page = browser(config)
+    page, _ = _admin_and_recruiter(config)
     with page.sessions.begin() as s:
         applicant, _ = add_applicant(s, "Ann Applicant", ["ann@example.org"])
         applicant_id = applicant.id
@@ -115,9 +125,9 @@ def test_designate_run_and_read_hostile_mail_escaped(
 def test_a_failed_item_retried_after_the_fix_is_processed_and_the_list_pages(
     env: dict[str, str], tmp_path: Path, config: Config, sessions: sessionmaker[Session], mailbox: Mailbox
 ) -> None:
-    page = browser(config)
+    boss, page = _admin_and_recruiter(config)
     account_id = connect(config, sessions, mailbox)
-    _designate(page, account_id)
+    _designate(boss, account_id)  # the rest is a recruiter's
     for n in range(26):
         mailbox.append(inbound_message(f"<n{n}@example.org>", f"Name: Person {n}", subject=f"Note {n:02d}"))
     mailbox.append(inbound_message("<big@example.org>", "Name: Big\n---\n" + "lorem ipsum " * 400, subject="Big one"))
@@ -140,3 +150,26 @@ def test_a_failed_item_retried_after_the_fix_is_processed_and_the_list_pages(
     assert "No failed items" in done
     assert mailbox.uids("failed") == [] and len(mailbox.uids("processed")) == 27
     page.app.extensions["postroom"]["hits"].close()
+
+
+def test_a_recruiter_sees_no_designate_form_and_may_not_designate(
+    config: Config, sessions: sessionmaker[Session], mailbox: Mailbox
+) -> None:
+    boss, page = _admin_and_recruiter(config)
+    account_id = connect(config, sessions, mailbox)
+    mailbox.append(inbound_message("<stays@example.org>", "Name: Stays"))
+    raw = page.get("/inbound").get_data(as_text=True)
+    assert 'id="designate"' not in raw and f'<option value="{account_id}"' not in raw
+    assert "An admin of your organisation designates processing mailboxes." in raw
+    assert page.post("/inbound", {"account": str(account_id)}).status_code == 403
+    assert flashes(page.follow(page.post("/inbound/run", {}))) == [("ok", "Run done: 0 processed, 0 failed.")]
+    assert "No processing mailbox yet" in page.text("/inbound")  # nothing designated
+    assert len(mailbox.uids("INBOX")) == 1  # nor taken
+
+    admin_page = boss.get("/inbound").get_data(as_text=True)  # the control: an admin has the form
+    assert 'id="designate"' in admin_page and f'<option value="{account_id}"' in admin_page
+    assert "An admin of your organisation designates" not in admin_page
+    shown = _designate(boss, account_id)
+    assert "INBOX → processed / failed" in shown
+    assert "INBOX → processed / failed" in page.text("/inbound")  # the recruiter sees it designated
+    boss.app.extensions["postroom"]["hits"].close()

@@ -16,25 +16,31 @@ database sessions, and the ``404`` of an id that is not the caller's.
 * **Not found**: the services answer an id of another organisation exactly as an id that does
   not exist (the same :class:`~postroom.errors.UserError`); :func:`not_found` turns that error
   into ``404`` for the resource the URL names, so both answer the same ``404``.
+* **Admins only**: what sends the organisation's mail or events elsewhere (webhook
+  subscriptions, designating a processing mailbox) needs an admin's token;
+  :func:`require_admin` answers a recruiter's ``403`` with the view's sentence, and
+  :func:`admins_only` documents that ``403`` in the OpenAPI document.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from flask_smorest import Blueprint
 from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.exceptions import HTTPException, NotFound, UnprocessableEntity, default_exceptions
+from werkzeug.exceptions import Forbidden, HTTPException, NotFound, UnprocessableEntity, default_exceptions
 
 from postroom.config import Config
 from postroom.errors import UserError
+from postroom.states import UserRole
 from services.errors import ServerError
 from services.users import SignedIn, user_for_token
 from web import auth
+from web.api.schemas import ErrorSchema
 
 BEARER = "bearerAuth"  # the security scheme's name in the OpenAPI document
 
@@ -62,6 +68,23 @@ def api_user() -> SignedIn:
 def org_id() -> int:
     """The organisation of the token's user: the only one the API reads or changes."""
     return api_user().org_id
+
+
+def require_admin(sentence: str) -> None:
+    """``403`` with ``sentence`` (saying what only an admin may do) unless the token is an
+    admin's. A view that addresses an id checks it is the organisation's first, so that another
+    organisation's id answers ``404`` as everywhere."""
+    if api_user().role != UserRole.ADMIN:
+        raise Forbidden(sentence)
+
+
+def admins_only(bp: Blueprint) -> Callable[[Any], Any]:
+    """Decorates a view of ``bp`` that calls :func:`require_admin`: the OpenAPI document lists
+    its ``403``."""
+    decorate: Callable[[Any], Any] = bp.alt_response(
+        403, schema=ErrorSchema, description="The token is a recruiter's; only an admin of the organisation may."
+    )
+    return decorate
 
 
 def error_response(status: int, sentence: str, field: str | None = None, headers: Mapping[str, str] = {}) -> Response:

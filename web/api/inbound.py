@@ -6,6 +6,11 @@ Each item is :meth:`services.inbound.InboundItemView.as_json`, the same JSON as 
 inbound list --json`` and the ``inbound.*`` webhooks. A request body's ``account_id`` is the
 service's ``account`` field, so its errors name ``account_id``. An item or attachment of another
 organisation answers 404 exactly like a missing one.
+
+Designating needs an admin's token: a processing mailbox moves every message out of the
+account's source folder and sends the organisation's inbound mail to its webhooks, so a
+recruiter's token answers ``403`` (and nothing is designated). Listing, running, retrying and
+downloading are open to every token of the organisation.
 """
 
 from __future__ import annotations
@@ -27,11 +32,21 @@ from services.inbound import (
     retry_item,
     run_once,
 )
-from web.api.common import api_blueprint, config, name_fields, not_found, org_id, sessions
+from web.api.common import (
+    admins_only,
+    api_blueprint,
+    config,
+    name_fields,
+    not_found,
+    org_id,
+    require_admin,
+    sessions,
+)
 from web.api.schemas import Answer, PageArgs, Request, cut, described, page_of, when
 from web.downloads import attachment_download
 
 bp = api_blueprint("inbound", "Processing mailboxes: inbound mail turned into data, routed, retried.")
+ADMINS_ONLY = "Only an admin of the organisation may designate a processing mailbox; this token is a recruiter's."
 
 
 class InboundMailboxSchema(Answer):
@@ -139,11 +154,13 @@ def mailboxes(args: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.route("/mailboxes", methods=["POST"])
+@admins_only(bp)
 @bp.arguments(InboundMailboxBody)
 @bp.response(201, InboundMailboxCreatedSchema)
 def designate(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """Designate an account as a processing mailbox (``postroom inbound add``); its folders are
-    created on its first run."""
+    created on its first run. Admins only."""
+    require_admin(ADMINS_ONLY)
     name_fields(account="account_id")
     with sessions().begin() as s:
         box_id = add_mailbox(

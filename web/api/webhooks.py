@@ -13,9 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from marshmallow import fields, validate
-from werkzeug.exceptions import Forbidden
 
-from postroom.states import UserRole
 from services.webhooks import (
     EVENTS,
     MAX_URL,
@@ -27,10 +25,11 @@ from services.webhooks import (
     list_subscriptions,
     rotate_secret,
 )
-from web.api.common import api_blueprint, api_user, config, not_found, org_id, sessions
+from web.api.common import admins_only, api_blueprint, config, not_found, org_id, require_admin, sessions
 from web.api.schemas import Answer, PageArgs, Request, cut, described, page_of, when
 
 bp = api_blueprint("webhooks", "Webhook subscriptions, their signing secrets, and the delivery log.")
+ADMINS_ONLY = "Only an admin of the organisation may change its webhooks; this token is a recruiter's."
 
 
 class SubscriptionSchema(Answer):
@@ -88,12 +87,6 @@ class DeliverySchema(Answer):
 DeliveryPage = page_of(DeliverySchema, "WebhookDeliveryPage")
 
 
-def _admin_only() -> None:
-    """Changing subscriptions needs an admin's token (see the module docstring)."""
-    if api_user().role != UserRole.ADMIN:
-        raise Forbidden("Only an admin of the organisation may change its webhooks; this token is a recruiter's.")
-
-
 @bp.route("")
 @bp.arguments(PageArgs, location="query")
 @bp.response(200, SubscriptionPage)
@@ -104,11 +97,12 @@ def list_(args: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.route("", methods=["POST"])
+@admins_only(bp)
 @bp.arguments(SubscriptionBody)
 @bp.response(201, CreatedSubscriptionSchema)
 def add(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Subscribe a URL to events; the answer holds its signing secret, shown only now. Admins only."""
-    _admin_only()
+    require_admin(ADMINS_ONLY)
     with sessions().begin() as s:
         sub_id, secret = add_subscription(s, config(), org_id(), body["url"], body["events"])
     return {"id": sub_id, "secret": secret}, 201, {"Location": f"{bp.url_prefix}/{sub_id}"}
@@ -123,23 +117,25 @@ def get(subscription_id: int) -> dict[str, Any]:
 
 
 @bp.route("/<int:subscription_id>", methods=["DELETE"])
+@admins_only(bp)
 @bp.response(204)
 def delete(subscription_id: int) -> None:
     """Remove a subscription with its queued deliveries and log; nothing more is sent to it. Admins only."""
     with sessions().begin() as s, not_found(NoSuchWebhook):
         get_subscription(s, config(), org_id(), subscription_id)  # another organisation's: 404 before 403
-        _admin_only()
+        require_admin(ADMINS_ONLY)
         delete_subscription(s, org_id(), subscription_id)
 
 
 @bp.route("/<int:subscription_id>/rotate", methods=["POST"])
+@admins_only(bp)
 @bp.response(200, SecretSchema)
 def rotate(subscription_id: int) -> dict[str, Any]:
     """A new signing secret, shown only now; the previous one keeps signing beside it for 24
     hours (``rotating_until``), so receivers can change over without losing a delivery. Admins only."""
     with sessions().begin() as s, not_found(NoSuchWebhook):
         get_subscription(s, config(), org_id(), subscription_id)
-        _admin_only()
+        require_admin(ADMINS_ONLY)
         secret, _ = rotate_secret(s, config(), org_id(), subscription_id)
     return {"secret": secret}
 

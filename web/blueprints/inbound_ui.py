@@ -1,11 +1,16 @@
 """``/inbound``: the organisation's processing mailboxes (docs/inbound.md) and what they took.
 
-The page lists the mailboxes (account, folders, move mode, last run, last error) with a form to
-designate another of the organisation's accounts, and the items, newest first, a page at a time,
-filterable by status (processed / failed): sender, subject, status, the reason in one sentence,
-where it was routed (an outbox message or an applicant, linked), its data as a small key/value
-table, its text, and its attachments to download. *Run now* takes the new mail of the
+The page lists the mailboxes (account, folders, move mode, last run, last error) with, for an
+admin, a form to designate another of the organisation's accounts, and the items, newest first,
+a page at a time, filterable by status (processed / failed): sender, subject, status, the reason
+in one sentence, where it was routed (an outbox message or an applicant, linked), its data as a
+small key/value table, its text, and its attachments to download. *Run now* takes the new mail of the
 organisation's mailboxes at once; *Retry* processes a failed item again from its kept message.
+
+Only **admins** designate: a processing mailbox moves every message out of the account's
+source folder and sends the organisation's inbound mail to its webhooks. A recruiter sees the
+page with a note in place of the form, and a recruiter's POST answers 403. Running, retrying
+and downloading are open to everyone of the organisation.
 
 Everything shown of an item comes from mail anyone could have sent, so it is only ever rendered
 through Jinja's escaping (the text as text, never as HTML). The views call
@@ -17,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from services.accounts import list_accounts
@@ -33,7 +39,7 @@ from services.inbound import (
     retry_item,
     run_once,
 )
-from web.auth import org_id
+from web.auth import org_id, require_admin
 from web.downloads import attachment_download
 from web.form_errors import form_errors
 
@@ -79,6 +85,7 @@ def _index(form: dict[str, str], errors: dict[str, str], status_code: int = 200)
         move_modes=MOVE_MODES,
         form=form,
         errors=errors,
+        admin=current_user.is_admin,
     )
     return page_html, status_code
 
@@ -90,6 +97,7 @@ def index() -> tuple[str, int]:
 
 @bp.post("/inbound")
 def designate() -> tuple[str, int] | Response:
+    require_admin()
     form = {name: request.form.get(name, default).strip() for name, default in DEFAULT_FORM.items()}
     if not form["account"].isdigit():
         return _index(form, {"account": "Choose the account to designate."}, 400)

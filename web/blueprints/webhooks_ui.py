@@ -28,17 +28,12 @@ from services.webhooks import (
     list_subscriptions,
     rotate_secret,
 )
-from web.auth import org_id
+from web.auth import org_id, require_admin
 from web.form_errors import form_errors
 
 bp = Blueprint("webhooks_ui", __name__)
 LABELS = {"url": "URL", "events": "Events"}
 LOG_PAGE = 50
-
-
-def _admin_only() -> None:
-    if not current_user.is_admin:
-        abort(403)
 
 
 def _index(errors: dict[str, str], url: str = "", events: list[str] | None = None, status: int = 200) -> Response:
@@ -76,7 +71,7 @@ def _secret_page(sub_id: int, secret: str, rotated: bool) -> Response:
 
 @bp.post("/webhooks")
 def create() -> Response:
-    _admin_only()
+    require_admin()
     ext = current_app.extensions["postroom"]
     url = request.form.get("url", "")
     events = [e for e in request.form.getlist("events") if e]
@@ -94,7 +89,7 @@ def rotate(subscription_id: int) -> Response:
     try:
         with ext["sessions"].begin() as s:
             get_subscription(s, ext["config"], org_id(), subscription_id)
-            _admin_only()
+            require_admin()
             secret, _ = rotate_secret(s, ext["config"], org_id(), subscription_id)
     except NoSuchWebhook:
         abort(404)
@@ -107,7 +102,7 @@ def delete(subscription_id: int) -> Response:
     try:
         with ext["sessions"].begin() as s:
             url = get_subscription(s, ext["config"], org_id(), subscription_id).url
-            _admin_only()
+            require_admin()
             delete_subscription(s, org_id(), subscription_id)
     except NoSuchWebhook:
         abort(404)
