@@ -9,6 +9,7 @@ in CI), which turns a missing or unreachable server into a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import shutil
@@ -138,6 +139,12 @@ def env(database_url: str, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def config(env: dict[str, str]) -> Config:
     return load_config(env=env)
+
+
+@pytest.fixture
+def tracking(config: Config) -> Config:
+    """``config`` with open tracking served at https://t.example.com."""
+    return dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, base_url="https://t.example.com"))
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,17 +16,10 @@ from sqlalchemy import create_engine, update
 
 from postroom.models import OutboxMessage
 from tests.cli.harness import Cli
-from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
+from tests.rig.faulty_smtp import FaultySmtp
 from tests.rig.fixtures import Mailbox
-from tests.rig.mailrig import MailRig
 
 KEYS = {"id", "message_id", "account_id", "status", "recipients", "refused", "error"}
-
-
-@pytest.fixture(scope="module")
-def smtp(mail_rig: MailRig) -> Iterator[FaultySmtp]:
-    with faulty_smtp(mail_rig) as server:
-        yield server
 
 
 @pytest.fixture

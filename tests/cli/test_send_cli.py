@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
 from email.policy import default as default_policy
@@ -18,17 +17,10 @@ import pytest
 from icalendar import Calendar
 
 from tests.cli.harness import Cli
-from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
+from tests.rig.faulty_smtp import FaultySmtp
 from tests.rig.fixtures import Mailbox
-from tests.rig.mailrig import MailRig
 
 SEND_KEYS = {"message_id", "outbox_id", "reply_to", "short_id", "recipients"}
-
-
-@pytest.fixture(scope="module")
-def smtp(mail_rig: MailRig) -> Iterator[FaultySmtp]:
-    with faulty_smtp(mail_rig) as server:
-        yield server
 
 
 @pytest.fixture

@@ -14,13 +14,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
 
-import pytest
 import requests
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,20 +26,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from postroom.config import Config
 from postroom.models import OutboxRecipient, TrackingEvent, utcnow
 from services.sending import SendRequest, send_message
-from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
+from tests.rig.faulty_smtp import FaultySmtp
 from tests.rig.fixtures import Mailbox
-from tests.rig.mailrig import MailRig
 from tests.sync.helpers import connect
 
 POSTROOM = [sys.executable, "-m", "cli"]
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 GMAIL_PROXY = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
-
-
-@pytest.fixture(scope="module")
-def smtp(mail_rig: MailRig) -> Iterator[FaultySmtp]:
-    with faulty_smtp(mail_rig) as server:
-        yield server
 
 
 def _free_port() -> int:

@@ -27,10 +27,11 @@ import pytest
 
 from providers.base import Credentials, ProviderSettings
 from tests.rig.corpus import Item, generate
+from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
 from tests.rig.mailrig import MailRig
 from tests.rig.messages import make_message
 
-__all__ = ["Mailbox", "mail_rig", "mailbox", "make_message", "new_mailbox"]
+__all__ = ["Mailbox", "mail_rig", "mailbox", "make_message", "new_mailbox", "smtp"]
 
 
 @dataclass
@@ -219,3 +220,11 @@ def new_mailbox(mail_rig: MailRig) -> Callable[[], Mailbox]:
 def mailbox(new_mailbox: Callable[[], Mailbox]) -> Mailbox:
     """A fresh, empty account of its own (password + OAuth token) on the shared rig."""
     return new_mailbox()
+
+
+@pytest.fixture(scope="module")
+def smtp(mail_rig: MailRig) -> Iterator[FaultySmtp]:
+    """A capturing SMTP submission server with fault modes (:mod:`tests.rig.faulty_smtp`), one
+    per test module, authenticating the rig's users."""
+    with faulty_smtp(mail_rig) as server:
+        yield server

@@ -27,7 +27,7 @@ import smtplib
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -47,7 +47,7 @@ from services.orgs import add_org
 from services.sending import SendOutcome, SendRequest, send_message
 from services.webhooks import add_subscription, deliver_due
 from sync.store import default_org
-from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
+from tests.rig.faulty_smtp import FaultySmtp
 from tests.rig.fixtures import Mailbox
 from tests.rig.mailrig import MailRig
 from tests.rig.messages import make_message
@@ -59,14 +59,6 @@ from web import create_app
 ROOT = Path(__file__).resolve().parents[2]
 DSN = ROOT / "tests" / "data" / "dsn"
 EVENTS = ("inbound.processed", "inbound.failed", "message.replied", "message.bounced")
-
-
-@pytest.fixture(scope="module")
-def smtp(mail_rig: MailRig) -> Iterator[FaultySmtp]:
-    """The recruiter's submission server: it captures what is sent (applicants' domains are
-    nowhere a test could deliver to)."""
-    with faulty_smtp(mail_rig) as server:
-        yield server
 
 
 @dataclass

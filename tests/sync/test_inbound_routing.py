@@ -16,9 +16,7 @@ transaction as the processing loop does.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,26 +37,14 @@ from services.webhooks import add_subscription
 from sync.inbound_routing import Route, record_answer, record_bounce, route_inbound
 from sync.store import default_org
 from tests.cli.harness import Cli
-from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
+from tests.rig.faulty_smtp import FaultySmtp
 from tests.rig.fixtures import Mailbox
-from tests.rig.mailrig import MailRig
 from tests.sync.helpers import connect
 from tests.web.api_client import api_client
 from web import create_app
 
 DSN = Path(__file__).resolve().parents[1] / "data" / "dsn"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def smtp(mail_rig: MailRig) -> Iterator[FaultySmtp]:
-    with faulty_smtp(mail_rig) as server:
-        yield server
-
-
-@pytest.fixture
-def tracking(config: Config) -> Config:
-    return dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, base_url="https://t.example.com"))
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -41,18 +40,11 @@ from services.outbox import SendRequest, list_outbox, queue_message, retry_messa
 from sync.outbox import deliver, process_outbox
 from sync.outbox_rows import OutboxStatus, open_rows
 from sync.scheduler import Scheduler
-from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
+from tests.rig.faulty_smtp import FaultySmtp
 from tests.rig.fixtures import Mailbox, make_message
-from tests.rig.mailrig import MailRig
 from tests.sync.helpers import connect, sync_ok
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}:test-worker"
-
-
-@pytest.fixture(scope="module")
-def smtp(mail_rig: MailRig) -> Iterator[FaultySmtp]:
-    with faulty_smtp(mail_rig) as server:
-        yield server
 
 
 @pytest.fixture

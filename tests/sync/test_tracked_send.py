@@ -13,7 +13,6 @@ PostgreSQL:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import signal
@@ -21,7 +20,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
 from email.policy import default as default_policy
@@ -38,7 +36,7 @@ from services.sending import SendRequest, send_message
 from services.tracking import tracking_report
 from sync.outbox import process_outbox
 from sync.scheduler import Scheduler
-from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
+from tests.rig.faulty_smtp import FaultySmtp
 from tests.rig.fixtures import Mailbox, make_message
 from tests.rig.mailrig import MailRig
 from tests.sync.helpers import connect, sync_ok
@@ -46,17 +44,6 @@ from tests.sync.helpers import connect, sync_ok
 WORKER = "tracked-test-worker"
 VISIBLE = ("From", "To", "Cc", "Subject", "Date", "Reply-To", "MIME-Version")
 BODY = "Dear candidate,\n\nplease pick a slot: [calendar](https://cal.example.com/slots).\n"
-
-
-@pytest.fixture(scope="module")
-def smtp(mail_rig: MailRig) -> Iterator[FaultySmtp]:
-    with faulty_smtp(mail_rig) as server:
-        yield server
-
-
-@pytest.fixture
-def tracking(config: Config) -> Config:
-    return dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, base_url="https://t.example.com"))
 
 
 @pytest.fixture

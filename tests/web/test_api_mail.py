@@ -7,7 +7,6 @@ every transaction (and refuses, drops or delays the recipients asked to), answer
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
 from email.policy import default as default_policy
@@ -18,9 +17,8 @@ from flask import Flask
 
 from postroom.config import Config, load_config
 from sync.scheduler import sync_all
-from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
+from tests.rig.faulty_smtp import FaultySmtp
 from tests.rig.fixtures import Mailbox, make_message
-from tests.rig.mailrig import MailRig
 from tests.web.api_client import MISSING, ApiClient, api_client, assert_error, assert_same_404, new_org
 from web import create_app
 
@@ -29,12 +27,6 @@ SEND_KEYS = {
     "message_id", "outbox_id", "reply_to", "short_id", "recipients", "id", "status", "tracked", "mode", "refused",
     "error",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def smtp(mail_rig: MailRig) -> Iterator[FaultySmtp]:
-    with faulty_smtp(mail_rig) as server:
-        yield server
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ or mailbox is not found. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import re
 from collections.abc import Callable
@@ -29,11 +28,6 @@ from tests.sync.helpers import connect, sync_ok
 from tests.web.page_helpers import Browser, browser, field_errors, flashes, other_org, page_text
 
 BODY = "Hello {{ name }},\n\nplease pick a slot for the **{{ role }}** interview: [calendar](https://cal.example.com/slots).\n"
-
-
-@pytest.fixture
-def tracking(config: Config) -> Config:
-    return dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, base_url="https://t.example.com"))
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ organisation's message is not found. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -17,17 +16,10 @@ from postroom.bounces import Bounce, BouncedRecipient
 from postroom.config import Config
 from postroom.models import MailAccount, OutboxMessage
 from sync.inbound_routing import record_bounce
-from tests.rig.faulty_smtp import FaultySmtp, faulty_smtp
+from tests.rig.faulty_smtp import FaultySmtp
 from tests.rig.fixtures import Mailbox
-from tests.rig.mailrig import MailRig
 from tests.sync.helpers import connect
 from tests.web.page_helpers import Browser, browser, flashes, other_org
-
-
-@pytest.fixture(scope="module")
-def smtp(mail_rig: MailRig) -> Iterator[FaultySmtp]:
-    with faulty_smtp(mail_rig) as server:
-        yield server
 
 
 @pytest.fixture

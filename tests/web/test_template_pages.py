@@ -6,14 +6,12 @@ Dovecot. Another organisation's template is not found. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable
 from email import message_from_bytes
 from email.message import Message
 from email.policy import default as default_policy
 
-import pytest
 from sqlalchemy import select
 
 from postroom.config import Config
@@ -80,11 +78,6 @@ def test_another_organisations_template_is_not_found(config: Config) -> None:
     assert "No templates yet" in eve.text("/templates")
     with b.sessions() as s:
         assert s.get_one(Template, template_id).name == "Invite"
-
-
-@pytest.fixture
-def tracking(config: Config) -> Config:
-    return dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, base_url="https://t.example.com"))
 
 
 def parsed(raw: bytes) -> Message:
