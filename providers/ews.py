@@ -67,13 +67,11 @@ from exchangelib import (
 )
 from exchangelib import errors as ews_errors
 from exchangelib.folders import DeletedItems, Drafts, Inbox, JunkEmail, MsgFolderRoot, Outbox, Root, SentItems
-from exchangelib.properties import DistinguishedFolderId, FolderId, ItemId, Mailbox
+from exchangelib.properties import FolderId, ItemId
 from exchangelib.protocol import Protocol
-from exchangelib.restriction import Q, Restriction
 from exchangelib.services import (
     CreateItem,
     DeleteItem,
-    FindItem,
     GetFolder,
     GetItem,
     MoveItem,
@@ -411,29 +409,7 @@ class EwsProvider(MicrosoftBackend):
 
     def find_sent(self, message_id: str) -> str | None:
         """FindItem in Sent Items restricted to ``message:InternetMessageId`` = ``message_id``."""
-        acc = self._acc()
-        sent = SentItems(root=Root(account=acc))  # resolves the restriction's field name only:
-        # FindItem keys its paging by folder, and an unresolved folder's hash changes during the call
-        where = DistinguishedFolderId(id="sentitems", mailbox=Mailbox(email_address=acc.primary_smtp_address))
-        restriction = Restriction(Q(message_id=message_id), folders=[sent], applies_to=Restriction.ITEMS)
-        with self._translate("FindItem"):
-            found = FindItem(account=acc, page_size=1).call(
-                folders=[where],
-                additional_fields=None,
-                restriction=restriction,
-                order_fields=None,
-                shape="IdOnly",
-                query_string=None,
-                depth="Shallow",
-                calendar_view=None,
-                max_items=1,
-                offset=0,
-            )
-            for item in found:
-                if isinstance(item, Exception):
-                    raise item
-                return str(item[0])
-        return None
+        return self._paths().find_message(RemoteFolder("sentitems"), message_id)
 
     def send_without_copy(self, message: OutgoingMessage) -> SendResult:
         """CreateItem SendOnly: delivered, with no copy in Sent Items (see :meth:`store_sent_copy`)."""
