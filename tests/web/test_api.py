@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from postroom.config import Config
 from postroom.models import ApiToken, MailAccount, User
-from tests.web.api_client import MISSING, ApiClient, api_client, assert_error, assert_same_404, imap_body, new_org
+from tests.web.api_client import MISSING, ApiClient, api_client, assert_error, assert_same_404, imap_body
 from tests.web.signin import signed_in
 from web import create_app
 
@@ -26,17 +26,6 @@ from web import create_app
 @pytest.fixture
 def app(config: Config) -> Flask:
     return create_app(config)
-
-
-@pytest.fixture
-def api(app: Flask) -> ApiClient:
-    return api_client(app)
-
-
-@pytest.fixture
-def other(app: Flask) -> ApiClient:
-    """A user of another organisation, with a token of their own."""
-    return api_client(app, "someone@other.example", new_org(app))
 
 
 def api_routes(app: Flask) -> Iterator[tuple[str, str]]:

@@ -19,7 +19,7 @@ from postroom.config import Config, load_config
 from sync.scheduler import sync_all
 from tests.rig.faulty_smtp import FaultySmtp
 from tests.rig.fixtures import Mailbox, make_message
-from tests.web.api_client import MISSING, ApiClient, api_client, assert_error, assert_same_404, new_org
+from tests.web.api_client import MISSING, ApiClient, assert_error, assert_same_404
 from web import create_app
 
 # the keys of `postroom send --json` (services.sending.SendOutcome.as_json)
@@ -37,16 +37,6 @@ def tracked_config(env: dict[str, str]) -> Config:
 @pytest.fixture
 def app(tracked_config: Config) -> Flask:
     return create_app(tracked_config)
-
-
-@pytest.fixture
-def api(app: Flask) -> ApiClient:
-    return api_client(app)
-
-
-@pytest.fixture
-def other(app: Flask) -> ApiClient:
-    return api_client(app, "someone@other.example", new_org(app))
 
 
 def connect(api: ApiClient, box: Mailbox, smtp_port: int | None = None) -> int:
