@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +11,7 @@ from providers.base import Credentials, FolderRole, ProviderSettings, RemoteFold
 from providers.errors import ConfigurationError, CursorInvalidError, TransientError
 from providers.imap import ImapProvider
 from providers.registry import backend_class
+from tests.rig.connect_proxy import ConnectProxy
 from tests.rig.fixtures import Mailbox
 from tests.rig.messages import make_message
 
@@ -96,54 +96,6 @@ def test_plain_login_without_sasl_ir_or_listed_status(mailbox: Mailbox) -> None:
         first = provider.fetch_changes(inbox, None)
         assert len(first.new) == 1
         assert provider.fetch_changes(inbox, first.cursor).empty
-
-
-class ConnectProxy:
-    """A tiny HTTP CONNECT proxy on 127.0.0.1 that counts tunnels."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.tunnels: list[str] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
-
-    def _tunnel(self, client: socket.socket) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += client.recv(1)
-        target = head.split()[1].decode()
-        host, port = target.rsplit(":", 1)
-        upstream = socket.create_connection((host, int(port)))
-        self.tunnels.append(target)
-        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-
-        def pump(src: socket.socket, dst: socket.socket) -> None:
-            try:
-                while data := src.recv(65536):
-                    dst.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for s in (src, dst):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
-        pump(client, upstream)
-
-    def close(self) -> None:
-        self.server.close()
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from providers.imap import ImapProvider
 from services.inbound import add_mailbox, get_item, list_items, retry_item, run_once
 from services.webhooks import add_subscription
 from sync.inbound import ensure_targets, load_mailboxes, open_mailbox
+from tests.rig.connect_proxy import ConnectProxy
 from tests.rig.fixtures import Mailbox
 from tests.sync.helpers import connect
 
@@ -320,3 +321,22 @@ def test_the_celery_beat_schedules_the_inbound_task(config: Config) -> None:
 
     entry = celery_settings(config)["beat_schedule"][INBOUND_TASK]
     assert entry["task"] == INBOUND_TASK and entry["schedule"] == config.inbound.interval
+
+
+def test_the_accounts_http_connect_proxy_is_used_and_its_connection_closed(
+    config: Config, sessions: sessionmaker[Session], mailbox: Mailbox
+) -> None:
+    proxy = ConnectProxy()
+    try:
+        _designate(config, sessions, mailbox, account={"proxy": f"http://127.0.0.1:{proxy.port}"})
+        mailbox.append(GOOD["<yaml@example.org>"])
+
+        assert run_once(config, sessions).processed == 1
+
+        assert proxy.tunnels == [f"127.0.0.1:{mailbox.rig.ports['imap']}"]  # one connection, through the proxy
+        deadline = time.monotonic() + 5
+        while proxy.open and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proxy.open == 0 and b" LOGOUT\r\n" in proxy.sent[0]  # logged out and closed after the run
+    finally:
+        proxy.close()
