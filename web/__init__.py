@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from flask import Blueprint, Flask, Response, current_app, has_request_context, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, has_request_context, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -36,7 +36,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from postroom import db
 from postroom.config import Config
-from postroom.models import Organisation
 from sync.metrics import UNAUTHORIZED_BODY, UNAUTHORIZED_HEADERS, DatabaseCollector, bearer_ok
 from web import api, auth
 from web.blueprints import (
@@ -151,11 +150,7 @@ def _blueprints() -> list[Blueprint]:
 
 def _is_demo() -> bool:
     """Whether the signed-in user's organisation is the demo one (the layout says so on every page)."""
-    if not getattr(current_user, "is_authenticated", False):
-        return False
-    with current_app.extensions["postroom"]["sessions"]() as s:
-        org = s.get(Organisation, current_user.org_id)
-        return bool(org and org.demo)
+    return bool(getattr(current_user, "is_authenticated", False) and getattr(current_user, "demo", False))
 
 
 def _errors(app: Flask) -> None:

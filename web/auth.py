@@ -54,6 +54,7 @@ class WebUser(UserMixin):
         self.email = who.email
         self.name = who.name or who.email
         self.role = who.role
+        self.demo = who.demo
 
     def get_id(self) -> str:
         return f"{self.who.id}:{self.who.session_epoch}"
