@@ -57,11 +57,12 @@ def test_a_mailbox_a_demo_user_connected_is_never_pointed_at_the_demo_mail_serve
             ),
         )
     expires = datetime(2030, 1, 1, tzinfo=UTC)
-    tokens = {p.address: ("ya29.token", expires) for p in scenario.RECRUITERS} | {"ann@example.com": ("x", expires)}
-    assert connect_demo_accounts(sessions, config, "http://127.0.0.1:1234/", "http://127.0.0.1:1234/token", tokens) == 2
+    demo = (*scenario.RECRUITERS, scenario.APPLICATIONS)
+    tokens = {p.address: ("ya29.token", expires) for p in demo} | {"ann@example.com": ("x", expires)}
+    assert connect_demo_accounts(sessions, config, "http://127.0.0.1:1234/", "http://127.0.0.1:1234/token", tokens) == 3
     with sessions() as s:
-        assert demo_mailboxes(s) == [p.address for p in scenario.RECRUITERS]
+        assert demo_mailboxes(s) == [p.address for p in demo]
         assert demo_org_id(s) == org
         settings = {a.email: a.settings for a in s.scalars(select(MailAccount))}
     assert settings["ann@example.com"]["imap_host"] == "127.0.0.1" and "api_root" not in settings["ann@example.com"]
-    assert {settings[p.address]["api_root"] for p in scenario.RECRUITERS} == {"http://127.0.0.1:1234/"}
+    assert {settings[p.address]["api_root"] for p in demo} == {"http://127.0.0.1:1234/"}
