@@ -42,6 +42,8 @@ from email.policy import default as default_policy
 from email.utils import format_datetime, formataddr, getaddresses
 from typing import Any
 
+from postroom.demo_documents import MAYA_CV, MAYA_CV_2025
+
 ORG_NAME = "Demo"
 USER_EMAIL = "demo@postroom.test"
 USER_NAME = "Demo Recruiter"
@@ -155,49 +157,6 @@ class _Mail:
     json_part: str | None = None  # an inline application/json part (a web form's data)
 
 
-def resume_pdf(name: str, lines: tuple[str, ...]) -> bytes:
-    """A one-page PDF that any viewer opens: ``name`` as the title, then ``lines``."""
-    text = [f"BT /F1 22 Tf 72 770 Td ({_pdf_text(name)}) Tj ET"]
-    for i, line in enumerate(lines):
-        text.append(f"BT /F1 11 Tf 72 {730 - 18 * i} Td ({_pdf_text(line)}) Tj ET")
-    stream = "\n".join(text).encode("latin-1")
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> >> "
-        b"/Contents 5 0 R >>",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
-def _pdf_text(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-
-
-_MAYA_CV = resume_pdf(
-    "Maya Okafor",
-    (
-        "Backend engineer - Leiden, the Netherlands - maya.okafor@example.com",
-        "",
-        "2023-now   MSc Computer Science, Universiteit Leiden (distributed systems)",
-        "2020-2023  Backend engineer, Parcelly: Python, PostgreSQL, Kafka; 40k orders a day",
-        "2018-2020  Software engineer intern, Rijkswaterstaat open data team",
-        "",
-        "Open source: maintainer of a PostgreSQL logical replication client for Python",
-    ),
-)
-
 _PRIYA_HTML = f"""<!doctype html>
 <html><body style="font-family: Georgia, serif; color: #222">
 <p>Hello Sam,</p>
@@ -221,7 +180,7 @@ _MAILS = (
         "careers page. I have three years of experience building order pipelines in Python and PostgreSQL, "
         "and I am finishing my MSc in distributed systems this spring.\n\nMy résumé is attached. I would be "
         "glad to tell you more.\n\nKind regards,\nMaya Okafor",
-        attachment=("Maya-Okafor-CV.pdf", "application/pdf", _MAYA_CV),
+        attachment=("Maya-Okafor-CV.pdf", "application/pdf", MAYA_CV),
     ),
     _Mail(
         "maya-2",
@@ -408,19 +367,6 @@ _MAILS = (
 CAREERS_SITE = Person("Northwind Careers Site", "no-reply@jobs.northwind.example")
 AGENCY = Person("Katrin Vogel (Vogel Personalberatung)", "k.vogel@vogel-personal.example")
 
-_MAYA_CV_2025 = resume_pdf(
-    "Maya Okafor",
-    (
-        "Backend engineer - Leiden, the Netherlands - maya.okafor@example.com",
-        "",
-        "2025       MSc Computer Science, Universiteit Leiden: thesis on exactly-once delivery",
-        "2020-2023  Backend engineer, Parcelly: Python, PostgreSQL, Kafka; 40k orders a day",
-        "2018-2020  Software engineer intern, Rijkswaterstaat open data team",
-        "",
-        "Open source: maintainer of a PostgreSQL logical replication client for Python",
-    ),
-)
-
 # the processing mailbox's INBOX (applications@): what the worker's first run takes
 _INBOUND_MAILS = (
     _Mail(
@@ -455,7 +401,7 @@ _INBOUND_MAILS = (
         (0, 7, 40),
         "Hello,\n\nRita asked me to send my updated résumé to this address before Thursday's "
         "interview: it is attached. My thesis is now finished.\n\nBest regards,\nMaya Okafor",
-        attachment=("Maya-Okafor-CV-2025.pdf", "application/pdf", _MAYA_CV_2025),
+        attachment=("Maya-Okafor-CV-2025.pdf", "application/pdf", MAYA_CV_2025),
     ),
     _Mail(
         "form-2",

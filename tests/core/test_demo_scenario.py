@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from postroom import demo_scenario as scenario
+from postroom.demo_documents import resume_pdf
 from postroom.inbound import parse_inbound
 from postroom.mime import parse_headers, parse_message
 
@@ -72,7 +73,7 @@ def test_the_scenario_has_what_the_demo_shows() -> None:
 
 
 def test_the_resume_is_a_pdf_whose_cross_reference_table_is_right() -> None:
-    pdf = scenario.resume_pdf("Maya Okafor", ("Backend engineer (Python)",))
+    pdf = resume_pdf("Maya Okafor", ("Backend engineer (Python)",))
     assert pdf.startswith(b"%PDF-1.4\n") and pdf.endswith(b"%%EOF\n")
     start = int(pdf.rsplit(b"startxref\n", 1)[1].split(b"\n")[0])
     assert pdf[start:].startswith(b"xref\n0 6\n")
