@@ -4,7 +4,7 @@ Demo mode (docs/demo.md): on a database with nothing real in it, ``postroom serv
 run``) seeds the demo organisation (:mod:`services.demo`) and prints how to sign in, once.
 Whenever a demo organisation exists, ``serve`` runs the demo's mail server in-process
 (:class:`standins.demo.DemoMailServer`: the Gmail stand-in on a free loopback port, its mail
-kept in the data directory), points the demo's two Gmail mailboxes at it with fresh access
+kept in the data directory), points the demo's three Gmail mailboxes at it with fresh access
 tokens (again every 20 minutes, before they expire), and the worker beside the web app syncs
 them through the real Gmail backend. The composition happens here, in the CLI, because it is
 the one place that starts servers: ``tests/core/test_layers.py`` lets the CLI import
@@ -13,8 +13,8 @@ the one place that starts servers: ``tests/core/test_layers.py`` lets the CLI im
 On its first start the demo also plays the scenario's last act, through the real services and
 endpoints: Rita sends Daniel a tracked message from the template (:func:`services.demo.send_demo_message`),
 Daniel's mail client fetches its pixel from the tracking endpoint (a person's open), and
-Daniel answers (delivered to Rita's mailbox), so the first sync shows a send that was
-opened and replied to.
+Daniel answers (delivered to Rita's mailbox, and to the processing mailbox ``applications@``
+he copies), so the first sync shows a send that was opened and replied to.
 """
 
 from __future__ import annotations
@@ -210,6 +210,8 @@ class DemoRun:
         time.sleep(1 - time.time() % 1)  # his answer's Date (whole seconds) comes after the message's
         mailbox, reply = scenario.applicant_reply(copy, utcnow())
         server.deliver(mailbox, reply)
+        if scenario.APPLICATIONS.address in self._mailboxes:  # his Cc: the processing mailbox
+            server.deliver(scenario.APPLICATIONS.address, reply)
         log.info("demo: %s sent (tracked), opened and answered", outcome.entry.message_id)
 
     def close(self) -> None:

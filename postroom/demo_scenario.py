@@ -19,9 +19,14 @@ Northwind Robotics hires a backend engineer and a product designer. Rita (recrui
   from a template (:data:`TRACKED_SEND`), which he opens and answers (:func:`applicant_reply`);
 * Lena Fischer withdraws; and one internal message between Rita and Sam involves no applicant.
 
+A third mailbox, ``applications@``, is a processing mailbox (:data:`APPLICATIONS`): its INBOX
+holds what :data:`_INBOUND_MAILS` lists (a careers-site form with a JSON part, an agency's
+German YAML profile, Maya's updated résumé, one form whose JSON part is broken), and Daniel's
+answer to the tracked send is copied to it.
+
 >>> people = {d.mailbox for d in deliveries(datetime(2027, 3, 1, 12, tzinfo=UTC))}
 >>> sorted(people)
-['rita@northwind.test', 'sam@northwind.test']
+['applications@northwind.test', 'rita@northwind.test', 'sam@northwind.test']
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from email.policy import SMTP
 from email.policy import default as default_policy
 from email.utils import format_datetime, formataddr, getaddresses
 from typing import Any
+
+from postroom.demo_documents import MAYA_CV, MAYA_CV_2025
 
 ORG_NAME = "Demo"
 USER_EMAIL = "demo@postroom.test"
@@ -93,6 +100,8 @@ class TrackedSend:
 RITA = Person("Rita Alvarez", "rita@northwind.test")
 SAM = Person("Sam Chen", "sam@northwind.test")
 RECRUITERS = (RITA, SAM)
+# the processing mailbox (docs/inbound.md): the careers address forms, agencies and applicants write to
+APPLICATIONS = Person("Northwind Careers", "applications@northwind.test")
 
 MAYA_UNI = Person("Maya Okafor", "maya.okafor@uni-leiden.example")
 MAYA = Person("Maya Okafor", "maya.okafor@example.com")
@@ -145,50 +154,8 @@ class _Mail:
     attachment: tuple[str, str, bytes] | None = None  # filename, content type, bytes
     auto_reply: bool = False
     unread: bool = False
+    json_part: str | None = None  # an inline application/json part (a web form's data)
 
-
-def resume_pdf(name: str, lines: tuple[str, ...]) -> bytes:
-    """A one-page PDF that any viewer opens: ``name`` as the title, then ``lines``."""
-    text = [f"BT /F1 22 Tf 72 770 Td ({_pdf_text(name)}) Tj ET"]
-    for i, line in enumerate(lines):
-        text.append(f"BT /F1 11 Tf 72 {730 - 18 * i} Td ({_pdf_text(line)}) Tj ET")
-    stream = "\n".join(text).encode("latin-1")
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> >> "
-        b"/Contents 5 0 R >>",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
-def _pdf_text(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-
-
-_MAYA_CV = resume_pdf(
-    "Maya Okafor",
-    (
-        "Backend engineer - Leiden, the Netherlands - maya.okafor@example.com",
-        "",
-        "2023-now   MSc Computer Science, Universiteit Leiden (distributed systems)",
-        "2020-2023  Backend engineer, Parcelly: Python, PostgreSQL, Kafka; 40k orders a day",
-        "2018-2020  Software engineer intern, Rijkswaterstaat open data team",
-        "",
-        "Open source: maintainer of a PostgreSQL logical replication client for Python",
-    ),
-)
 
 _PRIYA_HTML = f"""<!doctype html>
 <html><body style="font-family: Georgia, serif; color: #222">
@@ -213,7 +180,7 @@ _MAILS = (
         "careers page. I have three years of experience building order pipelines in Python and PostgreSQL, "
         "and I am finishing my MSc in distributed systems this spring.\n\nMy résumé is attached. I would be "
         "glad to tell you more.\n\nKind regards,\nMaya Okafor",
-        attachment=("Maya-Okafor-CV.pdf", "application/pdf", _MAYA_CV),
+        attachment=("Maya-Okafor-CV.pdf", "application/pdf", MAYA_CV),
     ),
     _Mail(
         "maya-2",
@@ -397,9 +364,60 @@ _MAILS = (
 )
 
 
+CAREERS_SITE = Person("Northwind Careers Site", "no-reply@jobs.northwind.example")
+AGENCY = Person("Katrin Vogel (Vogel Personalberatung)", "k.vogel@vogel-personal.example")
+
+# the processing mailbox's INBOX (applications@): what the worker's first run takes
+_INBOUND_MAILS = (
+    _Mail(
+        "form-1",
+        CAREERS_SITE,
+        (APPLICATIONS,),
+        "New application: Product Designer (Aiko Tanaka)",
+        (1, 8, 10),
+        "A new application was submitted on jobs.northwind.example.\n\nThe form's answers are attached as JSON.",
+        json_part=(
+            '{"Full name": "Aiko Tanaka", "E-mail": "aiko.tanaka@example.jp", "Position": "Product Designer", '
+            '"Portfolio": "https://aiko-tanaka.example/work", "Available from": "2027-05-01", '
+            '"Relocation": true, "Salary expectation": "70000 EUR"}'
+        ),
+    ),
+    _Mail(
+        "agency-1",
+        AGENCY,
+        (APPLICATIONS,),
+        "Kandidatenvorschlag: Senior Backend Engineer",
+        (1, 11, 35),
+        "Vorname: Felix\nNachname: Hartmann\nE-Mail: felix.hartmann@example.de\nPosition: Senior Backend "
+        "Engineer\nVerfügbar ab: 1. Juni\nGehaltsvorstellung: 85.000 EUR\nSprachen: Deutsch, Englisch\n\n"
+        "Guten Tag,\n\nanbei unser Vorschlag für Ihre Stelle. Herr Hartmann bringt acht Jahre Erfahrung "
+        "mit Go und PostgreSQL mit.\n\nMit freundlichen Grüßen\nKatrin Vogel\nVogel Personalberatung",
+    ),
+    _Mail(
+        "maya-6",
+        MAYA,
+        (APPLICATIONS,),
+        "Updated résumé - Maya Okafor",
+        (0, 7, 40),
+        "Hello,\n\nRita asked me to send my updated résumé to this address before Thursday's "
+        "interview: it is attached. My thesis is now finished.\n\nBest regards,\nMaya Okafor",
+        attachment=("Maya-Okafor-CV-2025.pdf", "application/pdf", MAYA_CV_2025),
+    ),
+    _Mail(
+        "form-2",
+        CAREERS_SITE,
+        (APPLICATIONS,),
+        "New application: Senior Backend Engineer (Tom Becker)",
+        (0, 8, 5),
+        "A new application was submitted on jobs.northwind.example.\n\nThe form's answers are attached as JSON.",
+        json_part='{"Full name": "Tom Becker", "E-mail": "tom.becker@example.com", "Position": "Senior Back',
+    ),
+)
+
+
 def deliveries(now: datetime) -> list[Delivery]:
-    """Every copy of every scenario message in the recruiters' mailboxes, oldest first, dated
-    relative to ``now`` (the scenario spans the last two weeks)."""
+    """Every copy of every scenario message in the recruiters' mailboxes, oldest first, then the
+    processing mailbox's INBOX, dated relative to ``now`` (the scenario spans the last two weeks)."""
     out: list[Delivery] = []
     sent: dict[str, tuple[str, str, str]] = {}  # key -> (Message-ID, References, first paragraph)
     for mail in _MAILS:
@@ -418,6 +436,11 @@ def deliveries(now: datetime) -> list[Delivery]:
                 labels.extend(["INBOX", *(["UNREAD"] if mail.unread else [])])
             if labels:
                 out.append(Delivery(recruiter.address, raw, tuple(labels), int(when.timestamp() * 1000)))
+    for mail in _INBOUND_MAILS:
+        when = _date(now, *mail.ago)
+        message_id = f"<{mail.key}.{uuid.uuid4().hex[:12]}@{mail.sender.address.split('@')[1]}>"
+        raw = _compose(mail, when, message_id, None, "")
+        out.append(Delivery(APPLICATIONS.address, raw, ("INBOX", "UNREAD"), int(when.timestamp() * 1000)))
     return out
 
 
@@ -444,6 +467,8 @@ def _compose(mail: _Mail, when: datetime, message_id: str, in_reply_to: str | No
     msg.set_content(mail.text + "\n")
     if mail.html:
         msg.add_alternative(mail.html, subtype="html")
+    if mail.json_part is not None:
+        msg.add_attachment(mail.json_part.encode(), maintype="application", subtype="json", disposition="inline")
     if mail.attachment:
         filename, content_type, data = mail.attachment
         maintype, subtype = content_type.split("/")
@@ -469,7 +494,8 @@ def pixel_url(copy: bytes) -> str | None:
 
 def applicant_reply(copy: bytes, now: datetime) -> tuple[str, bytes]:
     """The applicant's answer to their copy of the tracked message, addressed as their mail
-    client would (to its Reply-To, in its thread): (the recruiter mailbox it lands in, raw)."""
+    client would (to its Reply-To, in its thread), copied to the processing mailbox
+    (:data:`APPLICATIONS`): (the recruiter mailbox it lands in, raw)."""
     head = BytesParser(policy=default_policy).parsebytes(copy, headersonly=True)
     reply_to = str(head.get("Reply-To") or head.get("From") or "")
     sender = getaddresses([str(head.get("From", ""))])[0][1].lower()
@@ -477,6 +503,7 @@ def applicant_reply(copy: bytes, now: datetime) -> tuple[str, bytes]:
     msg = EmailMessage()
     msg["From"] = DANIEL.header
     msg["To"] = ", ".join(formataddr(pair) for pair in getaddresses([reply_to]))
+    msg["Cc"] = APPLICATIONS.header  # the processing mailbox gets a copy, routed by the Reply-To's token
     msg["Subject"] = "Re: " + " ".join(str(head.get("Subject", "")).split())
     msg["Date"] = format_datetime(now.astimezone(UTC))
     msg["Message-ID"] = f"<reply.{uuid.uuid4().hex[:12]}@example.org>"

@@ -1,8 +1,9 @@
 """Demo mode (docs/demo.md): the demo organisation, seeded, connected to its mail server, removed.
 
 The demo is one organisation with ``demo = true`` (the layout labels every page of it "Demo"):
-a user, two Gmail mailboxes served by the demo's mail server (:mod:`standins.demo`, run by
-``postroom serve``), the scenario's applicants (:mod:`postroom.demo_scenario`) and a
+a user, three Gmail mailboxes served by the demo's mail server (:mod:`standins.demo`, run by
+``postroom serve``) — the recruiters' two and ``applications@``, a processing mailbox
+(docs/inbound.md) —, the scenario's applicants (:mod:`postroom.demo_scenario`) and a
 template. Nothing real ever goes into it: the CLI's default organisation is the first one,
 and :func:`seed_demo` makes sure a real one exists before the demo's is created.
 
@@ -11,8 +12,8 @@ all (:func:`should_seed`), and never when ``[demo] enabled = false``. The mailbo
 access tokens only, issued by the demo's mail server at each start and before they expire
 (:func:`connect_demo_accounts`): no OAuth client secret is involved, so the demo needs no
 configuration. :func:`remove_demo` deletes the organisation and everything in it (the
-database cascades), the message bodies no other organisation shares, and the mail server's
-state file.
+database cascades), the message bodies and processing-mailbox files no other organisation
+shares, and the mail server's state file.
 
 >>> DemoCredentials(7, "demo@postroom.test", "s3cret-s3cret").as_json()["email"]
 'demo@postroom.test'
@@ -46,10 +47,12 @@ from postroom.models import (
     User,
     utcnow,
 )
+from postroom.models_inbound import InboundAttachment, InboundItem
 from postroom.states import AccountStatus, UserRole
 from providers.registry import GMAIL
 from services.accounts import AccountSummary, list_accounts
 from services.applicants import add_applicant
+from services.inbound import add_mailbox
 from services.orgs import add_org
 from services.sending import SendOutcome, SendRequest, send_message
 from services.templates import add_template
@@ -121,8 +124,9 @@ def should_seed(session: Session) -> bool:
 
 
 def seed_demo(sessions: sessionmaker[Session], config: Config) -> DemoCredentials:
-    """Create the demo organisation: its user (a random password, returned once), its two
-    mailboxes (synced once its mail server runs), applicants and template."""
+    """Create the demo organisation: its user (a random password, returned once), its three
+    mailboxes (synced once its mail server runs; ``applications@`` a processing mailbox taking
+    mail from its INBOX), applicants and template."""
     password = secrets.token_urlsafe(12)
     box = SecretBox.for_config(config.security)
     with sessions.begin() as s:
@@ -136,17 +140,19 @@ def seed_demo(sessions: sessionmaker[Session], config: Config) -> DemoCredential
         default_org(s)  # a real organisation comes first, so the CLI's default is never the demo
         org = add_org(s, scenario.ORG_NAME, demo=True)
         add_user(s, org.id, scenario.USER_EMAIL, password, UserRole.ADMIN, scenario.USER_NAME)
-        for recruiter in scenario.RECRUITERS:
-            s.add(
-                MailAccount(
-                    org_id=org.id,
-                    email=recruiter.address,
-                    provider=GMAIL,
-                    settings={"api_root": OFFLINE_ROOT, "token_uri": OFFLINE_ROOT + "token", "demo": True},
-                    secret=box.seal({"access_token": "not-issued-yet"}),
-                    status=AccountStatus.ACTIVE,
-                )
+        accounts = {}
+        for person in (*scenario.RECRUITERS, scenario.APPLICATIONS):
+            accounts[person.address] = account = MailAccount(
+                org_id=org.id,
+                email=person.address,
+                provider=GMAIL,
+                settings={"api_root": OFFLINE_ROOT, "token_uri": OFFLINE_ROOT + "token", "demo": True},
+                secret=box.seal({"access_token": "not-issued-yet"}),
+                status=AccountStatus.ACTIVE,
             )
+            s.add(account)
+        s.flush()
+        add_mailbox(s, config, org.id, accounts[scenario.APPLICATIONS.address].id)
         for applicant in scenario.APPLICANTS:
             add_applicant(s, applicant.name, applicant.addresses, org_id=org.id)
         t = scenario.TEMPLATE
@@ -259,20 +265,31 @@ def remove_demo(sessions: sessionmaker[Session], config: Config) -> int:
         orgs = list(s.scalars(select(Organisation.id).where(Organisation.demo.is_(True))))
         if not orgs:
             return 0
-        body_ids = list(
+        body_ids = set(
             s.scalars(select(Email.body_id).where(Email.org_id.in_(orgs), Email.body_id.isnot(None)).distinct())
         )
+        body_ids |= set(
+            s.scalars(select(InboundItem.body_id).where(InboundItem.org_id.in_(orgs), InboundItem.body_id.isnot(None)))
+        )
+        attachments = set(s.scalars(select(InboundAttachment.path).where(InboundAttachment.org_id.in_(orgs))))
         demo_users = select(User.email).where(User.org_id.in_(orgs))
         s.execute(delete(LoginFailure).where(LoginFailure.email.in_(demo_users)))
         s.execute(delete(Organisation).where(Organisation.id.in_(orgs)))  # the database cascades
         unshared = list(
             s.execute(
-                select(Body.id, Body.path).where(Body.id.in_(body_ids), ~exists().where(Email.body_id == Body.id))
+                select(Body.id, Body.path).where(
+                    Body.id.in_(body_ids),
+                    ~exists().where(Email.body_id == Body.id),
+                    ~exists().where(InboundItem.body_id == Body.id),
+                )
             ).tuples()
         )
         if unshared:
             s.execute(delete(Body).where(Body.id.in_([i for i, _ in unshared])))
-    for _, path in unshared:
+        # an attachment's file is named by its content: another organisation's may be the same file
+        kept = set(s.scalars(select(InboundAttachment.path).where(InboundAttachment.path.in_(attachments))))
+        kept |= set(s.scalars(select(Body.path).where(Body.path.in_(attachments))))
+    for path in [p for _, p in unshared] + sorted(attachments - kept):
         blob = config.storage.blob_dir / path
         blob.unlink(missing_ok=True)
         try:

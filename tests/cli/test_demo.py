@@ -1,6 +1,7 @@
 """Demo mode: `postroom serve` (what `make run` starts) on a database with nothing real in it seeds
 the demo, prints how to sign in once, and the in-process worker syncs the demo's mailboxes from
-the demo's mail server through the real Gmail backend; `postroom demo remove` leaves nothing.
+the demo's mail server through the real Gmail backend and runs its processing mailbox (the
+Processing page lists what it took and what failed); `postroom demo remove` leaves nothing.
 Nothing is seeded when anything real exists, or with ``[demo] enabled = false``."""
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from postroom.models import (
     OutboxRecipient,
     TrackingEvent,
 )
+from postroom.models_inbound import InboundAttachment, InboundItem
 from services.applicants import applicant_history
+from services.inbound import list_mailboxes
 from tests.cli.harness import Cli
 
 POSTROOM = [sys.executable, "-m", "cli"]
@@ -147,12 +150,24 @@ def _history(s: Session, name: str) -> list[tuple[str, str | None, list[int]]]:
 
 
 def _synced(sessions: sessionmaker[Session]) -> bool:
-    """The scenario as the engine indexed it (the seed writes no mail): both mailboxes synced,
-    Maya's five messages, Daniel's answer to the tracked send recognised as a reply."""
+    """The scenario as the engine indexed it (the seed writes no mail): the three mailboxes synced,
+    Maya's six messages (the last the résumé she sent the processing mailbox), Daniel's answer to
+    the tracked send recognised as a reply, and the processing mailbox's five messages taken (its
+    INBOX's four and Daniel's copy)."""
     with sessions() as s:
         synced = list(s.scalars(select(MailAccount.last_success_at).where(MailAccount.org_id == _demo_org(s))))
         replied = s.scalar(select(OutboxRecipient.replied_at).where(OutboxRecipient.address == scenario.DANIEL.address))
-        return len(synced) == 2 and all(synced) and replied is not None and len(_history(s, "Maya Okafor")) == 5
+        taken = s.scalar(select(func.count()).select_from(InboundItem).where(InboundItem.moved.is_(True)))
+        return (
+            len(synced) == 3
+            and all(synced)
+            and replied is not None
+            and len(_history(s, "Maya Okafor")) == 6
+            and taken == PROCESSED + 1
+        )
+
+
+PROCESSED = 4  # the careers form, the agency's profile, Maya's résumé, Daniel's answer; the broken form fails
 
 
 def _last_synced(sessions: sessionmaker[Session]) -> datetime | None:
@@ -178,18 +193,39 @@ def test_serve_shows_a_synced_demo_within_a_minute_once_and_remove_leaves_nothin
         applicants = browser.get(served.base + "/applicants", timeout=10)
         if applicants.status_code != 404:  # the applicants area may not be built yet
             assert applicants.status_code == 200 and "Maya Okafor" in applicants.text
+        processing = browser.get(served.base + "/inbound", timeout=10)
+        assert processing.status_code == 200
+        assert scenario.APPLICATIONS.address in processing.text
+        assert processing.text.count('class="card inbound-item inbound-processed"') == PROCESSED
+        assert processing.text.count('class="card inbound-item inbound-failed"') == 1
+        assert "Its application/json part could not be used: json part is not valid JSON" in processing.text
+        for subject in ("New application: Product Designer (Aiko Tanaka)", "Kandidatenvorschlag", "Updated résumé"):
+            assert subject in processing.text
+        with sessions_of() as s:
+            maya_id = s.scalar(select(Applicant.id).where(Applicant.name == "Maya Okafor"))
+        maya_page = browser.get(f"{served.base}/applicants/{maya_id}", timeout=10)
+        assert maya_page.status_code == 200 and "Maya-Okafor-CV-2025.pdf" in maya_page.text  # under Documents
     assert served.stdout().count(found.group(2)) == 1  # the password is shown once
     print(f"the demo was synced {took:.1f}s after `postroom serve` started")
 
     with sessions_of() as s:
         ids = dict(s.execute(select(MailAccount.email, MailAccount.id)).tuples().all())
         rita, sam = ids[scenario.RITA.address], ids[scenario.SAM.address]
+        applications = ids[scenario.APPLICATIONS.address]
         maya = _history(s, "Maya Okafor")
-        assert len({message_id for message_id, _, _ in maya}) == 5  # each message once
+        assert len({message_id for message_id, _, _ in maya}) == 6  # each message once
         recruiters = {p.address for p in scenario.RECRUITERS}
         assert {sender for _, sender, _ in maya} == {scenario.MAYA_UNI.address, scenario.MAYA.address, *recruiters}
         # the thread runs through both mailboxes; a message both recruiters received is one message
-        assert [boxes for _, _, boxes in maya] == [[rita], [rita, sam], [rita, sam], [rita, sam], [rita, sam]]
+        # (and the processing mailbox is synced like any other: her résumé is in her timeline too)
+        assert [boxes for _, _, boxes in maya] == [
+            [rita],
+            [rita, sam],
+            [rita, sam],
+            [rita, sam],
+            [rita, sam],
+            [applications],
+        ]
         priya = _history(s, "Priya Raman")
         assert {scenario.PRIYA_STUDIO.address, scenario.PRIYA.address} <= {sender for _, sender, _ in priya}
         # the résumé was fetched with its message (an applicant's mail: the default body policy)
@@ -206,8 +242,21 @@ def test_serve_shows_a_synced_demo_within_a_minute_once_and_remove_leaves_nothin
             select(TrackingEvent.kind, TrackingEvent.machine).where(TrackingEvent.recipient_id == recipient.id)
         )
         assert opens.tuples().all() == [("open", False)]
+    with sessions_of() as s:  # what the processing mailbox made of each message
+        items = {i.subject: i for i in s.scalars(select(InboundItem))}
+        form = items["New application: Product Designer (Aiko Tanaka)"]
+        assert form.data_source == "json part" and form.data["full_name"] == "Aiko Tanaka"
+        agency = items["Kandidatenvorschlag: Senior Backend Engineer"]
+        assert agency.data_source == "yaml" and agency.data["verfugbar_ab"] == "1. Juni"
+        resume = items["Updated résumé - Maya Okafor"]
+        assert (resume.routed_kind, resume.routed_via) == ("applicant", "sender")
+        assert s.scalars(select(InboundAttachment.applicant_id)).all() == [resume.applicant_id]
+        answer = next(i for i in items.values() if i.sender == scenario.DANIEL.address)
+        assert (answer.routed_kind, answer.routed_via) == ("outbox", "reply_token")
+        broken = items["New application: Senior Backend Engineer (Tom Becker)"]
+        assert broken.status == "failed" and broken.moved
     before = _counts(sessions_of)
-    assert before["orgs"] == 1 and before["accounts"] == 2 and before["applicants"] == 5 and before["outbox"] == 1
+    assert before["orgs"] == 1 and before["accounts"] == 3 and before["applicants"] == 5 and before["outbox"] == 1
 
     last = _last_synced(sessions_of)
     with serving(env, tmp_path, "second") as served:  # a restart: no new password, no second demo
@@ -269,8 +318,11 @@ def test_demo_commands_seed_once_report_and_remove_only_the_demo(cli: Cli, sessi
     status = cli.json("demo", "status")
     assert isinstance(status, dict) and status["demo"] is True and status["org_id"] == seeded["org_id"]
     assert status["applicants"] == 5 and [m["email"] for m in status["mailboxes"]] == [
-        p.address for p in scenario.RECRUITERS
+        p.address for p in (*scenario.RECRUITERS, scenario.APPLICATIONS)
     ]
+    with sessions_of() as s:  # applications@ is a processing mailbox taking its INBOX
+        boxes = [(b.email, b.folder) for b in list_mailboxes(s, seeded["org_id"])]
+    assert boxes == [(scenario.APPLICATIONS.address, "INBOX")]
     # the CLI's default organisation is the real one, never the demo
     orgs = cli.json("orgs", "list")
     assert isinstance(orgs, list) and [(o["name"], o["demo"]) for o in orgs] == [("Default", False), ("Demo", True)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from postroom import demo_scenario as scenario
+from postroom.demo_documents import resume_pdf
+from postroom.inbound import parse_inbound
 from postroom.mime import parse_headers, parse_message
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -14,8 +16,27 @@ def _copies() -> dict[bytes, list[scenario.Delivery]]:
     """Each message, with its copies in the recruiters' mailboxes."""
     out: dict[bytes, list[scenario.Delivery]] = {}
     for d in scenario.deliveries(NOW):
-        out.setdefault(d.raw, []).append(d)
+        if d.mailbox != scenario.APPLICATIONS.address:
+            out.setdefault(d.raw, []).append(d)
     return out
+
+
+def test_the_processing_mailbox_holds_a_json_form_a_yaml_profile_a_resume_and_a_broken_form() -> None:
+    inbox = [d for d in scenario.deliveries(NOW) if d.mailbox == scenario.APPLICATIONS.address]
+    assert all(d.labels == ("INBOX", "UNREAD") and d.date_ms < NOW.timestamp() * 1000 for d in inbox)
+    parsed = {m.subject: m for m in (parse_inbound(d.raw) for d in inbox)}
+    form = parsed["New application: Product Designer (Aiko Tanaka)"]
+    assert form.data_source == "json part" and form.data["full_name"] == "Aiko Tanaka"
+    profile = parsed["Kandidatenvorschlag: Senior Backend Engineer"]  # German keys, umlauts included
+    assert profile.data_source == "yaml" and profile.data["verfugbar_ab"] == "1. Juni"
+    assert profile.text.startswith("Guten Tag")
+    resume = parsed["Updated résumé - Maya Okafor"]
+    assert resume.from_[0].email == scenario.MAYA.address  # an applicant's address: routed to her
+    assert [(a.filename, a.content_type) for a in resume.attachments] == [
+        ("Maya-Okafor-CV-2025.pdf", "application/pdf")
+    ]
+    broken = parsed["New application: Senior Backend Engineer (Tom Becker)"]  # it fails: its JSON is cut off
+    assert broken.data_source is None and broken.defects[0].startswith("json part is not valid JSON")
 
 
 def test_the_scenario_has_what_the_demo_shows() -> None:
@@ -52,7 +73,7 @@ def test_the_scenario_has_what_the_demo_shows() -> None:
 
 
 def test_the_resume_is_a_pdf_whose_cross_reference_table_is_right() -> None:
-    pdf = scenario.resume_pdf("Maya Okafor", ("Backend engineer (Python)",))
+    pdf = resume_pdf("Maya Okafor", ("Backend engineer (Python)",))
     assert pdf.startswith(b"%PDF-1.4\n") and pdf.endswith(b"%%EOF\n")
     start = int(pdf.rsplit(b"startxref\n", 1)[1].split(b"\n")[0])
     assert pdf[start:].startswith(b"xref\n0 6\n")
@@ -75,6 +96,7 @@ def test_the_applicants_reply_answers_his_copy_in_its_thread() -> None:
     h = parse_headers(raw)
     assert mailbox == "rita@northwind.test"
     assert [a.email for a in h.to] == ["rita+abcdefghijklmnopqrst@northwind.test"]
+    assert [a.email for a in h.cc] == [scenario.APPLICATIONS.address]  # the processing mailbox's copy
     assert h.in_reply_to == ("<copy.1@northwind.test>",)
     assert h.subject == "Re: [k3x9q2] Next steps: technical interview"
     assert h.from_[0].email == scenario.DANIEL.address
