@@ -188,6 +188,16 @@ def take(demo: Demo, out: Path) -> list[Path]:
         cam.shoot("templates")
         cam.open("/outbox")
         cam.shoot("outbox")
+        deadline = time.monotonic() + 60  # the worker takes the processing mailbox after its first sync
+        while time.monotonic() < deadline:
+            cam.open("/inbound")
+            if len(driver.find_elements(By.CSS_SELECTOR, "[data-inbound-item]")) >= 5:
+                break
+            time.sleep(1)
+        driver.execute_script("document.querySelector('[data-inbound-item]').scrollIntoView({block: 'start'})")
+        cam.shoot("inbound")
+        cam.open("/webhooks")
+        cam.shoot("webhooks")
         return cam.taken
     finally:
         driver.quit()
