@@ -38,18 +38,16 @@ import imaplib
 import io
 import json
 import os
-import platform
 import pstats
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,6 +61,8 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 from imap_proxy import CountingProxy  # noqa: E402
+from provider_bench_common import log, med, spread  # noqa: E402
+from provider_bench_common import machine as common_machine  # noqa: E402
 from sqlalchemy import create_engine, event, func, select, text  # noqa: E402
 
 from postroom.bounces import parse_bounce  # noqa: E402
@@ -83,10 +83,6 @@ PASSWORD = "benchpw"
 DATA = [ROOT / "tests" / "data" / "inbound", ROOT / "tests" / "data" / "dsn"]
 MALFORMED_SHARE = 0.02
 _MSGID = re.compile(rb"^Message-ID:[^\r\n]*(\r?\n[ \t][^\r\n]*)*", re.I | re.M)
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------ the messages
@@ -268,16 +264,6 @@ def _label(cmd: str) -> str:
     return cmd
 
 
-def med(xs: Iterable[float]) -> float | None:
-    xs = list(xs)
-    return statistics.median(xs) if xs else None
-
-
-def spread(xs: Iterable[float]) -> list[float]:
-    xs = sorted(xs)
-    return [round(xs[0], 4), round(xs[-1], 4)] if xs else []
-
-
 # ------------------------------------------------------------------ main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -414,21 +400,10 @@ def main() -> int:
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-    }
-    try:
-        with open("/proc/cpuinfo") as fh:
-            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "?")
-        info["loadavg_end"] = os.getloadavg()
-        info["dovecot"] = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout.strip()
-        import sqlite3
-
-        info["sqlite"] = sqlite3.sqlite_version
-    except OSError:
-        pass
+    """The common machine facts, with the Dovecot version and the load at the end."""
+    info = common_machine()
+    info["loadavg_end"] = os.getloadavg()
+    info["dovecot"] = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout.strip()
     return info
 
 
