@@ -75,8 +75,7 @@ class InboundItem(Base):
     routed_id: Mapped[int | None] = mapped_column(Integer)
     routed_via: Mapped[str | None] = mapped_column(String(16))
     applicant_id: Mapped[int | None] = mapped_column(ForeignKey("applicants.id", ondelete="SET NULL"), index=True)
-    bounced: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # recipients a bounce marked
-    bounces: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=list)  # ... and who they are
+    bounces: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=list)  # whom a bounce marked
     body_id: Mapped[int | None] = mapped_column(ForeignKey("bodies.id", ondelete="SET NULL"))
     size: Mapped[int | None] = mapped_column(BigInteger)
     moved: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -101,7 +101,6 @@ class InboundItemView:
     auto_reply: str
     sender: str | None
     subject: str
-    bounced: int
     moved: bool
     created_at: datetime
     processed_at: datetime | None
@@ -128,7 +127,7 @@ class InboundItemView:
             "sender": self.sender,
             "subject": self.subject,
             "applicant_id": self.applicant_id,
-            "bounced_recipients": self.bounced,
+            "bounced_recipients": len(self.bounces),
             "bounces": [b.as_json() for b in self.bounces],
             "mailbox_id": self.mailbox_id,
             "moved": self.moved,
@@ -188,7 +187,6 @@ def item_view(
         auto_reply=item.auto_reply,
         sender=item.sender,
         subject=item.subject,
-        bounced=item.bounced,
         moved=item.moved,
         created_at=item.created_at,
         processed_at=item.processed_at,
@@ -364,7 +362,7 @@ def _apply(
         session.execute(delete(InboundAttachment).where(InboundAttachment.item_id == item.id))
     kept: list[InboundAttachment] = []
     item.routed_kind = item.routed_id = item.routed_via = item.applicant_id = None
-    item.bounced, item.bounces = 0, []
+    item.bounces = []
     item.processed_at = now
     if msg is not None:
         sender = msg.from_[0].email if msg.from_ else None
@@ -393,7 +391,6 @@ def _apply(
             item.routed_kind, item.routed_id, item.routed_via = about.kind, about.id, about.via
             item.applicant_id = about.applicant_id
         marked = record_bounce(session, item.org_id, bounce, now)
-        item.bounced = len(marked)
         item.bounces = [b.as_json() for b in _marked(session, marked)]
         item.data, item.data_source = {}, None
     else:

@@ -73,7 +73,6 @@ def upgrade() -> None:
         sa.Column("routed_id", sa.Integer(), nullable=True),
         sa.Column("routed_via", sa.String(length=16), nullable=True),
         sa.Column("applicant_id", sa.Integer(), nullable=True),
-        sa.Column("bounced", sa.Integer(), server_default="0", nullable=False),
         sa.Column("body_id", sa.Integer(), nullable=True),
         sa.Column("size", sa.BigInteger(), nullable=True),
         sa.Column("moved", sa.Boolean(), server_default=sa.false(), nullable=False),
